@@ -1,0 +1,41 @@
+// swift-tools-version:6.1
+// uturn: a TURN relay server (RFC 8656) whose data path runs on io_uring.
+// Module layout and dependency direction: ../shared/ARCHITECTURE.md
+//   uturnd -> Relay -> (TURN, URing) -> STUN -> CCrypto ; URing -> CURing
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "uturn",
+    products: [
+        .executable(name: "uturnd", targets: ["uturnd"]),
+        .library(name: "STUN", targets: ["STUN"]),
+        .library(name: "TURN", targets: ["TURN"]),
+        .library(name: "URing", targets: ["URing"]),
+        .library(name: "Relay", targets: ["Relay"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+    ],
+    targets: [
+        // C shims: only what Swift cannot import or call cheaply by itself.
+        .target(name: "CCrypto", linkerSettings: [.linkedLibrary("crypto")]),
+        .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
+
+        .target(name: "STUN", dependencies: ["CCrypto"], swiftSettings: strict),
+        .target(name: "TURN", dependencies: ["STUN", "CCrypto"], swiftSettings: strict),
+        .target(name: "URing", dependencies: ["CURing"], swiftSettings: strict),
+        .target(name: "Relay", dependencies: ["TURN", "URing", "STUN"], swiftSettings: strict),
+        .executableTarget(
+            name: "uturnd",
+            dependencies: ["Relay", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
+
+        .testTarget(name: "STUNTests", dependencies: ["STUN"], swiftSettings: strict),
+        .testTarget(name: "TURNTests", dependencies: ["TURN", "STUN"], swiftSettings: strict),
+        .testTarget(name: "URingTests", dependencies: ["URing", "CURing"], swiftSettings: strict),
+        .testTarget(name: "RelayTests", dependencies: ["Relay", "TURN", "STUN", "URing"], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,1 @@
+// The Relay module: see ../shared/ARCHITECTURE.md. Filled in by its issue.

@@ -1,0 +1,1 @@
+// The TURN module: see ../shared/ARCHITECTURE.md. Filled in by its issue.

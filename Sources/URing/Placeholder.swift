@@ -1,0 +1,1 @@
+// The URing module: see ../shared/ARCHITECTURE.md. Filled in by its issue.

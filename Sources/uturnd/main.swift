@@ -1,0 +1,1 @@
+print("uturnd: not yet runnable")
