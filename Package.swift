@@ -2,6 +2,7 @@
 // uturn: a TURN relay server (RFC 8656) whose data path runs on io_uring.
 // Module layout and dependency direction: ../shared/ARCHITECTURE.md
 //   uturnd -> Relay -> (TURN, URing) -> STUN -> CCrypto ; URing -> CURing
+import Foundation
 import PackageDescription
 
 let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
@@ -39,3 +40,29 @@ let package = Package(
         .testTarget(name: "RelayTests", dependencies: ["Relay", "TURN", "STUN", "URing"], swiftSettings: strict),
     ]
 )
+
+// package-benchmark suites (Benchmarks/) build only when asked, so the main
+// build and `swift test` never fetch or compile the benchmark dependencies:
+//   UTURN_BENCHMARKS=1 swift package --scratch-path .build-bench benchmark
+
+
+if ProcessInfo.processInfo.environment["UTURN_BENCHMARKS"] != nil {
+    package.dependencies.append(
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.0", traits: ["MallocInterposer"])
+    )
+    let suites: [(name: String, modules: [String])] = [
+        ("Smoke", ["STUN"]),
+    ]
+    for suite in suites {
+        package.targets.append(
+            .executableTarget(
+                name: "\(suite.name)Benchmarks",
+                dependencies: [.product(name: "Benchmark", package: "benchmark")]
+                    + suite.modules.map { .target(name: $0) },
+                path: "Benchmarks/\(suite.name)",
+                swiftSettings: strict,
+                plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+            )
+        )
+    }
+}
