@@ -1,1 +1,0 @@
-// The URing module: see ../shared/ARCHITECTURE.md. Filled in by its issue.
