@@ -1,1 +1,0 @@
-// The TURN module: see ../shared/ARCHITECTURE.md. Filled in by its issue.
