@@ -156,6 +156,7 @@ public struct KernelFeatures: Sendable, CustomStringConvertible {
 
     static func unameRelease() -> String {
         var u = utsname()
+        guard uname(&u) == 0 else { return "unknown" }
         return withUnsafeBytes(of: &u.release) { raw in
             String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
         }

@@ -23,7 +23,7 @@ extension KernelTimespec {
 // receive) or until the operation completes (buffers, the msghdr and
 // everything it points at for sends and single-shot receives).
 extension Ring {
-    @usableFromInline @inline(__always)
+    @inlinable @inline(__always)
     mutating func nextSQE(_ userData: UserData) -> UnsafeMutablePointer<io_uring_sqe>? {
         // io_uring_prep_rw sets every field the prep helpers use except
         // user_data, which each method sets after the prep call.
