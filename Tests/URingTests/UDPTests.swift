@@ -171,27 +171,17 @@ struct UDPTests {
         let payload = UnsafeMutableRawBufferPointer.allocate(byteCount: segments * segmentSize, alignment: 8)
         defer { payload.deallocate() }
         for i in 0..<payload.count { payload[i] = UInt8(i / segmentSize) &+ 0x41 }
-        let iovecs = UnsafeMutablePointer<iovec>.allocate(capacity: segments)
-        defer { iovecs.deallocate() }
+        let sends = SendMessageSlots(count: 4, iovecsPerMessage: 8)
+        let slot = 2
+        let iov = sends.iovecs(slot)
         for i in 0..<segments {
-            iovecs[i] = iovec(iov_base: payload.baseAddress! + i * segmentSize, iov_len: segmentSize)
+            iov[i] = iovec(iov_base: payload.baseAddress! + i * segmentSize, iov_len: segmentSize)
         }
-        let name = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
-        defer { name.deallocate() }
-        let nameLength = try receiver.localAddress().write(to: name)
-        let control = UnsafeMutableRawPointer.allocate(byteCount: ControlMessages.udpSegmentSpace, alignment: 8)
-        defer { control.deallocate() }
-        let message = UnsafeMutablePointer<msghdr>.allocate(capacity: 1)
-        defer { message.deallocate() }
-        message.initialize(to: msghdr())
-        message.pointee.msg_name = UnsafeMutableRawPointer(name)
-        message.pointee.msg_namelen = socklen_t(nameLength)
-        message.pointee.msg_iov = iovecs
-        message.pointee.msg_iovlen = segments
-        message.pointee.msg_control = control
-        message.pointee.msg_controllen = ControlMessages.writeUDPSegment(UInt16(segmentSize), to: control)
+        let message = sends.prepare(
+            slot, destination: try receiver.localAddress(), iovecCount: segments, segmentSize: UInt16(segmentSize))
+        #expect(message.pointee.msg_controllen == ControlMessages.udpSegmentSpace)
 
-        let tag = UserData(kind: .init(rawValue: 4), slot: 0)
+        let tag = UserData(kind: .init(rawValue: 4), slot: UInt32(slot))
         let prepared = ring.prepareSendMessage(socket: sender.rawValue, message: message, userData: tag)
         #expect(prepared)
         var sent: Int32?
@@ -265,6 +255,53 @@ struct UDPTests {
         #expect(total == 500)
         // Usually one 500-byte train with a 100-byte segment size cmsg.
         #expect(segmentSizes.contains(100))
+        _ = consume buffers
+    }
+
+    /// IPv6 end to end through one ring: a plain SENDMSG from a slot, received
+    /// by a multishot RECVMSG on the same ring, with the source decoded from a
+    /// sockaddr_in6.
+    @Test func ipv6SendAndReceiveThroughRing() throws {
+        guard let receiver = try? UDPSocket.bound(to: .loopbackV6()) else {
+            print("no IPv6 loopback here; skipping ipv6SendAndReceiveThroughRing")
+            return
+        }
+        defer { receiver.close() }
+        let sender = try UDPSocket.bound(to: .loopbackV6())
+        defer { sender.close() }
+        var ring = try Ring(options: smallOptions())
+        var buffers = try BufferRing(ring: &ring, groupID: 5, count: 8, bufferSize: 1024)
+        let header = ReceiveMessageHeader()
+        let sends = SendMessageSlots(count: 2, iovecsPerMessage: 1)
+        let payload = Array("hello over ::1".utf8)
+        let receiveTag = UserData(kind: listenKind, slot: 0)
+        let sendTag = UserData(kind: .init(rawValue: 4), slot: 1)
+        try payload.withUnsafeBytes { bytes in
+            sends.iovecs(1)[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+            let message = sends.prepare(1, destination: try receiver.localAddress(), iovecCount: 1)
+            let armed = ring.prepareReceiveMessageMultishot(
+                socket: receiver.rawValue, header: header, bufferGroup: 5, userData: receiveTag)
+            let sent = ring.prepareSendMessage(socket: sender.rawValue, message: message, userData: sendTag)
+            #expect(armed && sent)
+            var sendResult: Int32?
+            var got: (SocketAddress?, [UInt8])?
+            try pump(&ring, until: { sendResult != nil && got != nil }) { _, cqe in
+                if cqe.userData == sendTag {
+                    sendResult = cqe.result
+                } else {
+                    let id = try #require(cqe.bufferID, "\(cqe)")
+                    let parsed = header.parseMultishot(buffer: buffers.buffer(id), length: cqe.result)
+                    let msg = try #require(parsed)
+                    got = (msg.sourceAddress, Array(msg.payload))
+                    buffers.recycle(id)
+                    buffers.publishRecycled()
+                }
+            }
+            #expect(sendResult == Int32(payload.count))
+            #expect(got?.0 == (try sender.localAddress()))
+            #expect(got?.0?.family == .v6)
+            #expect(got?.1 == payload)
+        }
         _ = consume buffers
     }
 }
