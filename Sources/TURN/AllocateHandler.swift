@@ -1,0 +1,110 @@
+import STUN
+
+extension TURNServer {
+    /// Allocate (RFC 8656 §7.2; dual allocation RFC 8656 §7.2 / RFC 6156).
+    mutating func handleAllocate<Relays: RelayPortProvider>(
+        _ request: STUNMessage, auth: AuthContext, from fiveTuple: FiveTuple, now: MonotonicTime,
+        into out: UnsafeMutableRawBufferPointer, relays: inout Relays
+    ) -> STUNOutcome {
+        func fail(_ code: Int) -> STUNOutcome {
+            STUNOutcome(responseLength: errorResponse(code, to: request, auth: auth, into: out), effect: .none)
+        }
+        if let alternate = configuration.alternateServer {
+            let n = errorResponse(300, to: request, auth: auth, into: out) { (enc) throws(STUNError) in
+                try enc.append(.alternateServer, address: alternate)
+            }
+            return STUNOutcome(responseLength: n, effect: .none)
+        }
+        // Same 5-tuple, new transaction: the retransmission cache already
+        // answered a true retransmission, so this is a mismatch.
+        if tables.allocation(for: fiveTuple) != nil { return fail(437) }
+        guard let transport = request.requestedTransport else { return fail(400) }
+        guard transport == ClientTransport.udp.rawValue else { return fail(442) }
+        if request.dontFragment && !configuration.supportsDontFragment {
+            var unknown = UnknownAttributeList()
+            unknown.insert(.dontFragment)
+            let n = errorResponse(420, to: request, auth: auth, into: out) { (enc) throws(STUNError) in
+                try enc.appendUnknownAttributes(unknown)
+            }
+            return STUNOutcome(responseLength: n, effect: .none)
+        }
+        let token = request.reservationToken
+        let evenPort = request.evenPort
+        let requestedFamily = request.requestedAddressFamily
+        let additionalFamily = request.additionalAddressFamily
+        if token != nil && (evenPort != nil || requestedFamily != nil || additionalFamily != nil) { return fail(400) }
+        if requestedFamily != nil && additionalFamily != nil { return fail(400) }
+
+        var primary = IPAddress.Family.v4
+        if let f = requestedFamily {
+            switch f {
+            case 0x01: primary = .v4
+            case 0x02: primary = .v6
+            default: return fail(440)
+            }
+        }
+        var wantSecond = false
+        if let f = additionalFamily {
+            // Only IPv6 may be added to the default IPv4 relay (RFC 8656 §7.2).
+            guard f == 0x02 else { return fail(400) }
+            wantSecond = true
+        }
+        if token == nil && !configuration.relayFamilies.contains(primary) { return fail(440) }
+
+        let quotaUser = configuration.credentials.quotaUser(of: auth.username)
+        guard quotas.acquire(user: quotaUser) else { return fail(486) }
+        let lifetime = configuration.lifetime(requested: request.lifetime)
+        guard let id = tables.create(fiveTuple: fiveTuple, lifetime: lifetime, now: now) else {
+            quotas.release(user: quotaUser)
+            return fail(508)
+        }
+        let first: RelayEndpoint?
+        if let token {
+            first = relays.openReservedRelay(for: id, token: token)
+        } else {
+            first = relays.openRelay(
+                for: id, family: primary, evenPort: evenPort != nil, reserveNext: evenPort ?? false)
+        }
+        guard let first else {
+            tables.remove(id)
+            quotas.release(user: quotaUser)
+            return fail(508)
+        }
+        // The second family of a dual allocation is best effort: its failure
+        // is reported in ADDRESS-ERROR-CODE and the allocation stands.
+        var second: RelayEndpoint?
+        var secondError = 0
+        if wantSecond {
+            if !configuration.relayFamilies.contains(.v6) {
+                secondError = 440
+            } else if let r = relays.openRelay(for: id, family: .v6, evenPort: false, reserveNext: false) {
+                second = r
+            } else {
+                secondError = 508
+            }
+        }
+        let v4 = first.address.ip.family == .v4 ? first : second
+        let v6 = first.address.ip.family == .v6 ? first : second
+        tables.setRelays(id, v4: v4, v6: v6)
+        owners[Int(id.slot)] = Owner(username: auth.username, quotaUser: quotaUser)
+
+        let n = successResponse(to: request, auth: auth, into: out) { (enc) throws(STUNError) in
+            try enc.append(.xorRelayedAddress, xorAddress: first.address)
+            if let second { try enc.append(.xorRelayedAddress, xorAddress: second.address) }
+            try enc.appendLifetime(lifetime)
+            if first.reservationToken != 0 { try enc.append(.reservationToken, uint64: first.reservationToken) }
+            try enc.append(.xorMappedAddress, xorAddress: fiveTuple.client)
+            if secondError != 0 {
+                let reason = Array(reasonPhrase(secondError).utf8)
+                var failure: STUNError?
+                reason.withUnsafeBytes { r in
+                    do throws(STUNError) {
+                        try enc.appendAddressErrorCode(family: 0x02, code: secondError, reason: r)
+                    } catch { failure = error }
+                }
+                if let failure { throw failure }
+            }
+        }
+        return STUNOutcome(responseLength: n, effect: .allocationCreated(id, relayV4: v4, relayV6: v6))
+    }
+}

@@ -1,0 +1,54 @@
+import STUN
+
+/// The immutable settings one server snapshot runs with, shared (by value)
+/// by every worker. A reload builds a new one and each worker takes it at
+/// its next control request (`TURNServer.configuration`).
+public struct TURNConfiguration: Sendable {
+    public var credentials: CredentialStore
+    public var peerPolicy: PeerPolicy
+    /// Stateless nonce codec; every worker must hold the same secret.
+    public var nonces: NonceCodec
+    /// Allocation lifetime when the client asks for less or nothing (RFC: 600 s).
+    public var defaultLifetime: UInt32 = 600
+    /// `--max-allocate-lifetime` (default 3600 s).
+    public var maxLifetime: UInt32 = 3600
+    /// Offer SHA-256 (PASSWORD-ALGORITHMS, MESSAGE-INTEGRITY-SHA256) in the nonce cookie.
+    public var offerSHA256 = true
+    /// Accept USERHASH instead of USERNAME (static users only).
+    public var acceptUserHash = false
+    /// Refuse channel numbers 0x5000–0x7FFF (RFC 8656's range) with 400.
+    /// Off by default: RFC 5766 clients such as coturn's `turnutils_uclient` use them.
+    public var strictChannelNumbers = false
+    /// Whether the engine can send with DF set; when false, DONT-FRAGMENT gets 420.
+    public var supportsDontFragment = true
+    /// Relay families this server can open.
+    public var relayFamilies: Set<IPAddress.Family> = [.v4, .v6]
+    /// When set, every Allocate is redirected here with 300 (ALTERNATE-SERVER).
+    public var alternateServer: TransportAddress?
+    /// SOFTWARE attribute value, nil for none.
+    public var software: String? = "uturn"
+    /// Fixed per-worker table sizes (read at worker start only).
+    public var limits = TableLimits()
+    /// Per-allocation bandwidth cap in bytes per second; 0 for none.
+    public var bandwidthBytesPerSecond: UInt64 = 0
+
+    public init(credentials: CredentialStore, peerPolicy: PeerPolicy = PeerPolicy(), nonces: NonceCodec = NonceCodec()) {
+        self.credentials = credentials
+        self.peerPolicy = peerPolicy
+        self.nonces = nonces
+    }
+
+    /// Security features announced in nonces under this configuration.
+    var securityFeatures: SecurityFeatures {
+        var f: SecurityFeatures = []
+        if offerSHA256 { f.insert(.passwordAlgorithms) }
+        if acceptUserHash { f.insert(.usernameAnonymity) }
+        return f
+    }
+
+    /// RFC 8656 §7.2 / §8.2: min(requested, max), but never below the default.
+    func lifetime(requested: UInt32?) -> UInt32 {
+        guard let requested else { return defaultLifetime }
+        return max(defaultLifetime, min(requested, maxLifetime))
+    }
+}

@@ -1,0 +1,105 @@
+import STUN
+
+extension TURNServer {
+    /// Handles one STUN message from a client (request or Send indication).
+    ///
+    /// - Parameters:
+    ///   - packet: the datagram, starting at the STUN header.
+    ///   - fiveTuple: client address, the listening address it arrived on, transport.
+    ///   - now: monotonic clock reading; `unixTime`: wall clock seconds (REST API expiry).
+    ///   - out: where the response is written (548 bytes is always enough).
+    ///   - relays: the engine's relay socket provider.
+    /// - Returns: the response length (0: send nothing) and the effect to apply.
+    public mutating func handleSTUN<Relays: RelayPortProvider>(
+        _ packet: UnsafeRawBufferPointer, from fiveTuple: FiveTuple, now: MonotonicTime, unixTime: Int64,
+        response out: UnsafeMutableRawBufferPointer, relays: inout Relays
+    ) -> STUNOutcome {
+        let request: STUNMessage
+        do throws(STUNError) {
+            request = try STUNMessage(parsing: packet)
+        } catch {
+            return STUNOutcome(responseLength: badRequestForUnparsable(packet, into: out), effect: .dropped(.malformed))
+        }
+        switch request.messageClass {
+        case .request: break
+        case .indication:
+            if request.method == .send { return handleSendIndication(request, from: fiveTuple, now: now) }
+            return STUNOutcome(responseLength: 0, effect: .dropped(.notARequest))
+        case .successResponse, .errorResponse:
+            return STUNOutcome(responseLength: 0, effect: .dropped(.notARequest))
+        }
+        if request.method == .binding {
+            // RFC 8489 §10: Binding needs no credentials.
+            let n = successResponse(to: request, auth: nil, into: out) { (enc) throws(STUNError) in
+                try enc.append(.xorMappedAddress, xorAddress: fiveTuple.client)
+            }
+            return STUNOutcome(responseLength: n, effect: .none)
+        }
+        let method = request.method
+        guard method == .allocate || method == .refresh || method == .createPermission || method == .channelBind else {
+            return STUNOutcome(responseLength: errorResponse(400, to: request, auth: nil, into: out), effect: .none)
+        }
+        if let n = cache.lookup(fiveTuple, request.transactionID, now: now, into: out) {
+            return STUNOutcome(responseLength: n, effect: .none)
+        }
+        let auth: AuthContext
+        switch authenticate(request, client: fiveTuple.client, now: now, unixTime: unixTime, into: out) {
+        case .rejected(let n): return STUNOutcome(responseLength: n, effect: .none)
+        case .authenticated(let a): auth = a
+        }
+        var outcome: STUNOutcome
+        let unknown = request.unknownComprehensionRequired
+        if !unknown.isEmpty {
+            let n = errorResponse(420, to: request, auth: auth, into: out) { (enc) throws(STUNError) in
+                try enc.appendUnknownAttributes(unknown)
+            }
+            outcome = STUNOutcome(responseLength: n, effect: .none)
+        } else if method == .allocate {
+            outcome = handleAllocate(request, auth: auth, from: fiveTuple, now: now, into: out, relays: &relays)
+        } else if let id = tables.allocation(for: fiveTuple) {
+            if owners[Int(id.slot)].username != auth.username {
+                outcome = STUNOutcome(responseLength: errorResponse(441, to: request, auth: auth, into: out), effect: .none)
+            } else if method == .refresh {
+                outcome = handleRefresh(request, id: id, auth: auth, now: now, into: out, relays: &relays)
+            } else if method == .createPermission {
+                outcome = handleCreatePermission(request, id: id, auth: auth, now: now, into: out)
+            } else {
+                outcome = handleChannelBind(request, id: id, auth: auth, now: now, into: out)
+            }
+        } else {
+            outcome = STUNOutcome(responseLength: errorResponse(437, to: request, auth: auth, into: out), effect: .none)
+        }
+        if outcome.responseLength > 0 {
+            cache.store(
+                fiveTuple, request.transactionID,
+                response: UnsafeRawBufferPointer(rebasing: out[0..<outcome.responseLength]), now: now)
+        }
+        return outcome
+    }
+
+    /// A request too broken to parse still gets 400 when its header is sound
+    /// enough to answer (RFC 8489 §6.3.1); anything else is dropped.
+    func badRequestForUnparsable(_ packet: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) -> Int {
+        guard packet.count >= STUNHeader.size, packet[0] & 0xC0 == 0,
+            packet.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == STUNHeader.magicCookie.bigEndian
+        else { return 0 }
+        let type = STUNMessageType(rawValue: UInt16(packet[0]) << 8 | UInt16(packet[1]))
+        guard type.messageClass == .request else { return 0 }
+        do throws(STUNError) {
+            var enc = try STUNEncoder(
+                into: out, method: type.method, class: .errorResponse,
+                transactionID: TransactionID(loadingFrom: packet.baseAddress! + 8))
+            try enc.appendErrorCode(400, reason: reasonPhrase(400))
+            if let software = configuration.software { try enc.append(.software, utf8: software) }
+            return enc.count
+        } catch {
+            return 0
+        }
+    }
+
+    /// Families of the relays an allocation holds.
+    func hasRelay(_ id: AllocationID, family: IPAddress.Family) -> Bool {
+        guard let r = tables.relays(of: id) else { return false }
+        return family == .v4 ? r.v4 != nil : r.v6 != nil
+    }
+}

@@ -1,0 +1,128 @@
+import STUN
+
+/// What the engine must do after a STUN packet besides sending the response.
+public enum ServerEffect: Sendable, Equatable {
+    case none
+    /// An allocation was made: register its relay socket(s) under `id`.
+    case allocationCreated(AllocationID, relayV4: RelayEndpoint?, relayV6: RelayEndpoint?)
+    /// An allocation was deleted (Refresh LIFETIME 0): close its relay sockets.
+    /// The relays were already closed through the provider; this is for the engine's tables.
+    case allocationDeleted(RemovedAllocation)
+    /// A Send indication: send the bytes `payload` (a range of the incoming
+    /// packet) to `peer` from the relay socket of `id`, with DF if asked.
+    case sendToPeer(AllocationID, peer: TransportAddress, payload: Range<Int>, dontFragment: Bool)
+    /// Dropped without an answer.
+    case dropped(DropReason)
+}
+
+/// Why a packet got no answer. For counters and debug logs.
+public enum DropReason: UInt8, Sendable, Equatable {
+    case malformed
+    case notARequest
+    case noAllocation
+    case noPermission
+    case peerFamilyMismatch
+    case missingAttribute
+    case bandwidthExceeded
+    case responseBufferTooSmall
+}
+
+/// The answer to one STUN packet.
+public struct STUNOutcome: Sendable, Equatable {
+    /// Bytes of response written to the caller's buffer; 0 for none.
+    public var responseLength: Int
+    public var effect: ServerEffect
+}
+
+/// Where data from a peer goes (RFC 8656 §11.5, §12.5).
+public enum PeerRoute: Sendable, Equatable {
+    /// Frame as ChannelData with this number and send to the client.
+    case channel(UInt16, client: FiveTuple)
+    /// Wrap in a Data indication and send to the client.
+    case dataIndication(client: FiveTuple)
+    /// No permission for the peer (or the allocation is gone): drop silently.
+    case drop
+}
+
+/// One worker's TURN state machine: it decides everything about STUN
+/// requests and answers the per-packet questions of the data path.
+///
+/// Ownership: one instance per worker, used only from that worker's thread.
+/// Shared between workers: the `TURNConfiguration` snapshot (a value) and
+/// the `AllocationQuotas` counters (a Sendable class, control path only).
+///
+/// The data-path methods (`allocation(for:)`, `routeChannelData`,
+/// `routePeerData`, counters, bandwidth) touch only the tables' unsafe
+/// storage: no allocation, no reference counting. `handleSTUN` is the
+/// control path; it may allocate a String for the username.
+public struct TURNServer: ~Copyable {
+    /// The configuration in force; assign a new snapshot to reload.
+    /// Table sizes (`limits`) are read only at init.
+    public var configuration: TURNConfiguration
+    public let quotas: AllocationQuotas
+    public var tables: AllocationTable
+    var cache: ResponseCache
+    /// Username and quota user per slot (cold; control path only).
+    var owners: [Owner]
+
+    struct Owner {
+        var username: String
+        var quotaUser: String
+    }
+
+    public init(configuration: TURNConfiguration, quotas: AllocationQuotas, now: MonotonicTime) {
+        self.configuration = configuration
+        self.quotas = quotas
+        self.tables = AllocationTable(
+            limits: configuration.limits, maxLifetime: configuration.maxLifetime,
+            bandwidthBytesPerSecond: configuration.bandwidthBytesPerSecond, now: now)
+        self.cache = ResponseCache(capacity: 256)
+        self.owners = Array(repeating: Owner(username: "", quotaUser: ""), count: configuration.limits.maxAllocations)
+    }
+
+    // MARK: Data path
+
+    /// The allocation of a client 5-tuple.
+    @inline(__always)
+    public func allocation(for fiveTuple: FiveTuple) -> AllocationID? { tables.allocation(for: fiveTuple) }
+
+    /// Client → peer ChannelData: the allocation and the peer to send the
+    /// payload to, or nil to drop (no allocation, channel unbound or expired,
+    /// permission expired).
+    @inline(__always)
+    public func routeChannelData(channel: UInt16, from fiveTuple: FiveTuple, now: MonotonicTime)
+        -> (AllocationID, TransportAddress)?
+    {
+        guard let id = tables.allocation(for: fiveTuple),
+            let peer = tables.peer(forChannel: channel, in: id, now: now)
+        else { return nil }
+        return (id, peer)
+    }
+
+    /// Peer → client: checks the permission, then picks ChannelData if a
+    /// channel is bound to the peer, else a Data indication.
+    @inline(__always)
+    public func routePeerData(to id: AllocationID, from peer: TransportAddress, now: MonotonicTime) -> PeerRoute {
+        guard let client = tables.fiveTuple(of: id), tables.isPermitted(peer.ip, in: id, now: now) else { return .drop }
+        if let number = tables.channel(forPeer: peer, in: id, now: now) { return .channel(number, client: client) }
+        return .dataIndication(client: client)
+    }
+
+    // MARK: Timers
+
+    /// One allocation whose lifetime has run out, already removed, with its
+    /// quota given back; the engine closes its relays. Call until nil on each tick.
+    public mutating func nextExpired(now: MonotonicTime) -> RemovedAllocation? {
+        guard let removed = tables.nextExpired(now: now) else { return nil }
+        quotas.release(user: owners[Int(removed.id.slot)].quotaUser)
+        return removed
+    }
+
+    /// Deletes an allocation on the engine's initiative (relay socket error,
+    /// shutdown), giving back its quota. The engine closes the relays itself.
+    public mutating func removeAllocation(_ id: AllocationID) -> RemovedAllocation? {
+        guard let removed = tables.remove(id) else { return nil }
+        quotas.release(user: owners[Int(id.slot)].quotaUser)
+        return removed
+    }
+}
