@@ -92,7 +92,9 @@ public struct ReceiveMessageHeader: ~Copyable {
     ///   the buffers are smaller than ``multishotOverhead``).
     @inlinable
     public func parseMultishot(buffer: UnsafeMutableRawPointer, length: Int32) -> ReceivedMessage? {
-        reset()
+        // The liburing helpers read msg_namelen / msg_controllen from the
+        // msghdr; a multishot receive never writes them back, and every
+        // prepare call resets them, so they still hold the layout here.
         guard let out = io_uring_recvmsg_validate(buffer, length, message) else { return nil }
         let nameBytes = min(Int(out.pointee.namelen), MemoryLayout<sockaddr_storage>.size)
         let payload = io_uring_recvmsg_payload(out, message)!
