@@ -1,0 +1,301 @@
+"""A deliberately small STUN/TURN client helper for the end-to-end tests.
+
+It builds requests (optionally with long-term credentials: MESSAGE-INTEGRITY
+over HMAC-SHA1 keyed with MD5(user:realm:password), RFC 8489 §9.2), parses
+responses, and runs UDP transactions with retransmission. It is not a
+general-purpose library: only what the tests need, written to be read.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import os
+import socket
+import struct
+import time
+import zlib
+from dataclasses import dataclass, field
+
+MAGIC_COOKIE = 0x2112A442
+
+# Methods (RFC 8489, RFC 8656)
+BINDING = 0x001
+ALLOCATE = 0x003
+REFRESH = 0x004
+SEND = 0x006
+DATA = 0x007
+CREATE_PERMISSION = 0x008
+CHANNEL_BIND = 0x009
+
+# Classes
+REQUEST, INDICATION, SUCCESS, ERROR = 0, 1, 2, 3
+
+# Attributes
+MAPPED_ADDRESS = 0x0001
+USERNAME = 0x0006
+MESSAGE_INTEGRITY = 0x0008
+ERROR_CODE = 0x0009
+CHANNEL_NUMBER = 0x000C
+LIFETIME = 0x000D
+XOR_PEER_ADDRESS = 0x0012
+DATA_ATTR = 0x0013
+REALM = 0x0014
+NONCE = 0x0015
+XOR_RELAYED_ADDRESS = 0x0016
+REQUESTED_TRANSPORT = 0x0019
+XOR_MAPPED_ADDRESS = 0x0020
+SOFTWARE = 0x8022
+FINGERPRINT = 0x8028
+
+UDP_TRANSPORT = 17
+
+
+def _encode_type(method: int, cls: int) -> int:
+    # The class bits C1 C0 sit at bits 8 and 4 of the 14-bit type.
+    return ((method & 0xF80) << 2) | ((method & 0x070) << 1) | (method & 0x00F) \
+        | ((cls & 2) << 7) | ((cls & 1) << 4)
+
+
+def _decode_type(t: int) -> tuple[int, int]:
+    method = ((t & 0x3E00) >> 2) | ((t & 0x00E0) >> 1) | (t & 0x000F)
+    cls = ((t >> 7) & 2) | ((t >> 4) & 1)
+    return method, cls
+
+
+def _pad4(n: int) -> int:
+    return (4 - n % 4) % 4
+
+
+def encode_xor_address(addr: tuple[str, int], txid: bytes) -> bytes:
+    ip = ipaddress.ip_address(addr[0])
+    port = addr[1] ^ (MAGIC_COOKIE >> 16)
+    mask = struct.pack("!I", MAGIC_COOKIE) + (txid if ip.version == 6 else b"")
+    raw = bytes(a ^ b for a, b in zip(ip.packed, mask))
+    return struct.pack("!BBH", 0, 1 if ip.version == 4 else 2, port) + raw
+
+
+def decode_xor_address(value: bytes, txid: bytes) -> tuple[str, int]:
+    family, port = value[1], struct.unpack("!H", value[2:4])[0] ^ (MAGIC_COOKIE >> 16)
+    size = 4 if family == 1 else 16
+    mask = struct.pack("!I", MAGIC_COOKIE) + txid
+    raw = bytes(a ^ b for a, b in zip(value[4:4 + size], mask))
+    return str(ipaddress.ip_address(raw)), port
+
+
+def long_term_key(username: str, realm: str, password: str) -> bytes:
+    return hashlib.md5(f"{username}:{realm}:{password}".encode()).digest()
+
+
+def rest_credentials(secret: str, user: str, ttl: int = 3600) -> tuple[str, str]:
+    """TURN REST API (draft-uberti-behave-turn-rest): username is
+    "<expiry-unix-time>:<user>", password is base64(HMAC-SHA1(secret, username))."""
+    username = f"{int(time.time()) + ttl}:{user}"
+    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(digest).decode()
+
+
+@dataclass
+class Message:
+    method: int
+    cls: int = REQUEST
+    txid: bytes = field(default_factory=lambda: os.urandom(12))
+    attrs: list[tuple[int, bytes]] = field(default_factory=list)
+    raw: bytes = b""
+
+    def add(self, atype: int, value: bytes) -> "Message":
+        self.attrs.append((atype, value))
+        return self
+
+    def get(self, atype: int) -> bytes | None:
+        for t, v in self.attrs:
+            if t == atype:
+                return v
+        return None
+
+    # -- convenience accessors -------------------------------------------
+    @property
+    def error_code(self) -> int | None:
+        v = self.get(ERROR_CODE)
+        return None if v is None else (v[2] & 0x7) * 100 + v[3]
+
+    @property
+    def error_reason(self) -> str:
+        v = self.get(ERROR_CODE)
+        return "" if v is None else v[4:].decode(errors="replace")
+
+    def xor_address(self, atype: int) -> tuple[str, int] | None:
+        v = self.get(atype)
+        return None if v is None else decode_xor_address(v, self.txid)
+
+    # -- wire format -------------------------------------------------------
+    def encode(self, key: bytes | None = None, fingerprint: bool = False) -> bytes:
+        body = b""
+        for t, v in self.attrs:
+            body += struct.pack("!HH", t, len(v)) + v + b"\0" * _pad4(len(v))
+
+        def header(length: int) -> bytes:
+            return struct.pack("!HHI", _encode_type(self.method, self.cls), length,
+                               MAGIC_COOKIE) + self.txid
+
+        if key is not None:
+            # The length in the header covers MESSAGE-INTEGRITY itself (24 bytes).
+            mac = hmac.new(key, header(len(body) + 24) + body, hashlib.sha1).digest()
+            body += struct.pack("!HH", MESSAGE_INTEGRITY, 20) + mac
+        if fingerprint:
+            crc = zlib.crc32(header(len(body) + 8) + body) ^ 0x5354554E
+            body += struct.pack("!HHI", FINGERPRINT, 4, crc)
+        return header(len(body)) + body
+
+
+def parse(data: bytes) -> Message:
+    if len(data) < 20:
+        raise ValueError("short STUN message")
+    t, length, cookie = struct.unpack("!HHI", data[:8])
+    if t & 0xC000 or cookie != MAGIC_COOKIE or len(data) < 20 + length:
+        raise ValueError("not a STUN message")
+    method, cls = _decode_type(t)
+    msg = Message(method, cls, data[8:20], raw=data[:20 + length])
+    pos = 20
+    while pos + 4 <= 20 + length:
+        at, alen = struct.unpack("!HH", data[pos:pos + 4])
+        msg.attrs.append((at, data[pos + 4:pos + 4 + alen]))
+        pos += 4 + alen + _pad4(alen)
+    return msg
+
+
+def verify_integrity(msg: Message, key: bytes) -> bool:
+    """Check MESSAGE-INTEGRITY of a parsed message against key."""
+    data, pos = msg.raw, 20
+    while pos + 4 <= len(data):
+        at, alen = struct.unpack("!HH", data[pos:pos + 4])
+        if at == MESSAGE_INTEGRITY:
+            hdr = data[:2] + struct.pack("!H", pos - 20 + 24) + data[4:20]
+            mac = hmac.new(key, hdr + data[20:pos], hashlib.sha1).digest()
+            return hmac.compare_digest(mac, data[pos + 4:pos + 24])
+        pos += 4 + alen + _pad4(alen)
+    return False
+
+
+def udp_socket(host: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    return s
+
+
+def transact(sock: socket.socket, server: tuple[str, int], data: bytes, txid: bytes,
+             timeout: float = 3.0) -> Message | None:
+    """Send a request and wait for the response with this txid, retransmitting
+    (RTO 100 ms, doubling, capped at 800 ms) until `timeout` seconds pass."""
+    deadline, rto = time.monotonic() + timeout, 0.1
+    while time.monotonic() < deadline:
+        sock.sendto(data, server)
+        until = min(deadline, time.monotonic() + rto)
+        while (left := until - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                reply, _ = sock.recvfrom(65535)
+            except socket.timeout:
+                break
+            except OSError:  # ICMP port unreachable while the server starts
+                time.sleep(min(0.05, max(0.0, until - time.monotonic())))
+                break
+            try:
+                msg = parse(reply)
+            except ValueError:
+                continue
+            if msg.txid == txid:
+                return msg
+        rto = min(rto * 2, 0.8)
+    return None
+
+
+def binding(server: tuple[str, int], timeout: float = 1.0,
+            sock: socket.socket | None = None) -> tuple[str, int] | None:
+    """STUN Binding request; returns XOR-MAPPED-ADDRESS or None on timeout."""
+    own = sock is None
+    sock = sock or udp_socket(server[0])
+    try:
+        req = Message(BINDING)
+        resp = transact(sock, server, req.encode(), req.txid, timeout)
+        if resp is None or resp.cls != SUCCESS:
+            return None
+        return resp.xor_address(XOR_MAPPED_ADDRESS)
+    finally:
+        if own:
+            sock.close()
+
+
+class TurnClient:
+    """One UDP TURN client doing the long-term-credential dance by hand."""
+
+    def __init__(self, server: tuple[str, int], username: str, password: str):
+        self.server, self.username, self.password = server, username, password
+        self.sock = udp_socket(server[0])
+        self.realm = self.nonce = None
+        self.key: bytes | None = None
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def request(self, method: int, attrs: list[tuple[int, bytes]],
+                timeout: float = 3.0) -> Message:
+        """Send an authenticated request; on 401/438 learn REALM/NONCE and retry once."""
+        for attempt in range(2):
+            msg = Message(method, attrs=list(attrs))
+            if self.key is not None:
+                msg.add(USERNAME, self.username.encode())
+                msg.add(REALM, self.realm).add(NONCE, self.nonce)
+            resp = transact(self.sock, self.server, msg.encode(self.key, fingerprint=True),
+                            msg.txid, timeout)
+            if resp is None:
+                raise TimeoutError(f"no response to method {method:#x} from {self.server}")
+            if resp.cls == ERROR and resp.error_code in (401, 438) and attempt == 0 \
+                    and resp.get(NONCE) is not None:
+                self.nonce = resp.get(NONCE)
+                self.realm = resp.get(REALM) or self.realm
+                self.key = long_term_key(self.username, self.realm.decode(), self.password)
+                continue
+            return resp
+        return resp
+
+    def allocate(self, lifetime: int = 600) -> Message:
+        return self.request(ALLOCATE, [
+            (REQUESTED_TRANSPORT, bytes([UDP_TRANSPORT, 0, 0, 0])),
+            (LIFETIME, struct.pack("!I", lifetime)),
+        ])
+
+    def create_permission(self, peer: tuple[str, int]) -> Message:
+        # XOR-PEER-ADDRESS of an IPv6 peer depends on the transaction ID, which
+        # request() picks per attempt; IPv4 only needs the magic cookie.
+        assert ":" not in peer[0], "this helper only does IPv4 peers"
+        return self.request(CREATE_PERMISSION,
+                            [(XOR_PEER_ADDRESS, encode_xor_address(peer, b"\0" * 12))])
+
+    def refresh(self, lifetime: int) -> Message:
+        return self.request(REFRESH, [(LIFETIME, struct.pack("!I", lifetime))])
+
+    def channel_bind(self, channel: int, peer: tuple[str, int]) -> Message:
+        assert ":" not in peer[0], "this helper only does IPv4 peers"
+        return self.request(CHANNEL_BIND, [
+            (CHANNEL_NUMBER, struct.pack("!HH", channel, 0)),
+            (XOR_PEER_ADDRESS, encode_xor_address(peer, b"\0" * 12)),
+        ])
+
+    def send_channel_data(self, channel: int, payload: bytes) -> None:
+        # Over UDP the padding to 4 bytes is optional (RFC 8656 §12.5); send none.
+        self.sock.sendto(struct.pack("!HH", channel, len(payload)) + payload, self.server)
+
+    def recv_channel_data(self, timeout: float = 2.0) -> tuple[int, bytes]:
+        """Next ChannelData frame from the server (STUN messages are skipped)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            data, _ = self.sock.recvfrom(65535)
+            if len(data) >= 4 and 0x40 <= data[0] <= 0x7F:
+                channel, length = struct.unpack("!HH", data[:4])
+                return channel, data[4:4 + length]
+        raise TimeoutError("no ChannelData from the server")
