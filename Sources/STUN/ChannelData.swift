@@ -4,8 +4,14 @@
 public struct ChannelData {
     /// Bytes of the header.
     public static let headerSize = 4
-    /// Channel numbers a client may bind (RFC 8656 §12).
-    public static let validChannels: ClosedRange<UInt16> = 0x4000...0x4FFF
+    /// Channel numbers a frame may carry: RFC 8656 §12 allows 0x4000-0x4FFF,
+    /// RFC 5766 allowed up to 0x7FFF and deployed clients (Debian's coturn
+    /// 4.6.1 `turnutils_uclient`) still pick from that range. The wire format
+    /// accepts both; whether a server binds 0x5000 and up is TURN policy
+    /// (`strictChannelNumbers`), and an unbound number is simply not routed.
+    public static let validChannels: ClosedRange<UInt16> = 0x4000...0x7FFF
+    /// The RFC 8656 range alone.
+    public static let rfc8656Channels: ClosedRange<UInt16> = 0x4000...0x4FFF
 
     public let channelNumber: UInt16
     /// The application data, inside the caller's buffer.

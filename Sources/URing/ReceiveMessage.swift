@@ -42,7 +42,7 @@ public struct ReceiveMessageHeader: ~Copyable {
 
     /// Room for one UDP_GRO cmsg (an `int`) plus one IP_PKTINFO/IPV6_PKTINFO.
     public static var defaultControlCapacity: Int {
-        curing_cmsg_space(MemoryLayout<Int32>.size) + curing_cmsg_space(MemoryLayout<in6_pktinfo>.size)
+        curing_cmsg_space(MemoryLayout<Int32>.size) + curing_cmsg_space(20 /* sizeof(struct in6_pktinfo), which Glibc hides behind _GNU_SOURCE */)
     }
 
     /// Bytes at the start of each provided buffer that multishot RECVMSG uses

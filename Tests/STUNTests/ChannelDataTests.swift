@@ -17,12 +17,20 @@ struct ChannelDataTests {
     @Test("parse errors", arguments: [
         (hex("40 01 00"), STUNError.truncatedChannelData),
         (hex("40 01 00 06 68 65 6c 6c 6f"), .truncatedChannelData),
-        (hex("50 00 00 00"), .invalidChannelNumber(0x5000)),
+        (hex("80 00 00 00"), .invalidChannelNumber(0x8000)),
         (hex("3f ff 00 00"), .invalidChannelNumber(0x3FFF)),
     ])
     func parseErrors(frame: [UInt8], error: STUNError) {
         frame.withUnsafeBytes { raw -> Void in
             #expect(throws: error) { try ChannelData(parsing: raw) }
+        }
+    }
+
+    @Test("RFC 5766 channel numbers 0x5000-0x7FFF parse (TURN decides whether to bind them)")
+    func rfc5766Range() throws {
+        try hex("7f ff 00 01 2a").withUnsafeBytes { raw in
+            let cd = try ChannelData(parsing: raw)
+            #expect(cd.channelNumber == 0x7FFF && Array(cd.payload) == [0x2a])
         }
     }
 

@@ -6,51 +6,27 @@
 #ifndef UTURN_CURING_H
 #define UTURN_CURING_H
 
-#include <liburing.h>
+// System headers first, before <liburing.h>: liburing 2.3 defines
+// _XOPEN_SOURCE/_GNU_SOURCE itself, and a system header first seen under
+// those macros gets a different `fd_set` than Swift's Glibc module has, which
+// clang's module checker rejects when both are imported.
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
-#include <sys/socket.h>
+#include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include <liburing.h>
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
-// IOSQE_* are defined as (1U << IOSQE_*_BIT) with the bit taken from an enum;
-// Swift's macro importer gives up on the enum reference, so these come back
-// as functions (inlined, so they cost nothing).
-static inline unsigned char curing_iosqe_fixed_file(void) { return IOSQE_FIXED_FILE; }
-static inline unsigned char curing_iosqe_io_link(void) { return IOSQE_IO_LINK; }
-static inline unsigned char curing_iosqe_async(void) { return IOSQE_ASYNC; }
-static inline unsigned char curing_iosqe_buffer_select(void) { return IOSQE_BUFFER_SELECT; }
-static inline unsigned char curing_iosqe_cqe_skip_success(void) { return IOSQE_CQE_SKIP_SUCCESS; }
-
-// EFD_* are defined through an enum in glibc's <bits/eventfd.h> that Swift's
-// Glibc module does not surface.
-static inline int curing_efd_cloexec(void) { return EFD_CLOEXEC; }
-static inline int curing_efd_nonblock(void) { return EFD_NONBLOCK; }
-
-// CMSG_ALIGN is a macro.
-static inline size_t curing_cmsg_align(size_t len) { return CMSG_ALIGN(len); }
-
 #endif
 #ifndef UDP_GRO
 #define UDP_GRO 104
-// IOSQE_* are defined as (1U << IOSQE_*_BIT) with the bit taken from an enum;
-// Swift's macro importer gives up on the enum reference, so these come back
-// as functions (inlined, so they cost nothing).
-static inline unsigned char curing_iosqe_fixed_file(void) { return IOSQE_FIXED_FILE; }
-static inline unsigned char curing_iosqe_io_link(void) { return IOSQE_IO_LINK; }
-static inline unsigned char curing_iosqe_async(void) { return IOSQE_ASYNC; }
-static inline unsigned char curing_iosqe_buffer_select(void) { return IOSQE_BUFFER_SELECT; }
-static inline unsigned char curing_iosqe_cqe_skip_success(void) { return IOSQE_CQE_SKIP_SUCCESS; }
-
-// EFD_* are defined through an enum in glibc's <bits/eventfd.h> that Swift's
-// Glibc module does not surface.
-static inline int curing_efd_cloexec(void) { return EFD_CLOEXEC; }
-static inline int curing_efd_nonblock(void) { return EFD_NONBLOCK; }
-
-// CMSG_ALIGN is a macro.
-static inline size_t curing_cmsg_align(size_t len) { return CMSG_ALIGN(len); }
-
 #endif
 
 static inline int curing_udp_segment(void) { return UDP_SEGMENT; }
@@ -62,6 +38,7 @@ static inline struct cmsghdr *curing_cmsg_nxthdr(struct msghdr *m, struct cmsghd
 static inline unsigned char *curing_cmsg_data(struct cmsghdr *c) { return CMSG_DATA(c); }
 static inline size_t curing_cmsg_space(size_t len) { return CMSG_SPACE(len); }
 static inline size_t curing_cmsg_len(size_t len) { return CMSG_LEN(len); }
+static inline size_t curing_cmsg_align(size_t len) { return CMSG_ALIGN(len); }
 
 // IOSQE_* are defined as (1U << IOSQE_*_BIT) with the bit taken from an enum;
 // Swift's macro importer gives up on the enum reference, so these come back
@@ -76,8 +53,5 @@ static inline unsigned char curing_iosqe_cqe_skip_success(void) { return IOSQE_C
 // Glibc module does not surface.
 static inline int curing_efd_cloexec(void) { return EFD_CLOEXEC; }
 static inline int curing_efd_nonblock(void) { return EFD_NONBLOCK; }
-
-// CMSG_ALIGN is a macro.
-static inline size_t curing_cmsg_align(size_t len) { return CMSG_ALIGN(len); }
 
 #endif

@@ -1,0 +1,83 @@
+import STUN
+
+/// Everything the engine needs to start its workers, validated once at start.
+/// The TURN rules (realm, users, policy, lifetimes) live in the TURN module's
+/// own configuration; this is the I/O side.
+public struct EngineConfig: Sendable {
+    /// Addresses the listener sockets bind (each worker binds each one with SO_REUSEPORT).
+    public var listen: [TransportAddress] = []
+    /// Relay address per family: relay sockets bind here. An allocation of a
+    /// family with no relay address is answered 440.
+    public var relayIPv4: IPAddress?
+    public var relayIPv6: IPAddress?
+    /// Address advertised in XOR-RELAYED-ADDRESS instead of the relay IPv4
+    /// address (a server behind 1:1 NAT), like coturn's --external-ip.
+    public var externalIPv4: IPAddress?
+    public var minPort: UInt16 = 49152
+    public var maxPort: UInt16 = 65535
+
+    /// Worker threads; each owns one ring and a slice of the port range.
+    public var workers = 1
+    /// Pin worker k to online CPU k (mod CPU count).
+    public var pinWorkers = false
+
+    // Ring sizing (see docs/tuning.md).
+    public var sqEntries: UInt32 = 1024
+    public var cqEntries: UInt32 = 8192
+    /// Provided receive buffers per worker (a power of two, at most 32768).
+    public var buffers = 4096
+    /// Bytes per receive buffer, including the kernel's recvmsg header, the
+    /// source address and control space before the payload. Forwarders write
+    /// the ChannelData header (4 bytes) or Data-indication header (up to 48)
+    /// into that headroom, so a relayed datagram is never copied.
+    public var bufferSize = 2048
+    /// Concurrent SENDMSG operations per worker.
+    public var sendOperations = 1024
+    /// Most CQEs handled before the send batch is flushed.
+    public var maxBatch = 256
+
+    // Forcing older kernel paths, so they can be tested on a new kernel.
+    public var singleShotReceive = false
+    public var noDeferTaskrun = false
+    public var noSingleIssuer = false
+    public var gso = true
+    /// UDP_GRO on relay sockets (peer side): trains from coalescing peers
+    /// arrive as one receive.
+    public var groPeer = false
+
+    /// Test-only: make ring setup fail as if io_uring were disabled, to check
+    /// the operator-facing message.
+    public var simulateRingFailure = false
+
+    public init() {}
+
+    /// Smallest receive buffer: the multishot RECVMSG layout puts about 210
+    /// bytes (recvmsg header, a sockaddr_storage, control space) before the
+    /// payload, and a payload must fit a 576-byte datagram at least.
+    public static let minimumBufferSize = 1024
+
+    /// The first problem with this configuration, in words an operator can act on, or nil.
+    public func problem() -> String? {
+        if listen.isEmpty { return "no listening address (--listening-ip/--listening-port)" }
+        if relayIPv4 == nil && relayIPv6 == nil { return "no relay address (--relay-ip)" }
+        if minPort == 0 || minPort > maxPort { return "--min-port \(minPort) must be 1...--max-port (\(maxPort))" }
+        if workers < 1 || workers > 1024 { return "--workers \(workers) must be 1...1024" }
+        let ports = Int(maxPort) - Int(minPort) + 1
+        if ports < workers { return "port range \(minPort)-\(maxPort) has \(ports) ports, fewer than --workers \(workers)" }
+        if !(8...32768).contains(sqEntries) || sqEntries & (sqEntries - 1) != 0 {
+            return "--sq-entries \(sqEntries) must be a power of two in 8...32768"
+        }
+        if cqEntries < sqEntries || cqEntries > 131072 || cqEntries & (cqEntries - 1) != 0 {
+            return "--cq-entries \(cqEntries) must be a power of two, at least --sq-entries (\(sqEntries)), at most 131072"
+        }
+        if !(2...32768).contains(buffers) || buffers & (buffers - 1) != 0 {
+            return "--buffers \(buffers) must be a power of two in 2...32768"
+        }
+        if bufferSize < Self.minimumBufferSize || bufferSize > 65536 {
+            return "--buffer-size \(bufferSize) must be in \(Self.minimumBufferSize)...65536 (it includes about 210 bytes of headroom)"
+        }
+        if sendOperations < 16 || sendOperations > 65536 { return "--send-ops \(sendOperations) must be 16...65536" }
+        if maxBatch < 1 || maxBatch > Int(cqEntries) { return "--max-batch \(maxBatch) must be 1...--cq-entries (\(cqEntries))" }
+        return nil
+    }
+}

@@ -1,1 +1,0 @@
-// The Relay module: see ../shared/ARCHITECTURE.md. Filled in by its issue.

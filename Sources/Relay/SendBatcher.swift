@@ -1,0 +1,275 @@
+import CURing
+import Glibc
+import STUN
+
+/// Collects the datagrams a worker produces while draining one CQE batch and
+/// turns them into as few SENDMSG operations as possible.
+///
+/// Datagrams are grouped by (socket, destination, segment size). A group of
+/// 2...`maxSegments` datagrams of equal size (the last may be shorter) becomes
+/// one SENDMSG with a `UDP_SEGMENT` control message and one iovec per
+/// datagram, each pointing straight into the receive buffer it arrived in: the
+/// payload is never copied. The buffers go back to the buffer ring when the
+/// send completes (`complete(_:)` hands their IDs back).
+///
+/// Storage: `capacity` send operations, each with its `msghdr`, destination
+/// address, cmsg space, iovecs, buffer IDs and a small scratch area for
+/// generated messages (STUN responses), all allocated once at start. Nothing
+/// here allocates, retains or locks per datagram.
+///
+/// Invariant for the unsafe code below: every pointer is derived from the one
+/// allocation made in `init`, at an offset `op * stride + field offset` with
+/// `op < capacity`; msghdr fields point only into the same op's region (or
+/// into receive buffers that stay owned by the op until `complete`).
+public struct SendBatcher: ~Copyable {
+    /// Kernel limit on segments per GSO send (UDP_MAX_SEGMENTS).
+    public static let kernelMaxSegments = 64
+    /// A GSO send must fit one IP datagram's 16-bit length.
+    public static let maxGSOBytes = 65_000
+    /// Room for a generated message (STUN response) in each op.
+    public static let scratchSize = 1_280
+
+    public let capacity: Int
+    /// Datagrams per send: 1 when GSO is off, else up to `kernelMaxSegments`.
+    public private(set) var maxSegments: Int
+
+    // Layout of one op's region.
+    private static let msgOffset = 0
+    private static let addrOffset = 64  // msghdr is 56 bytes
+    private static let controlOffset = addrOffset + 32  // sockaddr_in6 is 28
+    private static let controlSize = 32  // CMSG_SPACE(2) == 24
+    private static let iovOffset = controlOffset + controlSize
+    private static let bufsOffset = iovOffset + kernelMaxSegments * MemoryLayout<iovec>.stride
+    private static let scratchOffset = bufsOffset + kernelMaxSegments * 2
+    private static let stride = (scratchOffset + scratchSize + 63) & ~63
+
+    private let base: UnsafeMutableRawPointer
+    private let meta: UnsafeMutablePointer<OpMeta>
+    private let freeOps: UnsafeMutablePointer<UInt32>
+    private var freeCount: Int
+    /// Ops filled during this batch, in order; flushed by `flush`.
+    private let pending: UnsafeMutablePointer<UInt32>
+    private var pendingCount = 0
+    /// Direct-mapped index of the group still open for each (fd, destination)
+    /// hash: op + 1, or 0. A collision simply opens a new group.
+    private let openGroups: UnsafeMutablePointer<UInt32>
+    private static let openGroupSlots = 256
+
+    @usableFromInline
+    struct OpMeta {
+        var fd: Int32 = -1
+        var destination = TransportAddress(ip: IPAddress(v4: 0), port: 0)
+        var segmentSize = 0
+        var datagrams = 0
+        var bytes = 0
+        var sealed = false
+        var hashSlot = 0
+    }
+
+    public init(capacity: Int, gso: Bool) {
+        precondition(capacity > 0 && capacity <= Int(UInt32.max))
+        self.capacity = capacity
+        self.maxSegments = gso ? Self.kernelMaxSegments : 1
+        base = .allocate(byteCount: capacity * Self.stride, alignment: 64)
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * Self.stride)
+        meta = .allocate(capacity: capacity)
+        meta.initialize(repeating: OpMeta(), count: capacity)
+        freeOps = .allocate(capacity: capacity)
+        for i in 0..<capacity { freeOps[i] = UInt32(capacity - 1 - i) }
+        freeCount = capacity
+        pending = .allocate(capacity: capacity)
+        openGroups = .allocate(capacity: Self.openGroupSlots)
+        openGroups.initialize(repeating: 0, count: Self.openGroupSlots)
+    }
+
+    deinit {
+        base.deallocate()
+        meta.deallocate()
+        freeOps.deallocate()
+        pending.deallocate()
+        openGroups.deallocate()
+    }
+
+    /// Free operations: when 0, new datagrams are dropped until sends complete.
+    public var freeOperations: Int { freeCount }
+    /// Operations waiting for `flush`.
+    public var pendingOperations: Int { pendingCount }
+
+    /// Turns GSO off for the rest of this batcher's life (the kernel refused it).
+    public mutating func disableGSO() { maxSegments = 1 }
+
+    @inline(__always)
+    private func region(_ op: Int) -> UnsafeMutableRawPointer { base + op * Self.stride }
+
+    @inline(__always)
+    private func bufferIDs(_ op: Int) -> UnsafeMutablePointer<UInt16> {
+        (region(op) + Self.bufsOffset).assumingMemoryBound(to: UInt16.self)
+    }
+
+    @inline(__always)
+    private func iovecs(_ op: Int) -> UnsafeMutablePointer<iovec> {
+        (region(op) + Self.iovOffset).assumingMemoryBound(to: iovec.self)
+    }
+
+    @inline(__always)
+    private static func hashSlot(fd: Int32, _ d: TransportAddress) -> Int {
+        var h = UInt64(UInt32(bitPattern: fd)) &* 0x9E37_79B9_7F4A_7C15
+        h ^= d.ip.low &+ (d.ip.high &* 31) &+ UInt64(d.port)
+        h = (h ^ (h >> 29)) &* 0xBF58_476D_1CE4_E5B9
+        return Int(truncatingIfNeeded: h >> 56) & (openGroupSlots - 1)
+    }
+
+    private mutating func acquire(fd: Int32, destination: TransportAddress) -> Int? {
+        guard freeCount > 0 else { return nil }
+        freeCount -= 1
+        let op = Int(freeOps[freeCount])
+        meta[op] = OpMeta(fd: fd, destination: destination)
+        pending[pendingCount] = UInt32(op)
+        pendingCount += 1
+        return op
+    }
+
+    private mutating func seal(_ op: Int) {
+        guard !meta[op].sealed else { return }
+        meta[op].sealed = true
+        if openGroups[meta[op].hashSlot] == UInt32(op + 1) { openGroups[meta[op].hashSlot] = 0 }
+    }
+
+    /// Queues one datagram that lies in a receive buffer (`buffer` is its
+    /// buffer ID, released when the send completes). Returns false when no
+    /// operation is free: the caller drops the datagram and recycles the buffer.
+    @inline(__always)
+    public mutating func enqueue(
+        fd: Int32, to destination: TransportAddress, bytes: UnsafeRawPointer, count: Int, buffer: UInt16
+    ) -> Bool {
+        let slot = Self.hashSlot(fd: fd, destination)
+        let open = Int(openGroups[slot])
+        if open != 0 {
+            let op = open - 1
+            let m = meta[op]
+            if m.fd == fd && m.destination == destination && !m.sealed && count <= m.segmentSize
+                && m.bytes + count <= Self.maxGSOBytes
+            {
+                append(op, bytes: bytes, count: count, buffer: buffer)
+                // A shorter datagram must be the group's last; a full group closes.
+                if count < m.segmentSize || meta[op].datagrams == maxSegments { seal(op) }
+                return true
+            }
+            seal(op)
+        }
+        guard let op = acquire(fd: fd, destination: destination) else { return false }
+        meta[op].segmentSize = count
+        meta[op].hashSlot = slot
+        append(op, bytes: bytes, count: count, buffer: buffer)
+        if maxSegments > 1 {
+            openGroups[slot] = UInt32(op + 1)
+        } else {
+            meta[op].sealed = true
+        }
+        return true
+    }
+
+    @inline(__always)
+    private mutating func append(_ op: Int, bytes: UnsafeRawPointer, count: Int, buffer: UInt16) {
+        let i = meta[op].datagrams
+        iovecs(op)[i] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes), iov_len: count)
+        bufferIDs(op)[i] = buffer
+        meta[op].datagrams = i + 1
+        meta[op].bytes += count
+    }
+
+    /// Queues a generated message (a STUN response): `write` fills the op's
+    /// scratch area and returns the length (0 = nothing to send). Such a send
+    /// is never grouped and holds no receive buffer.
+    public mutating func enqueueGenerated(
+        fd: Int32, to destination: TransportAddress, _ write: (UnsafeMutableRawBufferPointer) -> Int
+    ) -> Bool {
+        guard let op = acquire(fd: fd, destination: destination) else { return false }
+        let scratch = region(op) + Self.scratchOffset
+        let n = write(UnsafeMutableRawBufferPointer(start: scratch, count: Self.scratchSize))
+        precondition(n >= 0 && n <= Self.scratchSize)
+        if n == 0 {
+            // Nothing to send after all: give the op back.
+            pendingCount -= 1
+            freeOps[freeCount] = pending[pendingCount]
+            freeCount += 1
+            return true
+        }
+        iovecs(op)[0] = iovec(iov_base: scratch, iov_len: n)
+        meta[op].segmentSize = n
+        meta[op].datagrams = 1
+        meta[op].bytes = n
+        meta[op].sealed = true
+        meta[op].hashSlot = -1
+        return true
+    }
+
+    /// Prepares every pending operation's `msghdr` and hands it to `submit`
+    /// (which prepares the SENDMSG SQE and returns false if the SQ is full, in
+    /// which case `flush` stops and keeps the rest pending for the next call).
+    /// Returns the number of operations handed over.
+    public mutating func flush(_ submit: (_ op: UInt32, _ fd: Int32, _ message: UnsafeMutablePointer<msghdr>) -> Bool)
+        -> Int
+    {
+        var done = 0
+        while done < pendingCount {
+            let op = Int(pending[done])
+            let m = meta[op]
+            let r = region(op)
+            let msg = (r + Self.msgOffset).assumingMemoryBound(to: msghdr.self)
+            let nameLength = m.destination.store(sockaddr: r + Self.addrOffset)
+            msg.pointee = msghdr()
+            msg.pointee.msg_name = r + Self.addrOffset
+            msg.pointee.msg_namelen = nameLength
+            msg.pointee.msg_iov = iovecs(op)
+            msg.pointee.msg_iovlen = m.datagrams
+            if m.datagrams > 1 {
+                let control = r + Self.controlOffset
+                let cmsg = control.assumingMemoryBound(to: cmsghdr.self)
+                cmsg.pointee.cmsg_len = curing_cmsg_len(2)
+                cmsg.pointee.cmsg_level = Int32(IPPROTO_UDP)
+                cmsg.pointee.cmsg_type = curing_udp_segment()
+                curing_cmsg_data(cmsg).withMemoryRebound(to: UInt16.self, capacity: 1) {
+                    $0.pointee = UInt16(m.segmentSize)
+                }
+                msg.pointee.msg_control = control
+                msg.pointee.msg_controllen = curing_cmsg_space(2)
+            }
+            guard submit(UInt32(op), m.fd, msg) else { break }
+            done += 1
+        }
+        // Keep what the SQ could not take, in order.
+        if done > 0 {
+            let left = pendingCount - done
+            if left > 0 { (pending).update(from: pending + done, count: left) }
+            pendingCount = left
+        }
+        if pendingCount == 0 { openGroups.update(repeating: 0, count: Self.openGroupSlots) }
+        else { for i in 0..<pendingCount { seal(Int(pending[i])) } }
+        return done
+    }
+
+    /// What a finished send held: the caller recycles `buffers` and counts
+    /// `datagrams`/`bytes` as sent (result >= 0) or dropped.
+    public struct Finished {
+        public var datagrams: Int
+        public var bytes: Int
+        public var usedGSO: Bool
+    }
+
+    /// Releases operation `op` after its SENDMSG completed, calling `recycle`
+    /// for every receive buffer it held.
+    @inline(__always)
+    public mutating func complete(_ op: UInt32, recycle: (UInt16) -> Void) -> Finished {
+        let o = Int(op)
+        let m = meta[o]
+        let generated = m.hashSlot < 0
+        if !generated {
+            let ids = bufferIDs(o)
+            for i in 0..<m.datagrams { recycle(ids[i]) }
+        }
+        freeOps[freeCount] = op
+        freeCount += 1
+        return Finished(datagrams: m.datagrams, bytes: m.bytes, usedGSO: m.datagrams > 1)
+    }
+}
