@@ -1,3 +1,4 @@
+import CURing
 import Glibc
 import Synchronization
 import TURN
@@ -26,33 +27,121 @@ public enum EngineLogLevel: Int, Sendable, Comparable {
 public final class Engine: Sendable {
     public let config: EngineConfig
     let turn: TURNConfiguration
+    let quotas: AllocationQuotas
     let log: EngineLog
-    let state: Mutex<State>
+    let controls: [WorkerControl]
+    let threads = Mutex<[pthread_t]>([])
 
-    struct State: ~Copyable {
-        var threads: [pthread_t] = []
-        var controls: [WorkerControl] = []
-    }
-
-    public init(config: EngineConfig, turn: TURNConfiguration, log: @escaping EngineLog) throws(EngineError) {
+    public init(
+        config: EngineConfig, turn: TURNConfiguration, quotas: AllocationQuotas = AllocationQuotas(),
+        log: @escaping EngineLog
+    ) throws(EngineError) {
         if let problem = config.problem() { throw EngineError(problem) }
         self.config = config
         self.turn = turn
+        self.quotas = quotas
         self.log = log
-        self.state = Mutex(State())
+        self.controls = (0..<config.workers).map { WorkerControl(index: $0) }
+    }
+
+    /// Starts the workers; returns when all listen. Throws the first start
+    /// error (after stopping the workers that did start).
+    public func start() throws(EngineError) {
+        for control in controls {
+            let config = self.config
+            let turn = self.turn
+            let quotas = self.quotas
+            let log = self.log
+            let thread = try spawnThread {
+                if config.pinWorkers { pinCurrentThread(toCPU: control.index) }
+                curing_name_current_thread("uturn-w\(control.index)")
+                var worker: Worker
+                do throws(EngineError) {
+                    worker = try Worker(
+                        index: control.index, config: config, turnConfig: turn, quotas: quotas, control: control,
+                        log: log)
+                } catch {
+                    control.startResult.withLock { $0 = .failed(error.description) }
+                    return
+                }
+                control.startResult.withLock { $0 = .running }
+                worker.run()
+            }
+            threads.withLock { $0.append(thread) }
+        }
+        // Wait for every worker to report; start-up is milliseconds.
+        for control in controls {
+            while true {
+                let result = control.startResult.withLock { $0 }
+                if case .failed(let why) = result {
+                    stop()
+                    wait()
+                    throw EngineError(why)
+                }
+                if result != nil { break }
+                usleep(1000)
+            }
+        }
+    }
+
+    /// Asks every worker to stop (any thread, also from a signal-handling
+    /// thread). Workers close their sockets and exit their loop promptly.
+    /// `graceful`/`drainSeconds` are accepted for the daemon's SIGTERM path;
+    /// draining (refusing new allocations while current ones finish) is not
+    /// implemented yet, so both stop promptly.
+    public func stop(graceful: Bool = false, drainSeconds: Int = 0) {
+        for control in controls { control.requestStop() }
+    }
+
+    /// Blocks until every worker thread has exited.
+    public func wait() {
+        let all = threads.withLock { t -> [pthread_t] in
+            defer { t.removeAll() }
+            return t
+        }
+        for t in all { pthread_join(t, nil) }
+    }
+
+    /// Counters summed over workers (each published once a second and at stop).
+    public func counter(_ field: String) -> UInt64? {
+        guard let f = WorkerCounters.Field.allCases.first(where: { "\($0)" == field }) else { return nil }
+        return controls.reduce(0) { $0 &+ $1.counters[f] }
+    }
+
+    /// All counters by name, summed over workers.
+    public var counters: [(name: String, value: UInt64)] {
+        WorkerCounters.Field.allCases.map { f in ("\(f)", controls.reduce(0) { $0 &+ $1.counters[f] }) }
     }
 }
 
-/// Placeholder until the worker lands (same commit series); see Worker.swift.
-public struct WorkerControl: Sendable {}
+// MARK: Threads
 
-extension Engine {
-    /// Starts the workers; returns when all listen. Throws the first start error.
-    public func start() throws(EngineError) { throw EngineError("engine not implemented yet") }
-    /// Asks every worker to stop (any thread, also from a signal-handling thread).
-    /// `graceful`: stop taking new allocations and let current ones run up to
-    /// `drainSeconds` before exiting; otherwise exit promptly.
-    public func stop(graceful: Bool = false, drainSeconds: Int = 0) {}
-    /// Blocks until every worker thread has exited.
-    public func wait() {}
+/// Starts a pthread running `body`. Foundation's Thread would do, but the
+/// engine keeps to the C API it already uses, and this is start-up only.
+private final class ThreadBody {
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) { self.body = body }
+}
+
+private func spawnThread(_ body: @escaping @Sendable () -> Void) throws(EngineError) -> pthread_t {
+    let box = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
+    var thread = pthread_t()
+    let rc = pthread_create(
+        &thread, nil,
+        { raw in
+            let box = Unmanaged<ThreadBody>.fromOpaque(raw!).takeRetainedValue()
+            box.body()
+            return nil
+        }, box)
+    guard rc == 0 else {
+        Unmanaged<ThreadBody>.fromOpaque(box).release()
+        throw EngineError("cannot start worker thread: \(String(cString: strerror(rc)))")
+    }
+    return thread
+}
+
+/// Pins the calling thread to online CPU `k` (mod the CPU count).
+private func pinCurrentThread(toCPU k: Int) {
+    let cpus = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    _ = curing_pin_current_thread(Int32(k % cpus))
 }

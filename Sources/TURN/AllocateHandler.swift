@@ -2,7 +2,7 @@ import STUN
 
 extension TURNServer {
     /// Allocate (RFC 8656 §7.2; dual allocation RFC 8656 §7.2 / RFC 6156).
-    mutating func handleAllocate<Relays: RelayPortProvider>(
+    mutating func handleAllocate<Relays: RelayPortProvider & ~Copyable>(
         _ request: STUNMessage, auth: AuthContext, from fiveTuple: FiveTuple, now: MonotonicTime,
         into out: UnsafeMutableRawBufferPointer, relays: inout Relays
     ) -> STUNOutcome {

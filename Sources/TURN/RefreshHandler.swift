@@ -2,7 +2,7 @@ import STUN
 
 extension TURNServer {
     /// Refresh (RFC 8656 §8.2): LIFETIME 0 deletes, anything else is clamped.
-    mutating func handleRefresh<Relays: RelayPortProvider>(
+    mutating func handleRefresh<Relays: RelayPortProvider & ~Copyable>(
         _ request: STUNMessage, id: AllocationID, auth: AuthContext, now: MonotonicTime,
         into out: UnsafeMutableRawBufferPointer, relays: inout Relays
     ) -> STUNOutcome {

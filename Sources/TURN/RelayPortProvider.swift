@@ -5,7 +5,7 @@ import STUN
 ///
 /// Passed as a generic `inout` argument (no existential, no reference
 /// counting). A nil return means no port could be had: the client gets 508.
-public protocol RelayPortProvider {
+public protocol RelayPortProvider: ~Copyable {
     /// Opens a relay socket of `family` for allocation `id`.
     /// - evenPort: the port must be even (EVEN-PORT).
     /// - reserveNext: also hold the next port (EVEN-PORT with R=1) and return a

@@ -10,7 +10,7 @@ extension TURNServer {
     ///   - out: where the response is written (548 bytes is always enough).
     ///   - relays: the engine's relay socket provider.
     /// - Returns: the response length (0: send nothing) and the effect to apply.
-    public mutating func handleSTUN<Relays: RelayPortProvider>(
+    public mutating func handleSTUN<Relays: RelayPortProvider & ~Copyable>(
         _ packet: UnsafeRawBufferPointer, from fiveTuple: FiveTuple, now: MonotonicTime, unixTime: Int64,
         response out: UnsafeMutableRawBufferPointer, relays: inout Relays
     ) -> STUNOutcome {

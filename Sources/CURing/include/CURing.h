@@ -24,9 +24,19 @@
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
+// Thread placement and naming are GNU extensions that Swift's Glibc module
+// hides; implemented in curing.c under _GNU_SOURCE. 0 on success, else errno.
+int curing_pin_current_thread(int cpu);
+int curing_name_current_thread(const char *name);
+
 #endif
 #ifndef UDP_GRO
 #define UDP_GRO 104
+// Thread placement and naming are GNU extensions that Swift's Glibc module
+// hides; implemented in curing.c under _GNU_SOURCE. 0 on success, else errno.
+int curing_pin_current_thread(int cpu);
+int curing_name_current_thread(const char *name);
+
 #endif
 
 static inline int curing_udp_segment(void) { return UDP_SEGMENT; }
@@ -53,5 +63,10 @@ static inline unsigned char curing_iosqe_cqe_skip_success(void) { return IOSQE_C
 // Glibc module does not surface.
 static inline int curing_efd_cloexec(void) { return EFD_CLOEXEC; }
 static inline int curing_efd_nonblock(void) { return EFD_NONBLOCK; }
+
+// Thread placement and naming are GNU extensions that Swift's Glibc module
+// hides; implemented in curing.c under _GNU_SOURCE. 0 on success, else errno.
+int curing_pin_current_thread(int cpu);
+int curing_name_current_thread(const char *name);
 
 #endif

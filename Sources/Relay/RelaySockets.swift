@@ -1,0 +1,278 @@
+import Glibc
+import STUN
+import TURN
+import URing
+
+/// One worker's relay sockets: one UDP socket per allocation and family,
+/// bound to a port from the worker's own slice of the range.
+///
+/// This is the engine's side of `RelayPortProvider`: the TURN state machine
+/// asks for a socket while it handles an Allocate, and gives it back on
+/// delete or expiry. Opening and closing are system calls on the control
+/// path; the receive is armed by the worker after the request is handled
+/// (`takeToArm`), and a closed socket's pending receive is cancelled through
+/// the ring (`takeToCancel`), so this type never touches the ring itself.
+///
+/// A socket is named by its slot (`RelayEndpoint.handle`) and the slot's
+/// generation travels in the receive's user_data, so a completion that
+/// arrives after the socket was closed is recognised and dropped.
+struct RelaySockets: ~Copyable, RelayPortProvider {
+    struct Slot {
+        var fd: Int32 = -1
+        var generation: UInt32 = 0
+        var allocation = AllocationID(slot: 0, generation: 0)
+        var port: UInt16 = 0
+        var family: IPAddress.Family = .v4
+        var inUse = false
+    }
+
+    /// A port held for a later RESERVATION-TOKEN (EVEN-PORT with R=1).
+    struct Reservation {
+        var token: UInt64
+        var family: IPAddress.Family
+        var port: UInt16
+        var expires: UInt32
+    }
+
+    let capacity: Int
+    private let slots: UnsafeMutablePointer<Slot>
+    private let freeSlots: UnsafeMutablePointer<UInt32>
+    private var freeCount: Int
+    private var portsV4: PortRange
+    private var portsV6: PortRange
+    let relayIPv4: IPAddress?
+    let relayIPv6: IPAddress?
+    let externalIPv4: IPAddress?
+    let gro: Bool
+    private var reservations: [Reservation] = []
+    private var nextToken: UInt64
+    /// Seconds (worker clock) used to expire reservations; set by the worker each tick.
+    var nowSeconds: UInt32 = 0
+
+    /// Slots opened since the last `takeToArm`, whose receive must be armed.
+    private(set) var toArm: [UInt32] = []
+    /// Receives to cancel (user_data of the armed receive of a closed socket).
+    private(set) var toCancel: [UserData] = []
+    /// Set when a socket could not be opened for a reason other than a busy port.
+    private(set) var lastError: String?
+
+    static let reservationSeconds: UInt32 = 30
+
+    init(capacity: Int, ports: ClosedRange<UInt16>, config: EngineConfig, workerIndex: Int) {
+        self.capacity = capacity
+        slots = .allocate(capacity: capacity)
+        slots.initialize(repeating: Slot(), count: capacity)
+        freeSlots = .allocate(capacity: capacity)
+        for i in 0..<capacity { freeSlots[i] = UInt32(capacity - 1 - i) }
+        freeCount = capacity
+        portsV4 = PortRange(ports)
+        portsV6 = PortRange(ports)
+        relayIPv4 = config.relayIPv4
+        relayIPv6 = config.relayIPv6
+        externalIPv4 = config.externalIPv4
+        gro = config.groPeer
+        nextToken = UInt64(workerIndex + 1) << 48
+        toArm.reserveCapacity(64)
+        toCancel.reserveCapacity(64)
+    }
+
+    deinit {
+        for i in 0..<capacity where slots[i].inUse { Glibc.close(slots[i].fd) }
+        slots.deallocate()
+        freeSlots.deallocate()
+    }
+
+    /// The slot for a relay receive completion, if it is still the socket that
+    /// receive was armed for.
+    @inline(__always)
+    func live(slot: UInt32, generation: UInt32) -> Slot? {
+        guard Int(slot) < capacity else { return nil }
+        let s = slots[Int(slot)]
+        return s.inUse && s.generation == generation ? s : nil
+    }
+
+    /// The slot if a socket is open in it.
+    func openSlot(_ slot: UInt32) -> Slot? {
+        guard Int(slot) < capacity, slots[Int(slot)].inUse else { return nil }
+        return slots[Int(slot)]
+    }
+
+    @inline(__always)
+    func fd(ofHandle handle: UInt64) -> Int32 {
+        let i = Int(truncatingIfNeeded: handle)
+        return i < capacity && slots[i].inUse ? slots[i].fd : -1
+    }
+
+    mutating func takeToArm() -> [UInt32] {
+        defer { toArm.removeAll(keepingCapacity: true) }
+        return toArm
+    }
+
+    mutating func takeToCancel() -> [UserData] {
+        defer { toCancel.removeAll(keepingCapacity: true) }
+        return toCancel
+    }
+
+    var openCount: Int { capacity - freeCount }
+
+    // MARK: RelayPortProvider
+
+    mutating func openRelay(for id: AllocationID, family: IPAddress.Family, evenPort: Bool, reserveNext: Bool)
+        -> RelayEndpoint?
+    {
+        expireReservations()
+        // Try a bounded number of ports: one may be busy (another process, or
+        // a just-closed socket whose cancel has not completed yet).
+        for _ in 0..<16 {
+            guard let port = takePort(family: family, even: evenPort || reserveNext) else { return nil }
+            var token: UInt64 = 0
+            if reserveNext {
+                guard takeSpecificPort(family: family, port &+ 1) else {
+                    givePort(family: family, port)
+                    continue
+                }
+                nextToken &+= 1
+                token = nextToken
+                reservations.append(
+                    Reservation(token: token, family: family, port: port + 1, expires: nowSeconds + Self.reservationSeconds))
+            }
+            switch open(id: id, family: family, port: port) {
+            case .opened(let endpoint):
+                var e = endpoint
+                e.reservationToken = token
+                return e
+            case .busy:
+                givePort(family: family, port)
+                if reserveNext { dropReservation(token: token, returnPort: true) }
+                continue
+            case .failed:
+                givePort(family: family, port)
+                if reserveNext { dropReservation(token: token, returnPort: true) }
+                return nil
+            }
+        }
+        return nil
+    }
+
+    mutating func openReservedRelay(for id: AllocationID, token: UInt64) -> RelayEndpoint? {
+        expireReservations()
+        guard let i = reservations.firstIndex(where: { $0.token == token }) else { return nil }
+        let r = reservations.remove(at: i)
+        if case .opened(let endpoint) = open(id: id, family: r.family, port: r.port) { return endpoint }
+        givePort(family: r.family, r.port)
+        return nil
+    }
+
+    mutating func closeRelay(_ endpoint: RelayEndpoint) {
+        let i = Int(truncatingIfNeeded: endpoint.handle)
+        guard i < capacity, slots[i].inUse else { return }
+        let s = slots[i]
+        toCancel.append(UserData(kind: .relayReceive, slot: UInt32(i), generation: s.generation))
+        Glibc.close(s.fd)
+        givePort(family: s.family, s.port)
+        slots[i].inUse = false
+        slots[i].fd = -1
+        slots[i].generation = UserData.nextGeneration(after: s.generation)
+        freeSlots[freeCount] = UInt32(i)
+        freeCount += 1
+    }
+
+    // MARK: Internals
+
+    private enum OpenResult {
+        case opened(RelayEndpoint)
+        case busy
+        case failed
+    }
+
+    private mutating func open(id: AllocationID, family: IPAddress.Family, port: UInt16) -> OpenResult {
+        guard freeCount > 0 else { return .failed }
+        guard let ip = family == .v4 ? relayIPv4 : relayIPv6 else { return .failed }
+        let bindAddress = SocketAddress(TransportAddress(ip: ip, port: port))
+        let socket: UDPSocket
+        do {
+            socket = try UDPSocket.bound(to: bindAddress)
+        } catch {
+            if error.errno == .addressInUse { return .busy }
+            lastError = "relay socket \(TransportAddress(ip: ip, port: port)): \(error)"
+            return .failed
+        }
+        if gro { try? socket.setUDPGRO(true) }
+        freeCount -= 1
+        let slot = Int(freeSlots[freeCount])
+        slots[slot].fd = socket.rawValue
+        slots[slot].allocation = id
+        slots[slot].port = port
+        slots[slot].family = family
+        slots[slot].inUse = true
+        toArm.append(UInt32(slot))
+        let advertised = family == .v4 ? (externalIPv4 ?? ip) : ip
+        return .opened(RelayEndpoint(address: TransportAddress(ip: advertised, port: port), handle: UInt64(slot)))
+    }
+
+    private mutating func takePort(family: IPAddress.Family, even: Bool) -> UInt16? {
+        switch family {
+        case .v4: even ? portsV4.take(where: { $0 & 1 == 0 }) : portsV4.take()
+        case .v6: even ? portsV6.take(where: { $0 & 1 == 0 }) : portsV6.take()
+        }
+    }
+
+    private mutating func takeSpecificPort(family: IPAddress.Family, _ port: UInt16) -> Bool {
+        switch family {
+        case .v4: portsV4.take(where: { $0 == port }) != nil
+        case .v6: portsV6.take(where: { $0 == port }) != nil
+        }
+    }
+
+    private mutating func givePort(family: IPAddress.Family, _ port: UInt16) {
+        switch family {
+        case .v4: portsV4.give(port)
+        case .v6: portsV6.give(port)
+        }
+    }
+
+    private mutating func dropReservation(token: UInt64, returnPort: Bool) {
+        guard let i = reservations.firstIndex(where: { $0.token == token }) else { return }
+        let r = reservations.remove(at: i)
+        if returnPort { givePort(family: r.family, r.port) }
+    }
+
+    /// Frees ports held for reservations that were not claimed in time.
+    mutating func expireReservations() {
+        while let i = reservations.firstIndex(where: { $0.expires <= nowSeconds }) {
+            let r = reservations.remove(at: i)
+            givePort(family: r.family, r.port)
+        }
+    }
+}
+
+extension UserData.Kind {
+    /// A receive on a client-facing listener socket; slot = listener index.
+    static let listenerReceive = UserData.Kind(rawValue: 1)
+    /// A receive on a relay socket; slot = relay slot, generation = its generation.
+    static let relayReceive = UserData.Kind(rawValue: 2)
+    /// A SENDMSG; slot = send operation.
+    static let send = UserData.Kind(rawValue: 3)
+    /// Cancels and other bookkeeping whose completion needs nothing.
+    static let housekeeping = UserData.Kind(rawValue: 4)
+}
+
+extension SocketAddress {
+    /// The URing socket address for a TransportAddress (same field layout).
+    init(_ t: TransportAddress) {
+        switch t.ip.family {
+        case .v4: self.init(v4: t.ip.v4, port: t.port)
+        case .v6: self.init(v6High: t.ip.high, v6Low: t.ip.low, port: t.port)
+        }
+    }
+}
+
+extension TransportAddress {
+    init(_ s: SocketAddress) {
+        switch s.family {
+        case .v4: self.init(ip: IPAddress(v4: UInt32(truncatingIfNeeded: s.low)), port: s.port)
+        case .v6: self.init(ip: IPAddress(v6High: s.high, v6Low: s.low), port: s.port)
+        }
+    }
+}
+

@@ -1,0 +1,66 @@
+import Synchronization
+import URing
+
+/// What the engine's controlling thread shares with one worker: the stop
+/// request, the waker that interrupts the worker's wait, and the counters the
+/// worker publishes once a second. Everything here is an atomic or immutable;
+/// the worker reads `stopRequest` only when woken or on its tick.
+final class WorkerControl: Sendable {
+    let index: Int
+    /// 0: run; 1: stop.
+    let stopRequest = Atomic<Int>(0)
+    /// Set once by the worker thread: nil while starting, then the result.
+    let startResult = Mutex<StartResult?>(nil)
+    let waker = Mutex<Waker?>(nil)
+    let counters = PublishedCounters()
+
+    enum StartResult: Sendable {
+        case running
+        case failed(String)
+    }
+
+    init(index: Int) { self.index = index }
+
+    func requestStop() {
+        stopRequest.store(1, ordering: .releasing)
+        waker.withLock { $0?.wake() }
+    }
+}
+
+/// Per-worker counters: the worker keeps plain integers it alone writes
+/// (`WorkerCounters`) and copies them here once a second; readers sum over workers.
+/// A mutex is fine here: the worker takes it once a second, readers rarely.
+final class PublishedCounters: Sendable {
+    let values = Mutex<[UInt64]>(Array(repeating: 0, count: WorkerCounters.Field.allCases.count))
+    func publish(_ c: borrowing WorkerCounters) {
+        var copy = [UInt64](repeating: 0, count: WorkerCounters.Field.allCases.count)
+        for f in WorkerCounters.Field.allCases { copy[f.rawValue] = c[f] }
+        values.withLock { $0 = copy }
+    }
+    subscript(_ f: WorkerCounters.Field) -> UInt64 { values.withLock { $0[f.rawValue] } }
+}
+
+/// The worker's own counters: plain memory allocated once, written only by
+/// its thread (no array, so bumping one costs no uniqueness check or ARC).
+struct WorkerCounters: ~Copyable {
+    enum Field: Int, CaseIterable, Sendable {
+        case packetsFromClients, bytesFromClients, packetsToPeers, bytesToPeers
+        case packetsFromPeers, bytesFromPeers, packetsToClients, bytesToClients
+        case stunRequests, dropsNoRoute, dropsMalformed, dropsNoSendOp, dropsTruncated, dropsSendError
+        case completions, batches, sendCalls, datagramsSent, gsoSends, receiveRearms, enobufs, sqFull
+        case allocationsCreated, allocationsDeleted, allocationsExpired
+    }
+    private let storage: UnsafeMutablePointer<UInt64>
+
+    init() {
+        storage = .allocate(capacity: Field.allCases.count)
+        storage.initialize(repeating: 0, count: Field.allCases.count)
+    }
+
+    deinit { storage.deallocate() }
+
+    subscript(_ f: Field) -> UInt64 { storage[f.rawValue] }
+
+    @inline(__always)
+    mutating func add(_ f: Field, _ n: Int = 1) { storage[f.rawValue] &+= UInt64(n) }
+}
