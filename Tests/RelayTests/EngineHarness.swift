@@ -1,0 +1,118 @@
+import Glibc
+import Relay
+import STUN
+import TURN
+import Testing
+import URing
+
+/// Starts a real engine on 127.0.0.1 (a free port) and talks to it with plain
+/// UDP sockets: the packets cross the kernel and the io_uring workers.
+final class EngineHarness {
+    let engine: Engine
+    let server: TransportAddress
+    static let realm = "relay.test"
+
+    init(workers: Int = 1, allowLoopback: Bool = true, configure: (inout EngineConfig) -> Void = { _ in }) throws {
+        let port = try EngineHarness.freePort()
+        server = TransportAddress(ip: IPAddress(v4: 0x7F00_0001), port: port)
+        var config = EngineConfig()
+        config.listen = [server]
+        config.relayIPv4 = IPAddress(v4: 0x7F00_0001)
+        let relayBase = UInt16(20000 + Int(port) % 20000)
+        config.minPort = relayBase
+        config.maxPort = relayBase + 199
+        config.workers = workers
+        config.buffers = 256
+        config.sendOperations = 64
+        configure(&config)
+        var turn = TURNConfiguration(
+            credentials: CredentialStore(realm: Self.realm, users: ["alice": "secret"]),
+            peerPolicy: PeerPolicy(allowLoopbackPeers: allowLoopback, serverAddresses: [server.ip]),
+            nonces: NonceCodec(lifetime: 600))
+        turn.limits = TableLimits(maxAllocations: 64)
+        engine = try Engine(config: config, turn: turn, log: { _, _ in })
+        try engine.start()
+    }
+
+    deinit {
+        engine.stop()
+        engine.wait()
+    }
+
+    /// A port that was free a moment ago (bind to 0, read it back, close).
+    static func freePort() throws -> UInt16 {
+        let s = try UDPSocket.bound(to: .loopbackV4(port: 0))
+        defer { s.close() }
+        return try s.localAddress().port
+    }
+}
+
+/// A UDP socket on 127.0.0.1 with a receive timeout, for clients and peers.
+final class TestSocket {
+    let socket: UDPSocket
+    let address: TransportAddress
+
+    init() throws {
+        socket = try UDPSocket.bound(to: .loopbackV4(port: 0))
+        try socket.setReceiveTimeout(.seconds(2))
+        let local = try socket.localAddress()
+        address = TransportAddress(ip: IPAddress(v4: UInt32(truncatingIfNeeded: local.low)), port: local.port)
+    }
+
+    deinit { socket.close() }
+
+    func send(_ bytes: [UInt8], to destination: TransportAddress) throws {
+        let d = SocketAddress(v4: destination.ip.v4, port: destination.port)
+        _ = try bytes.withUnsafeBytes { raw throws(URingError) in try socket.send(raw, to: d) }
+    }
+
+    /// The next datagram, or nil after the timeout.
+    func receive() throws -> (bytes: [UInt8], from: TransportAddress)? {
+        var buf = [UInt8](repeating: 0, count: 2048)
+        let got = try buf.withUnsafeMutableBytes { raw throws(URingError) in try socket.receive(into: raw) }
+        guard let (n, from) = got else { return nil }
+        return (Array(buf[0..<n]), TransportAddress(ip: IPAddress(v4: UInt32(truncatingIfNeeded: from.low)), port: from.port))
+    }
+}
+
+/// Builds client requests with the STUN encoder, signed with the long-term key.
+struct TURNClient {
+    var username = "alice"
+    var password = "secret"
+    var nonce: [UInt8] = []
+
+    var key: IntegrityKey {
+        try! IntegrityKey.longTerm(username: username, realm: EngineHarness.realm, password: password, algorithm: .md5)
+    }
+
+    func request(_ method: STUNMethod, sign: Bool = true, _ body: (inout STUNEncoder) throws(STUNError) -> Void = { _ in })
+        -> [UInt8]
+    {
+        var buf = [UInt8](repeating: 0, count: 1500)
+        let n = buf.withUnsafeMutableBytes { raw -> Int in
+            do throws(STUNError) {
+                var enc = try STUNEncoder(into: raw, method: method, class: .request, transactionID: .random())
+                try body(&enc)
+                if sign {
+                    try enc.append(.username, utf8: username)
+                    try enc.append(.realm, utf8: EngineHarness.realm)
+                    var failure: STUNError?
+                    nonce.withUnsafeBytes { b in
+                        do throws(STUNError) { try enc.append(.nonce, bytes: b) } catch { failure = error }
+                    }
+                    if let failure { throw failure }
+                    try enc.appendMessageIntegrity(key: key)
+                }
+                return enc.count
+            } catch {
+                Issue.record("encode failed: \(error)")
+                return 0
+            }
+        }
+        return Array(buf[0..<n])
+    }
+
+    static func parse<R>(_ bytes: [UInt8], _ body: (STUNMessage) -> R) -> R? {
+        bytes.withUnsafeBytes { raw in (try? STUNMessage(parsing: raw)).map(body) }
+    }
+}

@@ -1,0 +1,195 @@
+import Glibc
+import Relay
+import STUN
+import TURN
+import Testing
+import URing
+
+/// The engine end to end on loopback: real sockets, real io_uring workers.
+@Suite("Engine relays on loopback", .serialized)
+struct EngineRelayTests {
+    /// Allocates (401 then success), permits and binds `channel` to `peer`.
+    /// Returns the relayed address.
+    static func allocate(
+        _ h: EngineHarness, client: TestSocket, tc: inout TURNClient, peer: TransportAddress?,
+        channel: UInt16?
+    ) throws -> TransportAddress {
+        try client.send(tc.request(.allocate, sign: false) { e throws(STUNError) in try e.appendRequestedTransport(17) }, to: h.server)
+        let challenge = try #require(try client.receive())
+        #expect(TURNClient.parse(challenge.bytes) { $0.errorCode?.code } == 401)
+        tc.nonce = try #require(TURNClient.parse(challenge.bytes) { $0.nonceBytes.map(Array.init) } ?? nil)
+        try client.send(tc.request(.allocate) { e throws(STUNError) in try e.appendRequestedTransport(17) }, to: h.server)
+        let ok = try #require(try client.receive())
+        let relayed = try #require(TURNClient.parse(ok.bytes) { $0.xorRelayedAddress } ?? nil)
+        #expect(TURNClient.parse(ok.bytes) { $0.messageClass } == .successResponse)
+        if let peer {
+            if let channel {
+                try client.send(tc.request(.channelBind) { e throws(STUNError) in
+                    try e.appendChannelNumber(channel)
+                    try e.append(.xorPeerAddress, xorAddress: peer)
+                }, to: h.server)
+            } else {
+                try client.send(tc.request(.createPermission) { e throws(STUNError) in
+                    try e.append(.xorPeerAddress, xorAddress: peer)
+                }, to: h.server)
+            }
+            let bound = try #require(try client.receive())
+            #expect(TURNClient.parse(bound.bytes) { $0.messageClass } == .successResponse)
+        }
+        return relayed
+    }
+
+    static func channelData(_ channel: UInt16, _ payload: [UInt8]) -> [UInt8] {
+        [UInt8(channel >> 8), UInt8(channel & 0xFF), UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)] + payload
+    }
+
+    @Test("Binding request gets XOR-MAPPED-ADDRESS")
+    func binding() throws {
+        let h = try EngineHarness()
+        let client = try TestSocket()
+        try client.send(TURNClient().request(.binding, sign: false), to: h.server)
+        let reply = try #require(try client.receive())
+        #expect(TURNClient.parse(reply.bytes) { $0.xorMappedAddress } == client.address)
+    }
+
+    @Test("ChannelData both ways, 0x4000 and the RFC 5766 range", arguments: [UInt16(0x4000), 0x4FFF, 0x5000, 0x7FFF])
+    func channelRoundTrip(channel: UInt16) throws {
+        let h = try EngineHarness()
+        let client = try TestSocket()
+        let peer = try TestSocket()
+        var tc = TURNClient()
+        let relayed = try Self.allocate(h, client: client, tc: &tc, peer: peer.address, channel: channel)
+        for i in 0..<20 {
+            let payload = (0..<(100 + i)).map { UInt8(truncatingIfNeeded: $0 &+ i) }
+            try client.send(Self.channelData(channel, payload), to: h.server)
+            let atPeer = try #require(try peer.receive())
+            #expect(atPeer.bytes == payload)
+            #expect(atPeer.from == relayed)
+            try peer.send(payload.reversed(), to: relayed)
+            let back = try #require(try client.receive())
+            #expect(back.bytes == Self.channelData(channel, payload.reversed()))
+        }
+    }
+
+    @Test("Send indication to the peer, Data indication back")
+    func sendAndDataIndications() throws {
+        let h = try EngineHarness()
+        let client = try TestSocket()
+        let peer = try TestSocket()
+        var tc = TURNClient()
+        let relayed = try Self.allocate(h, client: client, tc: &tc, peer: peer.address, channel: nil)
+        var buf = [UInt8](repeating: 0, count: 256)
+        let n = try buf.withUnsafeMutableBytes { raw throws(STUNError) in
+            var e = try STUNEncoder(into: raw, method: .send, class: .indication, transactionID: .random())
+            try e.append(.xorPeerAddress, xorAddress: peer.address)
+            let hello: [UInt8] = Array("hello".utf8)
+            var failure: STUNError?
+            hello.withUnsafeBytes { b in
+                do throws(STUNError) { try e.append(.data, bytes: b) } catch { failure = error }
+            }
+            if let failure { throw failure }
+            return e.count
+        }
+        try client.send(Array(buf[0..<n]), to: h.server)
+        let atPeer = try #require(try peer.receive())
+        #expect(atPeer.bytes == Array("hello".utf8))
+        try peer.send(Array("world!".utf8), to: relayed)
+        let back = try #require(try client.receive())
+        let data = TURNClient.parse(back.bytes) { m in (m.method, m.messageClass, m.xorPeerAddress, m.data.map(Array.init)) }
+        #expect(data?.0 == .data && data?.1 == .indication)
+        #expect(data?.2 == peer.address)
+        #expect(data?.3 == Array("world!".utf8))
+    }
+
+    @Test("a peer without permission gets nothing relayed")
+    func noPermissionNoRelay() throws {
+        let h = try EngineHarness()
+        let client = try TestSocket()
+        let peer = try TestSocket()
+        let stranger = try TestSocket()
+        var tc = TURNClient()
+        let relayed = try Self.allocate(h, client: client, tc: &tc, peer: peer.address, channel: 0x4001)
+        // The stranger is on 127.0.0.1 too, so the IP permission covers it:
+        // RFC 8656 permissions are per IP, not per port. It still arrives, as
+        // a Data indication (no channel for its port).
+        try stranger.send([1, 2, 3], to: relayed)
+        let viaIndication = try #require(try client.receive())
+        #expect(TURNClient.parse(viaIndication.bytes) { $0.method } == .data)
+        // ChannelData on an unbound channel is dropped.
+        try client.send(Self.channelData(0x4002, [9, 9]), to: h.server)
+        #expect(try peer.receive() == nil)
+    }
+
+    @Test("loopback peers are refused by default (403), nothing relayed")
+    func loopbackDenied() throws {
+        let h = try EngineHarness(allowLoopback: false)
+        let client = try TestSocket()
+        let peer = try TestSocket()
+        var tc = TURNClient()
+        _ = try Self.allocate(h, client: client, tc: &tc, peer: nil, channel: nil)
+        try client.send(tc.request(.createPermission) { e throws(STUNError) in
+            try e.append(.xorPeerAddress, xorAddress: peer.address)
+        }, to: h.server)
+        let reply = try #require(try client.receive())
+        #expect(TURNClient.parse(reply.bytes) { $0.errorCode?.code } == 403)
+        try client.send(Self.channelData(0x4000, [1]), to: h.server)
+        #expect(try peer.receive() == nil)
+    }
+
+    /// The paths flags force on a new kernel must relay the same traffic.
+    @Test(
+        "forced kernel paths relay the same traffic",
+        arguments: ["single-shot receive", "no GSO", "no DEFER_TASKRUN", "no SINGLE_ISSUER", "two workers"])
+    func forcedPaths(path: String) throws {
+        let h = try EngineHarness(workers: path == "two workers" ? 2 : 1) { c in
+            switch path {
+            case "single-shot receive": c.singleShotReceive = true
+            case "no GSO": c.gso = false
+            case "no DEFER_TASKRUN": c.noDeferTaskrun = true
+            case "no SINGLE_ISSUER": c.noSingleIssuer = true
+            default: break
+            }
+        }
+        let client = try TestSocket()
+        let peer = try TestSocket()
+        var tc = TURNClient()
+        let relayed = try Self.allocate(h, client: client, tc: &tc, peer: peer.address, channel: 0x4321)
+        // A burst, so several datagrams share a CQE batch (and a GSO send when on).
+        let payloads = (0..<32).map { i in [UInt8](repeating: UInt8(i), count: 120) }
+        for p in payloads { try client.send(Self.channelData(0x4321, p), to: h.server) }
+        var atPeer: [[UInt8]] = []
+        while atPeer.count < payloads.count, let got = try peer.receive() { atPeer.append(got.bytes) }
+        #expect(atPeer == payloads)
+        for p in payloads { try peer.send(p, to: relayed) }
+        var back: [[UInt8]] = []
+        while back.count < payloads.count, let got = try client.receive() { back.append(got.bytes) }
+        #expect(back == payloads.map { Self.channelData(0x4321, $0) })
+    }
+
+    @Test("a flood that exhausts the buffer ring degrades to drops, then relays again")
+    func bufferExhaustion() throws {
+        let h = try EngineHarness { c in
+            c.buffers = 4
+            c.sendOperations = 16
+        }
+        let client = try TestSocket()
+        let peer = try TestSocket()
+        var tc = TURNClient()
+        let relayed = try Self.allocate(h, client: client, tc: &tc, peer: peer.address, channel: 0x4000)
+        // Flood both directions without reading: far more than 4 buffers.
+        for i in 0..<3000 {
+            try client.send(Self.channelData(0x4000, [UInt8(truncatingIfNeeded: i)]), to: h.server)
+            try peer.send([UInt8(truncatingIfNeeded: i)], to: relayed)
+        }
+        // Drain whatever made it through.
+        while try peer.receive() != nil {}
+        while try client.receive() != nil {}
+        // Receives were re-armed: the session still relays both ways.
+        try client.send(Self.channelData(0x4000, Array("after".utf8)), to: h.server)
+        #expect(try peer.receive()?.bytes == Array("after".utf8))
+        try peer.send(Array("back".utf8), to: relayed)
+        #expect(try client.receive()?.bytes == Self.channelData(0x4000, Array("back".utf8)))
+        // The flood really ran the ring dry (counters are published each second).
+        #expect((h.engine.counter("enobufs") ?? 0) > 0)
+    }
+}
