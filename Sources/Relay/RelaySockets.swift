@@ -248,13 +248,13 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
 
 extension UserData.Kind {
     /// A receive on a client-facing listener socket; slot = listener index.
-    static let listenerReceive = UserData.Kind(rawValue: 1)
+    static var listenerReceive: UserData.Kind { UserData.Kind(rawValue: 1) }
     /// A receive on a relay socket; slot = relay slot, generation = its generation.
-    static let relayReceive = UserData.Kind(rawValue: 2)
+    static var relayReceive: UserData.Kind { UserData.Kind(rawValue: 2) }
     /// A SENDMSG; slot = send operation.
-    static let send = UserData.Kind(rawValue: 3)
+    static var send: UserData.Kind { UserData.Kind(rawValue: 3) }
     /// Cancels and other bookkeeping whose completion needs nothing.
-    static let housekeeping = UserData.Kind(rawValue: 4)
+    static var housekeeping: UserData.Kind { UserData.Kind(rawValue: 4) }
 }
 
 extension SocketAddress {

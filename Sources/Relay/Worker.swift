@@ -116,6 +116,7 @@ struct Worker: ~Copyable {
         relays = RelaySockets(capacity: relayCapacity, ports: slice, config: config, workerIndex: index)
         response = .allocate(byteCount: 2048, alignment: 8)
         completions = .allocate(capacity: config.maxBatch)
+        rearmRelays.reserveCapacity(relayCapacity)
         transactionCounter = UInt64(index + 1) &* 0x9E37_79B9_7F4A_7C15
 
         listeners = boundListeners
