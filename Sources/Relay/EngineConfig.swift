@@ -42,7 +42,9 @@ public struct EngineConfig: Sendable {
     public var noSingleIssuer = false
     public var gso = true
     /// UDP_GRO on relay sockets (peer side): trains from coalescing peers
-    /// arrive as one receive.
+    /// would arrive as one receive. Not implemented yet: the dispatcher does
+    /// not walk GRO trains, so `problem()` refuses it rather than forward a
+    /// coalesced train as one datagram.
     public var groPeer = false
 
     /// Test-only: make ring setup fail as if io_uring were disabled, to check
@@ -77,6 +79,7 @@ public struct EngineConfig: Sendable {
             return "--buffer-size \(bufferSize) must be in \(Self.minimumBufferSize)...65536 (it includes about 210 bytes of headroom)"
         }
         if sendOperations < 16 || sendOperations > 65536 { return "--send-ops \(sendOperations) must be 16...65536" }
+        if groPeer { return "--gro-peer is not implemented yet (receive-side GRO needs the dispatcher to walk trains)" }
         if maxBatch < 1 || maxBatch > Int(cqEntries) { return "--max-batch \(maxBatch) must be 1...--cq-entries (\(cqEntries))" }
         return nil
     }

@@ -43,7 +43,6 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
     let relayIPv4: IPAddress?
     let relayIPv6: IPAddress?
     let externalIPv4: IPAddress?
-    let gro: Bool
     private var reservations: [Reservation] = []
     private var nextToken: UInt64
     /// Seconds (worker clock) used to expire reservations; set by the worker each tick.
@@ -70,7 +69,6 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
         relayIPv4 = config.relayIPv4
         relayIPv6 = config.relayIPv6
         externalIPv4 = config.externalIPv4
-        gro = config.groPeer
         nextToken = UInt64(workerIndex + 1) << 48
         toArm.reserveCapacity(64)
         toCancel.reserveCapacity(64)
@@ -197,7 +195,6 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
             lastError = "relay socket \(TransportAddress(ip: ip, port: port)): \(error)"
             return .failed
         }
-        if gro { try? socket.setUDPGRO(true) }
         freeCount -= 1
         let slot = Int(freeSlots[freeCount])
         slots[slot].fd = socket.rawValue
