@@ -50,8 +50,21 @@ if ProcessInfo.processInfo.environment["UTURN_BENCHMARKS"] != nil {
     package.dependencies.append(
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.0", traits: ["MallocInterposer"])
     )
+    // Shared by the suites and the callgrind ARC check (Benchmarks/arc-check.sh):
+    // the measured operations and their fixtures, and callgrind client requests.
+    package.targets += [
+        .target(
+            name: "BenchmarkFixtures", dependencies: ["STUN", "TURN"], path: "Benchmarks/Support/Fixtures",
+            swiftSettings: strict),
+        .target(name: "CCallgrind", path: "Benchmarks/Support/CCallgrind"),
+        // Not under Benchmarks/<Name>, so the benchmark plugin does not take it for a suite.
+        .executableTarget(
+            name: "ARCCheck", dependencies: ["BenchmarkFixtures", "CCallgrind"], path: "Benchmarks/Tools/ARCCheck",
+            swiftSettings: strict),
+    ]
     let suites: [(name: String, modules: [String])] = [
-        ("Smoke", ["STUN"]),
+        ("STUN", ["STUN", "BenchmarkFixtures"]),
+        ("TURN", ["TURN", "STUN", "BenchmarkFixtures"]),
     ]
     for suite in suites {
         package.targets.append(
