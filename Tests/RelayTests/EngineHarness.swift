@@ -12,12 +12,16 @@ final class EngineHarness {
     let server: TransportAddress
     static let realm = "relay.test"
 
-    init(workers: Int = 1, allowLoopback: Bool = true, configure: (inout EngineConfig) -> Void = { _ in }) throws {
+    init(
+        workers: Int = 1, allowLoopback: Bool = true, ipv6: Bool = false,
+        configure: (inout EngineConfig) -> Void = { _ in }
+    ) throws {
         let port = try EngineHarness.freePort()
-        server = TransportAddress(ip: IPAddress(v4: 0x7F00_0001), port: port)
+        let loopback = ipv6 ? IPAddress(v6High: 0, v6Low: 1) : IPAddress(v4: 0x7F00_0001)
+        server = TransportAddress(ip: loopback, port: port)
         var config = EngineConfig()
         config.listen = [server]
-        config.relayIPv4 = IPAddress(v4: 0x7F00_0001)
+        if ipv6 { config.relayIPv6 = loopback } else { config.relayIPv4 = loopback }
         let relayBase = UInt16(20000 + Int(port) % 20000)
         config.minPort = relayBase
         config.maxPort = relayBase + 199
@@ -52,17 +56,27 @@ final class TestSocket {
     let socket: UDPSocket
     let address: TransportAddress
 
-    init() throws {
-        socket = try UDPSocket.bound(to: .loopbackV4(port: 0))
+    init(ipv6: Bool = false) throws {
+        socket = try UDPSocket.bound(to: ipv6 ? .loopbackV6(port: 0) : .loopbackV4(port: 0))
         try socket.setReceiveTimeout(.seconds(2))
-        let local = try socket.localAddress()
-        address = TransportAddress(ip: IPAddress(v4: UInt32(truncatingIfNeeded: local.low)), port: local.port)
+        address = TestSocket.transport(try socket.localAddress())
+    }
+
+    static func transport(_ a: SocketAddress) -> TransportAddress {
+        a.family == .v4
+            ? TransportAddress(ip: IPAddress(v4: UInt32(truncatingIfNeeded: a.low)), port: a.port)
+            : TransportAddress(ip: IPAddress(v6High: a.high, v6Low: a.low), port: a.port)
+    }
+
+    static func socketAddress(_ t: TransportAddress) -> SocketAddress {
+        t.ip.family == .v4
+            ? SocketAddress(v4: t.ip.v4, port: t.port) : SocketAddress(v6High: t.ip.high, v6Low: t.ip.low, port: t.port)
     }
 
     deinit { socket.close() }
 
     func send(_ bytes: [UInt8], to destination: TransportAddress) throws {
-        let d = SocketAddress(v4: destination.ip.v4, port: destination.port)
+        let d = TestSocket.socketAddress(destination)
         _ = try bytes.withUnsafeBytes { raw throws(URingError) in try socket.send(raw, to: d) }
     }
 
@@ -71,7 +85,7 @@ final class TestSocket {
         var buf = [UInt8](repeating: 0, count: 2048)
         let got = try buf.withUnsafeMutableBytes { raw throws(URingError) in try socket.receive(into: raw) }
         guard let (n, from) = got else { return nil }
-        return (Array(buf[0..<n]), TransportAddress(ip: IPAddress(v4: UInt32(truncatingIfNeeded: from.low)), port: from.port))
+        return (Array(buf[0..<n]), TestSocket.transport(from))
     }
 }
 

@@ -12,13 +12,16 @@ struct EngineRelayTests {
     /// Returns the relayed address.
     static func allocate(
         _ h: EngineHarness, client: TestSocket, tc: inout TURNClient, peer: TransportAddress?,
-        channel: UInt16?
+        channel: UInt16?, family: IPAddress.Family = .v4
     ) throws -> TransportAddress {
         try client.send(tc.request(.allocate, sign: false) { e throws(STUNError) in try e.appendRequestedTransport(17) }, to: h.server)
         let challenge = try #require(try client.receive())
         #expect(TURNClient.parse(challenge.bytes) { $0.errorCode?.code } == 401)
         tc.nonce = try #require(TURNClient.parse(challenge.bytes) { $0.nonceBytes.map(Array.init) } ?? nil)
-        try client.send(tc.request(.allocate) { e throws(STUNError) in try e.appendRequestedTransport(17) }, to: h.server)
+        try client.send(tc.request(.allocate) { e throws(STUNError) in
+            try e.appendRequestedTransport(17)
+            if family == .v6 { try e.appendAddressFamily(.requestedAddressFamily, family: 0x02) }
+        }, to: h.server)
         let ok = try #require(try client.receive())
         let relayed = try #require(TURNClient.parse(ok.bytes) { $0.xorRelayedAddress } ?? nil)
         #expect(TURNClient.parse(ok.bytes) { $0.messageClass } == .successResponse)
@@ -191,5 +194,23 @@ struct EngineRelayTests {
         #expect(try client.receive()?.bytes == Self.channelData(0x4000, Array("back".utf8)))
         // The flood really ran the ring dry (counters are published each second).
         #expect((h.engine.counter("enobufs") ?? 0) > 0)
+    }
+
+    @Test("IPv6: client, relay and peer on ::1")
+    func ipv6() throws {
+        let h: EngineHarness
+        do { h = try EngineHarness(ipv6: true) } catch {
+            print("skipping IPv6 engine test: \(error)")
+            return
+        }
+        let client = try TestSocket(ipv6: true)
+        let peer = try TestSocket(ipv6: true)
+        var tc = TURNClient()
+        let relayed = try Self.allocate(h, client: client, tc: &tc, peer: peer.address, channel: 0x4abc, family: .v6)
+        #expect(relayed.ip.family == .v6)
+        try client.send(Self.channelData(0x4abc, [1, 2, 3]), to: h.server)
+        #expect(try peer.receive()?.bytes == [1, 2, 3])
+        try peer.send([4, 5], to: relayed)
+        #expect(try client.receive()?.bytes == Self.channelData(0x4abc, [4, 5]))
     }
 }
