@@ -28,16 +28,20 @@ let package = Package(
         .target(name: "TURN", dependencies: ["STUN", "CCrypto"], swiftSettings: strict),
         .target(name: "URing", dependencies: ["CURing"], swiftSettings: strict),
         .target(name: "Relay", dependencies: ["TURN", "URing", "STUN"], swiftSettings: strict),
-        .executableTarget(
-            name: "uturnd",
-            dependencies: ["Relay", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+        // The daemon's front end (flags, config file, logging, building the
+        // configurations) is a library so it can be tested; uturnd is its thin main.
+        .target(
+            name: "UturndCore",
+            dependencies: ["Relay", "TURN", "STUN", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
+        .executableTarget(name: "uturnd", dependencies: ["UturndCore"], swiftSettings: strict),
 
         .testTarget(name: "STUNTests", dependencies: ["STUN"], swiftSettings: strict),
         .testTarget(name: "TURNTests", dependencies: ["TURN", "STUN"], swiftSettings: strict),
         .testTarget(name: "URingTests", dependencies: ["URing", "CURing"], swiftSettings: strict),
         .testTarget(name: "RelayTests", dependencies: ["Relay", "TURN", "STUN", "URing"], swiftSettings: strict),
+        .testTarget(name: "UturndTests", dependencies: ["UturndCore"]),
     ]
 )
 

@@ -1,1 +1,5 @@
-print("uturnd: not yet runnable")
+// uturnd: the TURN relay daemon. Everything testable lives in UturndCore;
+// this is only the process entry point.
+import UturndCore
+
+Uturnd.main()

@@ -1,0 +1,47 @@
+/// coturn options that uturn does not implement, with the reason an operator
+/// is told. In a config file they are ignored with a warning (so a coturn
+/// `turnserver.conf` still starts); on the command line they are an error.
+public enum CoturnOptions {
+    static let tls = "TLS/DTLS is not implemented; uturn serves TURN over UDP"
+    static let database = "uturn has no user database; use --user or --use-auth-secret with --static-auth-secret"
+    static let admin = "uturn has no admin interface"
+    static let process = "uturn runs in the foreground; let systemd (or similar) handle daemonising, users and pid files"
+    static let logging = "use --log-level and --log-file"
+    static let transport = "uturn serves and relays UDP only"
+    static let missing = "not implemented in uturn"
+
+    public static let unsupported: [String: String] = {
+        var table: [String: String] = [:]
+        func add(_ reason: String, _ names: [String]) { for n in names { table[n] = reason } }
+        add(tls, [
+            "cert", "pkey", "pkey-pwd", "cipher-list", "CA-file", "ec-curve-name", "dh566", "dh1066", "dh2066",
+            "dh-file", "no-tlsv1", "no-tlsv1_1", "no-tlsv1_2", "tls-listening-port", "alt-tls-listening-port",
+            "tls-alternate-server",
+        ])
+        add(database, [
+            "userdb", "db", "psql-userdb", "sql-userdb", "mysql-userdb", "mysql-userdb-ssl", "mongo-userdb",
+            "redis-userdb", "redis-statsdb", "secret-ts-exp-time", "oauth", "server-name", "no-auth",
+        ])
+        add(admin, [
+            "no-cli", "cli-ip", "cli-port", "cli-password", "cli-max-output-sessions", "web-admin", "web-admin-ip",
+            "web-admin-port", "web-admin-listen-on-workers", "prometheus", "prometheus-port",
+            "prometheus-address", "prometheus-path", "prometheus-username-labels", "acme-redirect",
+        ])
+        add(process, ["daemon", "pidfile", "proc-user", "proc-group"])
+        add(logging, [
+            "verbose", "Verbose", "syslog", "syslog-facility", "no-stdout-log", "simple-log", "new-log-timestamp",
+            "new-log-timestamp-format", "log-binding",
+        ])
+        add(transport, ["no-udp", "no-udp-relay", "tcp-proxy-port", "server-relay"])
+        add(missing, [
+            "fingerprint", "listening-device", "relay-device", "relay-threads", "aux-server", "udp-self-balance",
+            "alt-listening-port", "max-bps", "bps-capacity", "channel-lifetime", "permission-lifetime",
+            "check-origin-consistency", "alternate-server", "stun-only", "no-stun", "secure-stun", "mobility",
+            "keep-address-family", "allocation-default-address-family", "no-rfc5780",
+            "no-stun-backward-compatibility", "response-origin-only-with-rfc5780", "respond-http-unsupported",
+            "no-software-attribute", "max-allocate-timeout", "ne",
+        ])
+        add("uturn denies loopback peers unless --allow-loopback-peers is given", ["no-loopback-peers"])
+        return table
+    }()
+}

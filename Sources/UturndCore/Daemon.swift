@@ -1,0 +1,94 @@
+import Glibc
+import Relay
+
+/// The daemon's life once its settings are built: start the engine, report
+/// where it listens, turn signals into stop requests, wait for the workers.
+///
+/// Signals are blocked in the main thread before the engine starts, so every
+/// worker thread inherits the mask and the main thread alone takes them, with
+/// sigwait(2), outside any signal-handler context:
+/// - SIGTERM: graceful stop (no new allocations, drain up to --drain-timeout);
+/// - SIGINT: prompt stop; a second SIGTERM during a drain also stops promptly;
+/// - SIGHUP: reload is not supported yet, said so in the log;
+/// - SIGUSR1: sent by the waiter thread when every worker has exited.
+public enum Daemon {
+    /// Runs until the engine stops; returns the process exit status.
+    public static func run(_ settings: Settings, logger: Logger) -> Int32 {
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for s in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] { sigaddset(&signals, s) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        let engine: Engine
+        do {
+            // One nonce secret (made when the settings were built) is shared by every worker.
+            engine = try Engine(config: settings.engine, turn: settings.turn, log: logger.engineLog)
+            try engine.start()
+        } catch {
+            fail("uturnd: cannot start: \(error.description)", logger)
+            return 1
+        }
+        for line in settings.summary { logger.notice(line) }
+        if settings.userQuota > 0 || settings.totalQuota > 0 {
+            // TODO(engine API): hand settings.makeQuotas() to the Engine once it takes them.
+            logger.warning("--user-quota/--total-quota are checked but not enforced yet (the engine does not take them)")
+        }
+        if settings.hasDemoUser, let first = settings.engine.listen.first {
+            let host = first.ip.family == .v4 ? "\(first.ip)" : "[\(first.ip)]"
+            logger.notice(
+                "try it: turnutils_peer -L 127.0.0.1 -p 3480 & turnutils_uclient -u \(Settings.demoUser.0) -w \(Settings.demoUser.1) -e 127.0.0.1 -r 3480 -p \(first.port) -n 10 -l 120 -c -X \(host)")
+        }
+        logger.notice("uturnd \(BuildInfo.version) running; SIGTERM drains and stops, SIGINT stops now")
+
+        startWaiter(engine)
+        var stopping = false
+        var requested = false
+        while true {
+            var signal: Int32 = 0
+            guard sigwait(&signals, &signal) == 0 else { continue }
+            switch signal {
+            case SIGTERM where !stopping:
+                logger.notice("SIGTERM: stopping new allocations, draining for up to \(settings.drainSeconds) s")
+                engine.stop(graceful: true, drainSeconds: settings.drainSeconds)
+                stopping = true
+                requested = true
+            case SIGTERM, SIGINT:
+                logger.notice("\(signal == SIGINT ? "SIGINT" : "SIGTERM again"): stopping now")
+                engine.stop(graceful: false, drainSeconds: 0)
+                stopping = true
+                requested = true
+            case SIGHUP:
+                logger.warning("SIGHUP: reloading the configuration is not supported yet; nothing changed")
+            case SIGUSR1:
+                // The waiter's note: every worker has exited.
+                if requested {
+                    logger.notice("stopped")
+                    return 0
+                }
+                logger.error("the engine stopped without being asked to; see the errors above")
+                return 1
+            default:
+                break
+            }
+        }
+    }
+
+    static func fail(_ message: String, _ logger: Logger) {
+        logger.error(message)
+        if !logger.isStandardError { printError(message) }
+    }
+
+    /// A thread that joins the workers, then tells the main thread (SIGUSR1,
+    /// blocked everywhere, so it waits for sigwait).
+    static func startWaiter(_ engine: Engine) {
+        let box = Unmanaged.passRetained(engine).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { raw in
+            let engine = Unmanaged<Engine>.fromOpaque(raw!).takeRetainedValue()
+            engine.wait()
+            kill(getpid(), SIGUSR1)
+            return nil
+        }, box)
+        if rc == 0 { pthread_detach(thread) } else { Unmanaged<Engine>.fromOpaque(box).release() }
+    }
+}

@@ -1,0 +1,220 @@
+import ArgumentParser
+
+// The daemon's options, one `ParsableArguments` group per help section.
+// Long names follow coturn where coturn has the same option (so a coturn
+// command line or turnserver.conf carries over); coturn's short letters are
+// kept for those too. Values stay text here and are checked, with messages
+// an operator can act on, when `Settings` is built.
+//
+// Every option named here must also be listed in `OptionTable`, which the
+// config-file reader uses (a test keeps the two in step).
+
+/// Where uturn listens and which addresses and ports it relays from.
+public struct ListeningOptions: ParsableArguments {
+    @Option(
+        name: [.customLong("listening-ip"), .customShort("L")],
+        help: ArgumentHelp("Address to listen on for TURN over UDP; repeat for several (default: 127.0.0.1).",
+                           valueName: "ip"))
+    public var listeningIPs: [String] = []
+
+    @Option(name: [.customLong("listening-port"), .customShort("p")], help: ArgumentHelp("UDP port to listen on.", valueName: "port"))
+    public var listeningPort: Int = 3478
+
+    @Option(
+        name: [.customLong("relay-ip"), .customShort("E")],
+        help: ArgumentHelp(
+            "Address relay sockets bind, one IPv4 and/or one IPv6 (default: the listening addresses).",
+            valueName: "ip"))
+    public var relayIPs: [String] = []
+
+    @Option(
+        name: [.customLong("external-ip"), .customShort("X")],
+        help: ArgumentHelp(
+            "Public IPv4 address advertised as the relayed address, for a server behind 1:1 NAT: public or public/private (private must be the IPv4 --relay-ip).",
+            valueName: "ip[/ip]"))
+    public var externalIP: String?
+
+    @Option(name: .customLong("min-port"), help: ArgumentHelp("Lowest relay port.", valueName: "port"))
+    public var minPort: Int = 49152
+
+    @Option(name: .customLong("max-port"), help: ArgumentHelp("Highest relay port.", valueName: "port"))
+    public var maxPort: Int = 65535
+
+    public init() {}
+}
+
+/// Long-term credentials: static users and the TURN REST API secret.
+public struct AuthOptions: ParsableArguments {
+    @Option(name: [.customLong("realm"), .customShort("r")], help: ArgumentHelp("Realm for long-term credentials.", valueName: "realm"))
+    public var realm: String = "uturn"
+
+    @Option(
+        name: [.customLong("user"), .customShort("u")],
+        help: ArgumentHelp(
+            "A static user, name:password, or name:0x<32 hex digits> (coturn's precomputed MD5 key; 64 digits for SHA-256). Repeatable.",
+            valueName: "name:password"))
+    public var users: [String] = []
+
+    @Flag(name: [.customLong("lt-cred-mech"), .customShort("a")],
+          help: "Long-term credential mechanism (accepted for coturn compatibility; it is the only mode).")
+    public var longTermCredentials = false
+
+    @Flag(name: .customLong("use-auth-secret"),
+          help: "Accept TURN REST API usernames (expiry[:user]) signed with a --static-auth-secret.")
+    public var useAuthSecret = false
+
+    @Option(
+        name: .customLong("static-auth-secret"),
+        help: ArgumentHelp(
+            "Shared secret for --use-auth-secret. Repeat to rotate: a password made with any of them is accepted.",
+            valueName: "secret"))
+    public var staticAuthSecrets: [String] = []
+
+    @Option(name: .customLong("rest-api-separator"),
+            help: ArgumentHelp("Character between expiry and user in REST API usernames.", valueName: "char"))
+    public var restAPISeparator: String = ":"
+
+    public init() {}
+}
+
+/// Which peers clients may reach through the relay.
+public struct PeerOptions: ParsableArguments {
+    @Flag(name: .customLong("allow-loopback-peers"),
+          help: "Let clients relay to loopback addresses (127.0.0.0/8, ::1). For testing only: never in production.")
+    public var allowLoopbackPeers = false
+
+    @Option(
+        name: .customLong("allowed-peer-ip"),
+        help: ArgumentHelp(
+            "Peer addresses to allow even if denied or private: an address, a CIDR (10.1.0.0/16) or a coturn range (10.1.0.0-10.1.255.255). Repeatable.",
+            valueName: "cidr"))
+    public var allowedPeerIPs: [String] = []
+
+    @Option(
+        name: .customLong("denied-peer-ip"),
+        help: ArgumentHelp("Peer addresses to deny: an address, a CIDR or a coturn range. Repeatable.",
+                           valueName: "cidr"))
+    public var deniedPeerIPs: [String] = []
+
+    @Flag(name: .customLong("no-multicast-peers"),
+          help: "Deny multicast peers (accepted for coturn compatibility; uturn always does).")
+    public var noMulticastPeers = false
+
+    public init() {}
+}
+
+/// Lifetimes, quotas and protocol strictness.
+public struct LimitOptions: ParsableArguments {
+    @Option(name: [.customLong("user-quota"), .customShort("q")],
+            help: ArgumentHelp("Most concurrent allocations per user (0: unlimited).", valueName: "n"))
+    public var userQuota: Int = 0
+
+    @Option(name: [.customLong("total-quota"), .customShort("Q")],
+            help: ArgumentHelp("Most concurrent allocations on the server (0: unlimited).", valueName: "n"))
+    public var totalQuota: Int = 0
+
+    @Option(name: .customLong("max-allocate-lifetime"), help: ArgumentHelp("Longest allocation lifetime a client may ask for, in seconds.", valueName: "seconds"))
+    public var maxAllocateLifetime: Int = 3600
+
+    @Option(name: .customLong("stale-nonce"), help: ArgumentHelp("Seconds a nonce stays valid before the client must re-authenticate (438).", valueName: "seconds"))
+    public var staleNonce: Int = 600
+
+    @Flag(name: .customLong("strict-channel-numbers"),
+          help: "Refuse channel numbers 0x5000-0x7FFF (outside RFC 8656's range; RFC 5766 clients use them).")
+    public var strictChannelNumbers = false
+
+    @Option(name: .customLong("drain-timeout"),
+            help: ArgumentHelp("On SIGTERM, seconds to let current allocations run before exiting.", valueName: "seconds"))
+    public var drainTimeout: Int = 0
+
+    public init() {}
+}
+
+/// Transports uturn does not serve; accepted so coturn command lines carry over.
+public struct CompatibilityOptions: ParsableArguments {
+    @Flag(name: .customLong("no-tls"), help: "No TLS listener (uturn has none: TLS is not implemented).")
+    public var noTLS = false
+    @Flag(name: .customLong("no-dtls"), help: "No DTLS listener (uturn has none: DTLS is not implemented).")
+    public var noDTLS = false
+    @Flag(name: .customLong("no-tcp"), help: "No TCP listener (uturn serves UDP only).")
+    public var noTCP = false
+    @Flag(name: .customLong("no-tcp-relay"), help: "No TCP relay, RFC 6062 (uturn relays UDP only).")
+    public var noTCPRelay = false
+
+    public init() {}
+}
+
+public enum LogLevel: String, CaseIterable, ExpressibleByArgument, Sendable, Comparable {
+    case debug, info, notice, warning, error
+
+    var rank: Int {
+        switch self {
+        case .debug: 0
+        case .info: 1
+        case .notice: 2
+        case .warning: 3
+        case .error: 4
+        }
+    }
+    public static func < (a: Self, b: Self) -> Bool { a.rank < b.rank }
+}
+
+/// Where log lines go and how many.
+public struct LoggingOptions: ParsableArguments {
+    @Option(name: [.customLong("log-file"), .customShort("l")],
+            help: ArgumentHelp("Log to this file (appended), or 'stdout' / 'stderr' (default: stderr).", valueName: "path"))
+    public var logFile: String?
+
+    @Option(name: .customLong("log-level"), help: ArgumentHelp("Least severe level logged.", valueName: "level"))
+    public var logLevel: LogLevel = .info
+
+    public init() {}
+}
+
+/// The io_uring engine: threads, ring sizes, and switches that force older kernel paths.
+public struct EngineOptions: ParsableArguments {
+    @Option(name: .customLong("workers"), help: ArgumentHelp("Worker threads, one io_uring each (default: online CPUs).", valueName: "n"))
+    public var workers: Int?
+
+    @Flag(name: .customLong("pin-workers"), help: "Pin worker k to online CPU k.")
+    public var pinWorkers = false
+
+    @Option(name: .customLong("sq-entries"), help: ArgumentHelp("Submission queue entries per ring (power of two).", valueName: "n"))
+    public var sqEntries: Int = 1024
+
+    @Option(name: .customLong("cq-entries"), help: ArgumentHelp("Completion queue entries per ring (power of two, >= --sq-entries).", valueName: "n"))
+    public var cqEntries: Int = 8192
+
+    @Option(name: .customLong("buffers"), help: ArgumentHelp("Provided receive buffers per worker (power of two).", valueName: "n"))
+    public var buffers: Int = 4096
+
+    @Option(name: .customLong("buffer-size"), help: ArgumentHelp("Bytes per receive buffer, including about 210 bytes of headroom.", valueName: "bytes"))
+    public var bufferSize: Int = 2048
+
+    @Option(name: .customLong("send-ops"), help: ArgumentHelp("Concurrent send operations per worker.", valueName: "n"))
+    public var sendOperations: Int = 1024
+
+    @Option(name: .customLong("max-batch"), help: ArgumentHelp("Most completions handled before queued sends are flushed.", valueName: "n"))
+    public var maxBatch: Int = 256
+
+    @Flag(name: .customLong("no-multishot"), help: "Use single-shot receives (the Linux 5.19 path) instead of multishot.")
+    public var noMultishot = false
+
+    @Flag(name: .customLong("no-defer-taskrun"), help: "Do not set IORING_SETUP_DEFER_TASKRUN.")
+    public var noDeferTaskrun = false
+
+    @Flag(name: .customLong("no-single-issuer"), help: "Do not set IORING_SETUP_SINGLE_ISSUER.")
+    public var noSingleIssuer = false
+
+    @Flag(name: .customLong("no-gso"), help: "Send each datagram alone instead of batching with UDP_SEGMENT.")
+    public var noGSO = false
+
+    @Flag(name: .customLong("gro-peer"), help: "Enable UDP_GRO on relay sockets (peer side).")
+    public var groPeer = false
+
+    @Flag(name: .customLong("simulate-io-uring-failure"),
+          help: ArgumentHelp("Test only: fail ring setup as if io_uring were disabled.", visibility: .hidden))
+    public var simulateIOUringFailure = false
+
+    public init() {}
+}
