@@ -85,12 +85,17 @@ public final class Engine: Sendable {
     }
 
     /// Asks every worker to stop (any thread, also from a signal-handling
-    /// thread). Workers close their sockets and exit their loop promptly.
-    /// `graceful`/`drainSeconds` are accepted for the daemon's SIGTERM path;
-    /// draining (refusing new allocations while current ones finish) is not
-    /// implemented yet, so both stop promptly.
+    /// thread). `graceful` with `drainSeconds > 0`: workers refuse new
+    /// allocations (508) and stop once their last allocation is gone or the
+    /// time is up; otherwise they stop promptly. Either way they close their
+    /// sockets and leave their loop; `wait()` joins them.
     public func stop(graceful: Bool = false, drainSeconds: Int = 0) {
-        for control in controls { control.requestStop() }
+        if graceful && drainSeconds > 0 {
+            let deadline = Worker.monotonicNow().nanoseconds &+ UInt64(drainSeconds) &* 1_000_000_000
+            for control in controls { control.requestDrain(until: deadline) }
+        } else {
+            for control in controls { control.requestStop() }
+        }
     }
 
     /// Blocks until every worker thread has exited.

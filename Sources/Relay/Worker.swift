@@ -53,6 +53,8 @@ struct Worker: ~Copyable {
     var transactionCounter: UInt64
     var nextTick: UInt64 = 0
     var stopping = false
+    /// Draining: new Allocate requests get 508; stop when no allocation is left.
+    var draining = false
 
     static let groupID: UInt16 = 0
 
@@ -203,7 +205,7 @@ struct Worker: ~Copyable {
 
     // MARK: Dispatch
 
-    @inline(__always)
+    @inline(never)
     mutating func dispatch(_ cqe: Completion, now: MonotonicTime) {
         let ud = cqe.userData
         switch ud.kind {
@@ -235,7 +237,7 @@ struct Worker: ~Copyable {
         case .send:
             sendCompleted(op: ud.slot, result: cqe.result)
         case .wake:
-            if control.stopRequest.load(ordering: .acquiring) != 0 { stopping = true }
+            checkStopRequest(now: now)
         default:
             break
         }
@@ -365,6 +367,10 @@ struct Worker: ~Copyable {
         _ payload: UnsafeMutableRawBufferPointer, fiveTuple: FiveTuple, listenerFD: Int32, buffer id: UInt16,
         now: MonotonicTime
     ) {
+        if draining && refuseWhileDraining(UnsafeRawBufferPointer(payload), to: fiveTuple.client, listenerFD: listenerFD) {
+            recycle(id)
+            return
+        }
         let outcome = turn.handleSTUN(
             UnsafeRawBufferPointer(payload), from: fiveTuple, now: now, unixTime: Int64(time(nil)),
             response: response, relays: &relays)
@@ -605,7 +611,46 @@ struct Worker: ~Copyable {
         if pendingRearm { rearmReceives() }
         flushSubmissions()
         control.counters.publish(counters)
-        if control.stopRequest.load(ordering: .acquiring) != 0 { stopping = true }
+        checkStopRequest(now: now)
+    }
+
+    mutating func checkStopRequest(now: MonotonicTime) {
+        switch control.stopRequest.load(ordering: .acquiring) {
+        case WorkerControl.stopNow:
+            stopping = true
+        case WorkerControl.drain:
+            if !draining { log(.info, "worker \(index): draining \(turn.tables.count) allocations") }
+            draining = true
+            if turn.tables.count == 0 || now.nanoseconds >= control.drainDeadline.load(ordering: .relaxed) {
+                stopping = true
+            }
+        default:
+            break
+        }
+    }
+
+    /// While draining, an Allocate request is answered 508 without reaching
+    /// the state machine. Returns true when it answered.
+    mutating func refuseWhileDraining(_ packet: UnsafeRawBufferPointer, to client: TransportAddress, listenerFD: Int32)
+        -> Bool
+    {
+        guard let request = try? STUNMessage(parsing: packet), request.method == .allocate,
+            request.messageClass == .request
+        else { return false }
+        let n: Int
+        do throws(STUNError) {
+            var e = try STUNEncoder(
+                into: response, method: .allocate, class: .errorResponse, transactionID: request.transactionID)
+            try e.appendErrorCode(508, reason: "Server Shutting Down")
+            n = e.count
+        } catch {
+            return false
+        }
+        _ = batcher.enqueueGenerated(fd: listenerFD, to: client) { out in
+            out.copyMemory(from: UnsafeRawBufferPointer(rebasing: response[0..<n]))
+            return n
+        }
+        return true
     }
 
     mutating func shutdown() {

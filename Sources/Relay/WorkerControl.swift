@@ -7,8 +7,11 @@ import URing
 /// the worker reads `stopRequest` only when woken or on its tick.
 final class WorkerControl: Sendable {
     let index: Int
-    /// 0: run; 1: stop.
+    /// 0: run; 1: drain (refuse new allocations, stop when none are left or
+    /// at `drainDeadline`); 2: stop now.
     let stopRequest = Atomic<Int>(0)
+    /// CLOCK_MONOTONIC nanoseconds at which a drain gives up and stops.
+    let drainDeadline = Atomic<UInt64>(0)
     /// Set once by the worker thread: nil while starting, then the result.
     let startResult = Mutex<StartResult?>(nil)
     let waker = Mutex<Waker?>(nil)
@@ -21,8 +24,17 @@ final class WorkerControl: Sendable {
 
     init(index: Int) { self.index = index }
 
+    static let run = 0, drain = 1, stopNow = 2
+
     func requestStop() {
-        stopRequest.store(1, ordering: .releasing)
+        stopRequest.store(Self.stopNow, ordering: .releasing)
+        waker.withLock { $0?.wake() }
+    }
+
+    /// Asks for a drain unless a stop is already under way.
+    func requestDrain(until deadline: UInt64) {
+        drainDeadline.store(deadline, ordering: .relaxed)
+        _ = stopRequest.compareExchange(expected: Self.run, desired: Self.drain, ordering: .releasing)
         waker.withLock { $0?.wake() }
     }
 }

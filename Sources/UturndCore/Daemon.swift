@@ -22,17 +22,14 @@ public enum Daemon {
         let engine: Engine
         do {
             // One nonce secret (made when the settings were built) is shared by every worker.
-            engine = try Engine(config: settings.engine, turn: settings.turn, log: logger.engineLog)
+            engine = try Engine(
+                config: settings.engine, turn: settings.turn, quotas: settings.makeQuotas(), log: logger.engineLog)
             try engine.start()
         } catch {
             fail("uturnd: cannot start: \(error.description)", logger)
             return 1
         }
         for line in settings.summary { logger.notice(line) }
-        if settings.userQuota > 0 || settings.totalQuota > 0 {
-            // TODO(engine API): hand settings.makeQuotas() to the Engine once it takes them.
-            logger.warning("--user-quota/--total-quota are checked but not enforced yet (the engine does not take them)")
-        }
         if settings.hasDemoUser, let first = settings.engine.listen.first {
             let host = first.ip.family == .v4 ? "\(first.ip)" : "[\(first.ip)]"
             logger.notice(

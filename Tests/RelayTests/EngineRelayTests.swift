@@ -213,4 +213,31 @@ struct EngineRelayTests {
         try peer.send([4, 5], to: relayed)
         #expect(try client.receive()?.bytes == Self.channelData(0x4abc, [4, 5]))
     }
+
+    @Test("graceful stop: new Allocates get 508, current sessions relay, workers exit when the last one is gone")
+    func drain() throws {
+        let h = try EngineHarness()
+        let client = try TestSocket()
+        let peer = try TestSocket()
+        var tc = TURNClient()
+        let relayed = try Self.allocate(h, client: client, tc: &tc, peer: peer.address, channel: 0x4000)
+        h.engine.stop(graceful: true, drainSeconds: 60)
+        // A newcomer is refused...
+        let newcomer = try TestSocket()
+        try newcomer.send(tc.request(.allocate, sign: false) { e throws(STUNError) in try e.appendRequestedTransport(17) }, to: h.server)
+        let refused = try #require(try newcomer.receive())
+        #expect(TURNClient.parse(refused.bytes) { $0.errorCode?.code } == 508)
+        // ...while the existing session still relays both ways.
+        try client.send(Self.channelData(0x4000, [7]), to: h.server)
+        #expect(try peer.receive()?.bytes == [7])
+        try peer.send([8], to: relayed)
+        #expect(try client.receive()?.bytes == Self.channelData(0x4000, [8]))
+        // Deleting the last allocation lets the worker finish (next tick).
+        try client.send(tc.request(.refresh) { e throws(STUNError) in try e.appendLifetime(0) }, to: h.server)
+        let deleted = try #require(try client.receive())
+        #expect(TURNClient.parse(deleted.bytes) { $0.messageClass } == .successResponse)
+        h.engine.wait()
+        try client.send(tc.request(.binding, sign: false), to: h.server)
+        #expect(try client.receive() == nil)
+    }
 }
