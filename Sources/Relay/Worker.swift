@@ -655,6 +655,19 @@ struct Worker: ~Copyable {
 
     mutating func shutdown() {
         control.counters.publish(counters)
-        log(.debug, "worker \(index): stopping with \(relays.openCount) relay sockets open")
+        let perBatch = Double(counters[.completions]) / Double(max(1, counters[.batches]))
+        let perSend = Double(counters[.datagramsSent]) / Double(max(1, counters[.sendCalls]))
+        log(
+            .info,
+            "worker \(index): stopping; \(relays.openCount) relay sockets open; relayed \(counters[.packetsToPeers]) to peers, \(counters[.packetsToClients]) to clients; "
+                + "\(oneDecimal(perBatch)) CQEs per batch, \(oneDecimal(perSend)) datagrams per send, "
+                + "\(counters[.gsoSends]) GSO sends, \(counters[.enobufs]) ENOBUFS, \(counters[.receiveRearms]) re-arms, "
+                + "drops: no route \(counters[.dropsNoRoute]), no send op \(counters[.dropsNoSendOp]), send error \(counters[.dropsSendError]), malformed \(counters[.dropsMalformed])")
     }
+}
+
+/// `x` with one decimal, without Foundation's formatter.
+func oneDecimal(_ x: Double) -> String {
+    let tenths = Int((x * 10).rounded())
+    return "\(tenths / 10).\(tenths % 10)"
 }
