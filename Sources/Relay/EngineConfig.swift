@@ -41,11 +41,16 @@ public struct EngineConfig: Sendable {
     public var noDeferTaskrun = false
     public var noSingleIssuer = false
     public var gso = true
-    /// UDP_GRO on relay sockets (peer side): trains from coalescing peers
-    /// would arrive as one receive. Not implemented yet: the dispatcher does
-    /// not walk GRO trains, so `problem()` refuses it rather than forward a
-    /// coalesced train as one datagram.
+    /// UDP_GRO on listener sockets (client side): a train of equal-size
+    /// datagrams from one client arrives as one receive, walked datagram by
+    /// datagram (each ChannelData frame keeps its own header).
+    public var groClient = false
+    /// UDP_GRO on relay sockets (peer side): the same for trains from peers;
+    /// their datagrams go to the client with a ChannelData or Data-indication
+    /// header inserted as a separate iovec.
     public var groPeer = false
+    /// Large (64 KiB) receive buffers per worker for GRO sockets.
+    public var groBuffers = 256
 
     /// Test-only: make ring setup fail as if io_uring were disabled, to check
     /// the operator-facing message.
@@ -79,7 +84,12 @@ public struct EngineConfig: Sendable {
             return "--buffer-size \(bufferSize) must be in \(Self.minimumBufferSize)...65536 (it includes about 210 bytes of headroom)"
         }
         if sendOperations < 16 || sendOperations > 65536 { return "--send-ops \(sendOperations) must be 16...65536" }
-        if groPeer { return "--gro-peer is not implemented yet (receive-side GRO needs the dispatcher to walk trains)" }
+        if (groClient || groPeer) && singleShotReceive {
+            return "--gro-client/--gro-peer need multishot receive; drop --no-multishot"
+        }
+        if !(2...4096).contains(groBuffers) || groBuffers & (groBuffers - 1) != 0 {
+            return "--gro-buffers \(groBuffers) must be a power of two in 2...4096"
+        }
         if maxBatch < 1 || maxBatch > Int(cqEntries) { return "--max-batch \(maxBatch) must be 1...--cq-entries (\(cqEntries))" }
         return nil
     }

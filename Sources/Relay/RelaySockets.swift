@@ -43,6 +43,8 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
     let relayIPv4: IPAddress?
     let relayIPv6: IPAddress?
     let externalIPv4: IPAddress?
+    /// UDP_GRO on every relay socket (`--gro-peer`).
+    let gro: Bool
     private var reservations: [Reservation] = []
     private var nextToken: UInt64
     /// Seconds (worker clock) used to expire reservations; set by the worker each tick.
@@ -69,6 +71,7 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
         relayIPv4 = config.relayIPv4
         relayIPv6 = config.relayIPv6
         externalIPv4 = config.externalIPv4
+        gro = config.groPeer
         nextToken = UInt64(workerIndex + 1) << 48
         toArm.reserveCapacity(64)
         toCancel.reserveCapacity(64)
@@ -194,6 +197,13 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
             if error.errno == .addressInUse { return .busy }
             lastError = "relay socket \(TransportAddress(ip: ip, port: port)): \(error)"
             return .failed
+        }
+        if gro {
+            do { try socket.setUDPGRO(true) } catch {
+                socket.close()
+                lastError = "relay socket \(TransportAddress(ip: ip, port: port)): UDP_GRO: \(error)"
+                return .failed
+            }
         }
         freeCount -= 1
         let slot = Int(freeSlots[freeCount])

@@ -9,8 +9,11 @@ import STUN
 /// 2...`maxSegments` datagrams of equal size (the last may be shorter) becomes
 /// one SENDMSG with a `UDP_SEGMENT` control message and one iovec per
 /// datagram, each pointing straight into the receive buffer it arrived in: the
-/// payload is never copied. The buffers go back to the buffer ring when the
-/// send completes (`complete(_:)` hands their IDs back).
+/// payload is never copied. A datagram taken from a GRO train, where there is
+/// no room to write a header in place, gets up to three iovecs: a prefix
+/// (ChannelData or Data-indication header, copied into the op's scratch), the
+/// payload in the receive buffer, and zero padding. The buffers go back to
+/// the buffer ring when the send completes (`complete(_:)` hands their IDs back).
 ///
 /// Storage: `capacity` send operations, each with its `msghdr`, destination
 /// address, cmsg space, iovecs, buffer IDs and a small scratch area for
@@ -26,8 +29,13 @@ public struct SendBatcher: ~Copyable {
     public static let kernelMaxSegments = 64
     /// A GSO send must fit one IP datagram's 16-bit length.
     public static let maxGSOBytes = 65_000
-    /// Room for a generated message (STUN response) in each op.
-    public static let scratchSize = 1_280
+    /// Largest prefix per datagram (a Data indication for an IPv6 peer is 48).
+    public static let maxPrefix = 48
+    /// Room for a generated message (STUN response), or for the prefixes of a
+    /// full group, in each op.
+    public static let scratchSize = kernelMaxSegments * maxPrefix
+    /// Up to three iovecs per datagram: prefix, payload, padding.
+    static let maxIovecs = kernelMaxSegments * 3
 
     public let capacity: Int
     /// Datagrams per send: 1 when GSO is off, else up to `kernelMaxSegments`.
@@ -39,7 +47,7 @@ public struct SendBatcher: ~Copyable {
     private static let controlOffset = addrOffset + 32  // sockaddr_in6 is 28
     private static let controlSize = 32  // CMSG_SPACE(2) == 24
     private static let iovOffset = controlOffset + controlSize
-    private static let bufsOffset = iovOffset + kernelMaxSegments * MemoryLayout<iovec>.stride
+    private static let bufsOffset = iovOffset + maxIovecs * MemoryLayout<iovec>.stride
     private static let scratchOffset = bufsOffset + kernelMaxSegments * 2
     private static let stride = (scratchOffset + scratchSize + 63) & ~63
 
@@ -54,6 +62,8 @@ public struct SendBatcher: ~Copyable {
     /// hash: op + 1, or 0. A collision simply opens a new group.
     private let openGroups: UnsafeMutablePointer<UInt32>
     private static let openGroupSlots = 256
+    /// Four zero bytes: the padding iovec of Data indications.
+    private let zeros: UnsafeMutableRawPointer
 
     @usableFromInline
     struct OpMeta {
@@ -61,6 +71,7 @@ public struct SendBatcher: ~Copyable {
         var destination = TransportAddress(ip: IPAddress(v4: 0), port: 0)
         var segmentSize = 0
         var datagrams = 0
+        var iovecs = 0
         var bytes = 0
         var sealed = false
         var hashSlot = 0
@@ -80,6 +91,8 @@ public struct SendBatcher: ~Copyable {
         pending = .allocate(capacity: capacity)
         openGroups = .allocate(capacity: Self.openGroupSlots)
         openGroups.initialize(repeating: 0, count: Self.openGroupSlots)
+        zeros = .allocate(byteCount: 4, alignment: 4)
+        zeros.initializeMemory(as: UInt8.self, repeating: 0, count: 4)
     }
 
     deinit {
@@ -88,6 +101,7 @@ public struct SendBatcher: ~Copyable {
         freeOps.deallocate()
         pending.deallocate()
         openGroups.deallocate()
+        zeros.deallocate()
     }
 
     /// Free operations: when 0, new datagrams are dropped until sends complete.
@@ -136,31 +150,43 @@ public struct SendBatcher: ~Copyable {
     }
 
     /// Queues one datagram that lies in a receive buffer (`buffer` is its
-    /// buffer ID, released when the send completes). Returns false when no
-    /// operation is free: the caller drops the datagram and recycles the buffer.
+    /// buffer handle, released when the send completes). Returns false when
+    /// no operation is free: the caller drops the datagram.
     @inline(__always)
     public mutating func enqueue(
         fd: Int32, to destination: TransportAddress, bytes: UnsafeRawPointer, count: Int, buffer: UInt16
     ) -> Bool {
+        enqueue(fd: fd, to: destination, prefix: nil, prefixLength: 0, bytes: bytes, count: count, padding: 0, buffer: buffer)
+    }
+
+    /// Queues a datagram made of `prefixLength` bytes at `prefix` (copied;
+    /// at most `maxPrefix`), then `count` bytes at `bytes` in a receive buffer,
+    /// then `padding` zero bytes (at most 3).
+    @inline(__always)
+    public mutating func enqueue(
+        fd: Int32, to destination: TransportAddress, prefix: UnsafeRawPointer?, prefixLength: Int,
+        bytes: UnsafeRawPointer, count: Int, padding: Int, buffer: UInt16
+    ) -> Bool {
+        let size = prefixLength + count + padding
         let slot = Self.hashSlot(fd: fd, destination)
         let open = Int(openGroups[slot])
         if open != 0 {
             let op = open - 1
             let m = meta[op]
-            if m.fd == fd && m.destination == destination && !m.sealed && count <= m.segmentSize
-                && m.bytes + count <= Self.maxGSOBytes
+            if m.fd == fd && m.destination == destination && !m.sealed && size <= m.segmentSize
+                && m.bytes + size <= Self.maxGSOBytes
             {
-                append(op, bytes: bytes, count: count, buffer: buffer)
+                append(op, prefix: prefix, prefixLength: prefixLength, bytes: bytes, count: count, padding: padding, buffer: buffer)
                 // A shorter datagram must be the group's last; a full group closes.
-                if count < m.segmentSize || meta[op].datagrams == maxSegments { seal(op) }
+                if size < m.segmentSize || meta[op].datagrams == maxSegments { seal(op) }
                 return true
             }
             seal(op)
         }
         guard let op = acquire(fd: fd, destination: destination) else { return false }
-        meta[op].segmentSize = count
+        meta[op].segmentSize = size
         meta[op].hashSlot = slot
-        append(op, bytes: bytes, count: count, buffer: buffer)
+        append(op, prefix: prefix, prefixLength: prefixLength, bytes: bytes, count: count, padding: padding, buffer: buffer)
         if maxSegments > 1 {
             openGroups[slot] = UInt32(op + 1)
         } else {
@@ -170,12 +196,29 @@ public struct SendBatcher: ~Copyable {
     }
 
     @inline(__always)
-    private mutating func append(_ op: Int, bytes: UnsafeRawPointer, count: Int, buffer: UInt16) {
-        let i = meta[op].datagrams
-        iovecs(op)[i] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes), iov_len: count)
-        bufferIDs(op)[i] = buffer
-        meta[op].datagrams = i + 1
-        meta[op].bytes += count
+    private mutating func append(
+        _ op: Int, prefix: UnsafeRawPointer?, prefixLength: Int, bytes: UnsafeRawPointer, count: Int, padding: Int,
+        buffer: UInt16
+    ) {
+        let d = meta[op].datagrams
+        var v = meta[op].iovecs
+        let iov = iovecs(op)
+        if prefixLength > 0, let prefix {
+            let copy = region(op) + Self.scratchOffset + d * Self.maxPrefix
+            copy.copyMemory(from: prefix, byteCount: prefixLength)
+            iov[v] = iovec(iov_base: copy, iov_len: prefixLength)
+            v += 1
+        }
+        iov[v] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes), iov_len: count)
+        v += 1
+        if padding > 0 {
+            iov[v] = iovec(iov_base: zeros, iov_len: padding)
+            v += 1
+        }
+        bufferIDs(op)[d] = buffer
+        meta[op].datagrams = d + 1
+        meta[op].iovecs = v
+        meta[op].bytes += prefixLength + count + padding
     }
 
     /// Queues a generated message (a STUN response): `write` fills the op's
@@ -198,6 +241,7 @@ public struct SendBatcher: ~Copyable {
         iovecs(op)[0] = iovec(iov_base: scratch, iov_len: n)
         meta[op].segmentSize = n
         meta[op].datagrams = 1
+        meta[op].iovecs = 1
         meta[op].bytes = n
         meta[op].sealed = true
         meta[op].hashSlot = -1
@@ -222,7 +266,7 @@ public struct SendBatcher: ~Copyable {
             msg.pointee.msg_name = r + Self.addrOffset
             msg.pointee.msg_namelen = nameLength
             msg.pointee.msg_iov = iovecs(op)
-            msg.pointee.msg_iovlen = m.datagrams
+            msg.pointee.msg_iovlen = m.iovecs
             if m.datagrams > 1 {
                 let control = r + Self.controlOffset
                 let cmsg = control.assumingMemoryBound(to: cmsghdr.self)

@@ -29,7 +29,7 @@ struct Worker: ~Copyable {
     let control: WorkerControl
     let log: EngineLog
     var ring: Ring
-    var buffers: BufferRing
+    var buffers: ReceiveBuffers
     let header: ReceiveMessageHeader
     /// Single-shot (5.19) path only: one header per listener and relay slot.
     let singleShotHeaders: UnsafeMutablePointer<ReceiveMessageHeader>?
@@ -49,14 +49,18 @@ struct Worker: ~Copyable {
     let response: UnsafeMutableRawBufferPointer
     let multishot: Bool
     var gsoEnabled: Bool
-    var buffersOut = 0
+    /// UDP_GRO on listener sockets (client side) / relay sockets (peer side):
+    /// those receives draw large buffers and may hold a train of datagrams.
+    let groClient: Bool
+    let groPeer: Bool
     var transactionCounter: UInt64
     var nextTick: UInt64 = 0
     var stopping = false
     /// Draining: new Allocate requests get 508; stop when no allocation is left.
     var draining = false
 
-    static let groupID: UInt16 = 0
+    /// Size of a GRO train buffer: the most one coalesced receive can carry.
+    static let largeBufferSize = 65_536 + 512
 
     init(
         index: Int, config: EngineConfig, turnConfig: TURNConfiguration, quotas: AllocationQuotas,
@@ -81,11 +85,17 @@ struct Worker: ~Copyable {
         do { features = try KernelFeatures.probe(options: options) } catch {
             throw EngineError("worker \(index): io_uring probe failed: \(error)")
         }
-        let buffers: BufferRing
+        let anyGRO = config.groClient || config.groPeer
+        let largeCount = anyGRO ? config.groBuffers : 2
+        let largeSize = anyGRO ? Self.largeBufferSize : 4096
+        let buffers: ReceiveBuffers
         do {
-            buffers = try BufferRing(ring: &ring, groupID: Self.groupID, count: config.buffers, bufferSize: config.bufferSize)
+            buffers = try ReceiveBuffers(
+                ring: &ring, smallCount: config.buffers, smallSize: config.bufferSize, largeCount: largeCount,
+                largeSize: largeSize)
         } catch {
-            throw EngineError("worker \(index): cannot register \(config.buffers) receive buffers of \(config.bufferSize) bytes: \(error). \(error.explanation)")
+            throw EngineError(
+                "worker \(index): cannot register receive buffers (\(config.buffers) × \(config.bufferSize) B, \(largeCount) × \(largeSize) B): \(error). \(error.explanation)")
         }
         let waker: Waker
         do { waker = try ring.makeWaker() } catch { throw EngineError("worker \(index): eventfd: \(error)") }
@@ -95,6 +105,7 @@ struct Worker: ~Copyable {
         for (i, address) in config.listen.enumerated() {
             do {
                 let s = try UDPSocket.bound(to: SocketAddress(address), reusePort: true)
+                if config.groClient { try s.setUDPGRO(true) }
                 boundListeners.initializeElement(at: i, to: Listener(fd: s.rawValue, local: address))
             } catch {
                 for j in 0..<i { close(boundListeners[j].fd) }
@@ -111,6 +122,8 @@ struct Worker: ~Copyable {
         self.buffers = buffers
         header = ReceiveMessageHeader()
         gsoEnabled = config.gso
+        groClient = config.groClient
+        groPeer = config.groPeer
         batcher = SendBatcher(capacity: config.sendOperations, gso: config.gso)
         turn = TURNServer(configuration: turnConfig, quotas: quotas, now: Self.monotonicNow())
         let relayCapacity = turnConfig.limits.maxAllocations * 2
@@ -193,7 +206,7 @@ struct Worker: ~Copyable {
     @inline(__always)
     mutating func finishBatch() {
         flushSends()
-        buffers.publishRecycled()
+        buffers.publish()
         if pendingRearm { rearmReceives() }
         flushSubmissions()
     }
@@ -201,468 +214,6 @@ struct Worker: ~Copyable {
     @inline(__always)
     mutating func flushSubmissions() {
         if ring.pendingSubmissions > 0 { _ = try? ring.submit() }
-    }
-
-    // MARK: Dispatch
-
-    @inline(never)
-    mutating func dispatch(_ cqe: Completion, now: MonotonicTime) {
-        let ud = cqe.userData
-        switch ud.kind {
-        case .listenerReceive:
-            if let id = cqe.bufferID {
-                buffersOut += 1
-                if cqe.result > 0 {
-                    fromClient(listener: Int(ud.slot), buffer: id, length: cqe.result, now: now)
-                } else {
-                    recycle(id)
-                }
-            }
-            if !multishot || !cqe.hasMore { receiveEnded(cqe, listener: Int(ud.slot)) }
-        case .relayReceive:
-            let live = relays.live(slot: ud.slot, generation: ud.generation)
-            if let id = cqe.bufferID {
-                buffersOut += 1
-                if cqe.result > 0, let s = live {
-                    fromPeer(relaySlot: Int(ud.slot), socket: s, buffer: id, length: cqe.result, now: now)
-                } else {
-                    recycle(id)
-                }
-            }
-            if live != nil && (!multishot || !cqe.hasMore) {
-                if cqe.result == -ENOBUFS { counters.add(.enobufs) }
-                rearmRelays.append(ud)
-                pendingRearm = true
-            }
-        case .send:
-            sendCompleted(op: ud.slot, result: cqe.result)
-        case .wake:
-            checkStopRequest(now: now)
-        default:
-            break
-        }
-    }
-
-    @inline(__always)
-    mutating func recycle(_ id: UInt16) {
-        buffers.recycle(id)
-        buffersOut -= 1
-    }
-
-    mutating func receiveEnded(_ cqe: Completion, listener: Int) {
-        if cqe.result == -ENOBUFS { counters.add(.enobufs) }
-        rearmListeners[listener] = true
-        pendingRearm = true
-    }
-
-    /// The payload of a received datagram, with room before it for a header.
-    /// Multishot puts ~200 bytes of recvmsg header, address and control before
-    /// the payload; the single-shot path puts the payload at offset 0, so it
-    /// is moved up by `singleShotHeadroom` (the 5.19 path pays one memmove).
-    @inline(__always)
-    func received(buffer id: UInt16, length: Int32, header h: borrowing ReceiveMessageHeader)
-        -> (payload: UnsafeMutableRawBufferPointer, source: TransportAddress)?
-    {
-        let base = buffers.buffer(id)
-        let message: ReceivedMessage
-        if multishot {
-            guard let m = h.parseMultishot(buffer: base, length: length) else { return nil }
-            message = m
-        } else {
-            message = h.parseSingleShot(buffer: base, length: length)
-        }
-        guard !message.isPayloadTruncated, let nameBase = message.name.baseAddress,
-            let source = TransportAddress(sockaddr: nameBase, length: message.name.count)
-        else { return nil }
-        if multishot { return (message.payload, source) }
-        let n = message.payload.count
-        guard n + Self.singleShotHeadroom <= buffers.bufferSize else { return nil }
-        (base + Self.singleShotHeadroom).copyMemory(from: base, byteCount: n)
-        return (UnsafeMutableRawBufferPointer(start: base + Self.singleShotHeadroom, count: n), source)
-    }
-
-    /// Room kept before the payload on the single-shot path: the largest
-    /// Data-indication prefix (20 + 24 + 4 bytes), rounded up.
-    static let singleShotHeadroom = 64
-
-    // MARK: Client → relay
-
-    @inline(__always)
-    mutating func fromClient(listener li: Int, buffer id: UInt16, length: Int32, now: MonotonicTime) {
-        let got: (payload: UnsafeMutableRawBufferPointer, source: TransportAddress)?
-        if multishot {
-            got = received(buffer: id, length: length, header: header)
-        } else {
-            got = received(buffer: id, length: length, header: singleShotHeaders![li])
-        }
-        guard let (payload, source) = got, payload.count > 0 else {
-            counters.add(.dropsTruncated)
-            recycle(id)
-            return
-        }
-        let listener = listeners[li]
-        counters.add(.packetsFromClients)
-        counters.add(.bytesFromClients, payload.count)
-        let fiveTuple = FiveTuple(client: source, server: listener.local, transport: .udp)
-        switch PacketKind(classifying: UnsafeRawBufferPointer(payload)) {
-        case .channelData:
-            forwardChannelData(payload, fiveTuple: fiveTuple, buffer: id, now: now)
-        case .stun:
-            handleSTUN(payload, fiveTuple: fiveTuple, listenerFD: listener.fd, buffer: id, now: now)
-        default:
-            counters.add(.dropsMalformed)
-            recycle(id)
-        }
-    }
-
-    @inline(__always)
-    mutating func forwardChannelData(
-        _ payload: UnsafeMutableRawBufferPointer, fiveTuple: FiveTuple, buffer id: UInt16, now: MonotonicTime
-    ) {
-        let frame: ChannelData
-        do throws(STUNError) {
-            frame = try ChannelData(parsing: UnsafeRawBufferPointer(payload))
-        } catch {
-            counters.add(.dropsMalformed)
-            recycle(id)
-            return
-        }
-        guard let (allocation, peer) = turn.routeChannelData(channel: frame.channelNumber, from: fiveTuple, now: now),
-            let fd = relayFD(allocation, family: peer.ip.family),
-            turn.tables.admitBandwidth(allocation, bytes: frame.payload.count, now: now)
-        else {
-            counters.add(.dropsNoRoute)
-            recycle(id)
-            return
-        }
-        turn.tables.countToPeer(allocation, bytes: frame.payload.count)
-        sendToPeer(fd: fd, peer: peer, bytes: frame.payload, buffer: id)
-    }
-
-    @inline(__always)
-    mutating func sendToPeer(fd: Int32, peer: TransportAddress, bytes: UnsafeRawBufferPointer, buffer id: UInt16) {
-        if let base = bytes.baseAddress,
-            batcher.enqueue(fd: fd, to: peer, bytes: base, count: bytes.count, buffer: id)
-        {
-            counters.add(.packetsToPeers)
-            counters.add(.bytesToPeers, bytes.count)
-        } else {
-            counters.add(.dropsNoSendOp)
-            recycle(id)
-        }
-    }
-
-    /// The relay socket of `allocation` for a peer of `family`.
-    @inline(__always)
-    func relayFD(_ allocation: AllocationID, family: IPAddress.Family) -> Int32? {
-        guard let r = turn.tables.relays(of: allocation) else { return nil }
-        guard let endpoint = family == .v4 ? r.v4 : r.v6 else { return nil }
-        let fd = relays.fd(ofHandle: endpoint.handle)
-        return fd >= 0 ? fd : nil
-    }
-
-    /// STUN from a client: Send indications are data path (forwarded from the
-    /// receive buffer); requests are answered inline from the response scratch.
-    mutating func handleSTUN(
-        _ payload: UnsafeMutableRawBufferPointer, fiveTuple: FiveTuple, listenerFD: Int32, buffer id: UInt16,
-        now: MonotonicTime
-    ) {
-        if draining && refuseWhileDraining(UnsafeRawBufferPointer(payload), to: fiveTuple.client, listenerFD: listenerFD) {
-            recycle(id)
-            return
-        }
-        let outcome = turn.handleSTUN(
-            UnsafeRawBufferPointer(payload), from: fiveTuple, now: now, unixTime: Int64(time(nil)),
-            response: response, relays: &relays)
-        var keptBuffer = false
-        switch outcome.effect {
-        case .sendToPeer(let allocation, let peer, let range, _):
-            if let fd = relayFD(allocation, family: peer.ip.family),
-                turn.tables.admitBandwidth(allocation, bytes: range.count, now: now)
-            {
-                turn.tables.countToPeer(allocation, bytes: range.count)
-                sendToPeer(fd: fd, peer: peer, bytes: UnsafeRawBufferPointer(rebasing: payload[range]), buffer: id)
-                keptBuffer = true
-            } else {
-                counters.add(.dropsNoRoute)
-            }
-        case .allocationCreated(let allocation, let v4, let v6):
-            counters.add(.allocationsCreated)
-            let relayed = [v4, v6].compactMap { $0?.address.description }.joined(separator: " ")
-            log(.info, "allocation created: client \(fiveTuple.client) via \(fiveTuple.server) relay \(relayed) id \(allocation.slot).\(allocation.generation)")
-        case .allocationDeleted(let removed):
-            counters.add(.allocationsDeleted)
-            logRemoved(removed, why: "deleted")
-        case .dropped:
-            counters.add(.dropsMalformed)
-        case .none:
-            break
-        }
-        if !keptBuffer { recycle(id) }
-        if outcome.responseLength > 0 {
-            counters.add(.stunRequests)
-            let n = outcome.responseLength
-            let ok = batcher.enqueueGenerated(fd: listenerFD, to: fiveTuple.client) { out in
-                out.copyMemory(from: UnsafeRawBufferPointer(rebasing: response[0..<n]))
-                return n
-            }
-            if !ok { counters.add(.dropsNoSendOp) }
-        }
-        armNewRelays()
-        cancelClosedRelays()
-    }
-
-    func logRemoved(_ removed: RemovedAllocation, why: String) {
-        let c = turn.tables.counters(of: removed.id)
-        let traffic = c.map {
-            " to-peer \($0.packetsToPeer) pkts/\($0.bytesToPeer) B, to-client \($0.packetsToClient) pkts/\($0.bytesToClient) B"
-        } ?? ""
-        log(.info, "allocation \(why): client \(removed.fiveTuple.client) via \(removed.fiveTuple.server) id \(removed.id.slot).\(removed.id.generation)\(traffic)")
-    }
-
-    // MARK: Peer → client
-
-    @inline(__always)
-    mutating func fromPeer(
-        relaySlot: Int, socket: RelaySockets.Slot, buffer id: UInt16, length: Int32, now: MonotonicTime
-    ) {
-        let got: (payload: UnsafeMutableRawBufferPointer, source: TransportAddress)?
-        if multishot {
-            got = received(buffer: id, length: length, header: header)
-        } else {
-            got = received(buffer: id, length: length, header: singleShotHeaders![listeners.count + relaySlot])
-        }
-        guard let (payload, peer) = got, let base = payload.baseAddress else {
-            counters.add(.dropsTruncated)
-            recycle(id)
-            return
-        }
-        counters.add(.packetsFromPeers)
-        counters.add(.bytesFromPeers, payload.count)
-        let allocation = socket.allocation
-        let route = turn.routePeerData(to: allocation, from: peer, now: now)
-        let client: FiveTuple
-        let frame: UnsafeRawBufferPointer
-        switch route {
-        case .channel(let number, let c):
-            // The 4-byte header goes into the headroom just before the payload.
-            let start = base - ChannelData.headerSize
-            ChannelData.writeHeader(channel: number, payloadLength: UInt16(payload.count), to: start)
-            client = c
-            frame = UnsafeRawBufferPointer(start: start, count: payload.count + ChannelData.headerSize)
-        case .dataIndication(let c):
-            let prefix = DataIndication.prefixSize(peerFamily: peer.ip.family)
-            let bufferStart = buffers.buffer(id)
-            let offset = base - bufferStart
-            let whole = UnsafeMutableRawBufferPointer(start: bufferStart, count: buffers.bufferSize)
-            transactionCounter = transactionCounter &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            guard offset >= prefix,
-                let range = try? DataIndication.encode(
-                    in: whole, payloadOffset: offset, payloadLength: payload.count, peer: peer,
-                    transactionID: TransactionID(high: UInt32(truncatingIfNeeded: transactionCounter >> 32), low: transactionCounter))
-            else {
-                counters.add(.dropsTruncated)
-                recycle(id)
-                return
-            }
-            client = c
-            frame = UnsafeRawBufferPointer(rebasing: whole[range])
-        case .drop:
-            counters.add(.dropsNoRoute)
-            recycle(id)
-            return
-        }
-        guard let listenerFD = listenerFD(for: client.server) else {
-            counters.add(.dropsNoRoute)
-            recycle(id)
-            return
-        }
-        turn.tables.countToClient(allocation, bytes: payload.count)
-        if batcher.enqueue(fd: listenerFD, to: client.client, bytes: frame.baseAddress!, count: frame.count, buffer: id) {
-            counters.add(.packetsToClients)
-            counters.add(.bytesToClients, frame.count)
-        } else {
-            counters.add(.dropsNoSendOp)
-            recycle(id)
-        }
-    }
-
-    @inline(__always)
-    func listenerFD(for local: TransportAddress) -> Int32? {
-        for i in 0..<listeners.count where listeners[i].local == local { return listeners[i].fd }
-        return nil
-    }
-
-    // MARK: Sends
-
-    @inline(__always)
-    mutating func flushSends() {
-        guard batcher.pendingOperations > 0 else { return }
-        while batcher.pendingOperations > 0 {
-            let handed = batcher.flush { op, fd, message in
-                ring.prepareSendMessage(socket: fd, message: message, userData: UserData(kind: .send, slot: op))
-            }
-            counters.add(.sendCalls, handed)
-            if batcher.pendingOperations > 0 {
-                // The SQ is full: submit what is there and go on.
-                counters.add(.sqFull)
-                flushSubmissions()
-            }
-        }
-    }
-
-    @inline(__always)
-    mutating func sendCompleted(op: UInt32, result: Int32) {
-        let done = batcher.complete(op) { id in
-            buffers.recycle(id)
-            buffersOut -= 1
-        }
-        if result < 0 {
-            counters.add(.dropsSendError, done.datagrams)
-            if done.usedGSO && (result == -EINVAL || result == -EIO || result == -ENOPROTOOPT) && gsoEnabled {
-                gsoEnabled = false
-                batcher.disableGSO()
-                log(.warning, "worker \(index): the kernel refused a UDP_SEGMENT (GSO) send (\(Errno(rawValue: -result))); GSO is off for this worker from now on")
-            }
-        } else {
-            counters.add(.datagramsSent, done.datagrams)
-            if done.usedGSO { counters.add(.gsoSends) }
-        }
-    }
-
-    // MARK: Receives
-
-    mutating func armListener(_ i: Int) {
-        let ud = UserData(kind: .listenerReceive, slot: UInt32(i))
-        let fd = listeners[i].fd
-        while true {
-            let ok =
-                multishot
-                ? ring.prepareReceiveMessageMultishot(socket: fd, header: header, bufferGroup: Self.groupID, userData: ud)
-                : ring.prepareReceiveMessage(
-                    socket: fd, header: singleShotHeaders![i], bufferGroup: Self.groupID, userData: ud)
-            if ok { return }
-            flushSubmissions()
-        }
-    }
-
-    mutating func armRelay(slot: UInt32, generation: UInt32, fd: Int32) {
-        let ud = UserData(kind: .relayReceive, slot: slot, generation: generation)
-        while true {
-            let ok =
-                multishot
-                ? ring.prepareReceiveMessageMultishot(socket: fd, header: header, bufferGroup: Self.groupID, userData: ud)
-                : ring.prepareReceiveMessage(
-                    socket: fd, header: singleShotHeaders![listeners.count + Int(slot)], bufferGroup: Self.groupID,
-                    userData: ud)
-            if ok { return }
-            flushSubmissions()
-        }
-    }
-
-    mutating func armNewRelays() {
-        for slot in relays.takeToArm() {
-            if let s = relays.openSlot(slot) {
-                armRelay(slot: slot, generation: s.generation, fd: s.fd)
-            }
-        }
-    }
-
-    mutating func cancelClosedRelays() {
-        for target in relays.takeToCancel() {
-            while !ring.prepareCancel(target: target, userData: UserData(kind: .housekeeping, slot: 0)) {
-                flushSubmissions()
-            }
-        }
-    }
-
-    /// Re-arms receives that ended (buffer ring empty, or the single-shot
-    /// path). If every buffer is still held by sends in flight, waits for
-    /// their completions (they wake the loop) rather than spinning on ENOBUFS.
-    mutating func rearmReceives() {
-        guard buffersOut < buffers.count else { return }
-        pendingRearm = false
-        for i in 0..<listeners.count where rearmListeners[i] {
-            rearmListeners[i] = false
-            counters.add(.receiveRearms)
-            armListener(i)
-        }
-        for ud in rearmRelays {
-            if let s = relays.live(slot: ud.slot, generation: ud.generation) {
-                counters.add(.receiveRearms)
-                armRelay(slot: ud.slot, generation: ud.generation, fd: s.fd)
-            }
-        }
-        rearmRelays.removeAll(keepingCapacity: true)
-    }
-
-    // MARK: Timers and shutdown
-
-    mutating func tick(now: MonotonicTime) {
-        relays.nowSeconds = now.seconds
-        relays.expireReservations()
-        while let removed = turn.nextExpired(now: now) {
-            if let e = removed.relayV4 { relays.closeRelay(e) }
-            if let e = removed.relayV6 { relays.closeRelay(e) }
-            counters.add(.allocationsExpired)
-            logRemoved(removed, why: "expired")
-        }
-        cancelClosedRelays()
-        if pendingRearm { rearmReceives() }
-        flushSubmissions()
-        control.counters.publish(counters)
-        checkStopRequest(now: now)
-    }
-
-    mutating func checkStopRequest(now: MonotonicTime) {
-        switch control.stopRequest.load(ordering: .acquiring) {
-        case WorkerControl.stopNow:
-            stopping = true
-        case WorkerControl.drain:
-            if !draining { log(.info, "worker \(index): draining \(turn.tables.count) allocations") }
-            draining = true
-            if turn.tables.count == 0 || now.nanoseconds >= control.drainDeadline.load(ordering: .relaxed) {
-                stopping = true
-            }
-        default:
-            break
-        }
-    }
-
-    /// While draining, an Allocate request is answered 508 without reaching
-    /// the state machine. Returns true when it answered.
-    mutating func refuseWhileDraining(_ packet: UnsafeRawBufferPointer, to client: TransportAddress, listenerFD: Int32)
-        -> Bool
-    {
-        guard let request = try? STUNMessage(parsing: packet), request.method == .allocate,
-            request.messageClass == .request
-        else { return false }
-        let n: Int
-        do throws(STUNError) {
-            var e = try STUNEncoder(
-                into: response, method: .allocate, class: .errorResponse, transactionID: request.transactionID)
-            try e.appendErrorCode(508, reason: "Server Shutting Down")
-            n = e.count
-        } catch {
-            return false
-        }
-        _ = batcher.enqueueGenerated(fd: listenerFD, to: client) { out in
-            out.copyMemory(from: UnsafeRawBufferPointer(rebasing: response[0..<n]))
-            return n
-        }
-        return true
-    }
-
-    mutating func shutdown() {
-        control.counters.publish(counters)
-        let perBatch = Double(counters[.completions]) / Double(max(1, counters[.batches]))
-        let perSend = Double(counters[.datagramsSent]) / Double(max(1, counters[.sendCalls]))
-        log(
-            .info,
-            "worker \(index): stopping; \(relays.openCount) relay sockets open; relayed \(counters[.packetsToPeers]) to peers, \(counters[.packetsToClients]) to clients; "
-                + "\(oneDecimal(perBatch)) CQEs per batch, \(oneDecimal(perSend)) datagrams per send, "
-                + "\(counters[.gsoSends]) GSO sends, \(counters[.enobufs]) ENOBUFS, \(counters[.receiveRearms]) re-arms, "
-                + "drops: no route \(counters[.dropsNoRoute]), no send op \(counters[.dropsNoSendOp]), send error \(counters[.dropsSendError]), malformed \(counters[.dropsMalformed])")
     }
 }
 

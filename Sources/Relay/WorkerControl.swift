@@ -60,6 +60,7 @@ struct WorkerCounters: ~Copyable {
         case packetsFromPeers, bytesFromPeers, packetsToClients, bytesToClients
         case stunRequests, dropsNoRoute, dropsMalformed, dropsNoSendOp, dropsTruncated, dropsSendError
         case completions, batches, sendCalls, datagramsSent, gsoSends, receiveRearms, enobufs, sqFull
+        case groTrains, groDatagrams
         case allocationsCreated, allocationsDeleted, allocationsExpired
     }
     private let storage: UnsafeMutablePointer<UInt64>

@@ -35,10 +35,27 @@ public enum DataIndication {
         let end = payloadOffset + padded4(payloadLength)
         // Invariant: start >= 0 and end <= buffer.count (checked above), so every
         // store below is inside the buffer.
-        let p = buffer.baseAddress! + start
+        writePrefix(to: buffer.baseAddress! + start, payloadLength: payloadLength, peer: peer, transactionID: transactionID)
+        for i in (payloadOffset + payloadLength)..<end {
+            buffer[i] = 0
+        }
+        return start..<end
+    }
+
+    /// Writes the prefix of a Data indication (header, XOR-PEER-ADDRESS, DATA's
+    /// TLV header) for a payload of `payloadLength` bytes, to be followed by
+    /// the payload and `padded4(payloadLength) - payloadLength` zero bytes.
+    /// `p` must have room for `prefixSize(peerFamily:)` bytes; the caller has
+    /// checked `payloadLength` (at most 0xFFFF - prefix). Returns the prefix size.
+    @inlinable @discardableResult
+    public static func writePrefix(
+        to p: UnsafeMutableRawPointer, payloadLength: Int, peer: TransportAddress, transactionID: TransactionID
+    ) -> Int {
+        let prefix = prefixSize(peerFamily: peer.ip.family)
         let type = STUNMessageType(method: .data, class: .indication)
         p.storeBytes(of: type.rawValue.bigEndian, as: UInt16.self)
-        (p + 2).storeBytes(of: UInt16(end - start - STUNHeader.size).bigEndian, as: UInt16.self)
+        (p + 2).storeBytes(
+            of: UInt16(prefix - STUNHeader.size + padded4(payloadLength)).bigEndian, as: UInt16.self)
         (p + 4).storeBytes(of: STUNHeader.magicCookie.bigEndian, as: UInt32.self)
         transactionID.store(to: p + 8)
         let addressLength = AddressCodec.valueLength(peer.ip.family)
@@ -48,10 +65,7 @@ public enum DataIndication {
         let data = p + 24 + addressLength
         data.storeBytes(of: STUNAttributeType.data.rawValue.bigEndian, as: UInt16.self)
         (data + 2).storeBytes(of: UInt16(payloadLength).bigEndian, as: UInt16.self)
-        for i in (payloadOffset + payloadLength)..<end {
-            buffer[i] = 0
-        }
-        return start..<end
+        return prefix
     }
 
     /// Writes a Data indication at the start of `buffer`, copying `payload` in

@@ -209,8 +209,14 @@ public struct EngineOptions: ParsableArguments {
     @Flag(name: .customLong("no-gso"), help: "Send each datagram alone instead of batching with UDP_SEGMENT.")
     public var noGSO = false
 
-    @Flag(name: .customLong("gro-peer"), help: "Enable UDP_GRO on relay sockets (peer side).")
+    @Flag(name: .customLong("gro-client"), help: "Enable UDP_GRO on listener sockets: trains from coalescing clients arrive as one receive.")
+    public var groClient = false
+
+    @Flag(name: .customLong("gro-peer"), help: "Enable UDP_GRO on relay sockets: trains from coalescing peers arrive as one receive.")
     public var groPeer = false
+
+    @Option(name: .customLong("gro-buffers"), help: ArgumentHelp("Large (64 KiB) receive buffers per worker for GRO sockets (power of two).", valueName: "n"))
+    public var groBuffers: Int = 256
 
     @Flag(name: .customLong("simulate-io-uring-failure"),
           help: ArgumentHelp("Test only: fail ring setup as if io_uring were disabled.", visibility: .hidden))

@@ -31,7 +31,8 @@ public enum OptionTable {
         // engine
         "workers": .value, "pin-workers": .flag, "sq-entries": .value, "cq-entries": .value, "buffers": .value,
         "buffer-size": .value, "send-ops": .value, "max-batch": .value, "no-multishot": .flag,
-        "no-defer-taskrun": .flag, "no-single-issuer": .flag, "no-gso": .flag, "gro-peer": .flag,
+        "no-defer-taskrun": .flag, "no-single-issuer": .flag, "no-gso": .flag, "gro-client": .flag,
+        "gro-peer": .flag, "gro-buffers": .value,
         "simulate-io-uring-failure": .flag,
     ]
 

@@ -254,7 +254,9 @@ extension Settings {
         engine.noDeferTaskrun = e.noDeferTaskrun
         engine.noSingleIssuer = e.noSingleIssuer
         engine.gso = !e.noGSO
+        engine.groClient = e.groClient
         engine.groPeer = e.groPeer
+        engine.groBuffers = e.groBuffers
         engine.simulateRingFailure = e.simulateIOUringFailure
         if let problem = engine.problem() { throw ValidationError(problem + ".") }
 

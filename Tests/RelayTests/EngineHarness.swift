@@ -1,3 +1,4 @@
+import CURing
 import Glibc
 import Relay
 import STUN
@@ -78,6 +79,40 @@ final class TestSocket {
     func send(_ bytes: [UInt8], to destination: TransportAddress) throws {
         let d = TestSocket.socketAddress(destination)
         _ = try bytes.withUnsafeBytes { raw throws(URingError) in try socket.send(raw, to: d) }
+    }
+
+    /// Sends `datagrams` (all the same size but the last) as one GSO train:
+    /// one sendmsg with a UDP_SEGMENT control message, as a coalescing sender would.
+    func sendTrain(_ datagrams: [[UInt8]], to destination: TransportAddress) throws {
+        let bytes = datagrams.flatMap { $0 }
+        var name = sockaddr_storage()
+        let nameLength = withUnsafeMutableBytes(of: &name) { destination.store(sockaddr: $0.baseAddress!) }
+        var control = [UInt64](repeating: 0, count: 4)
+        let sent = bytes.withUnsafeBytes { raw -> Int in
+            var iov = iovec(iov_base: UnsafeMutableRawPointer(mutating: raw.baseAddress!), iov_len: raw.count)
+            return withUnsafeMutablePointer(to: &iov) { iovp in
+                withUnsafeMutablePointer(to: &name) { namep in
+                    control.withUnsafeMutableBytes { c in
+                        var msg = msghdr()
+                        msg.msg_name = UnsafeMutableRawPointer(namep)
+                        msg.msg_namelen = nameLength
+                        msg.msg_iov = iovp
+                        msg.msg_iovlen = 1
+                        msg.msg_control = c.baseAddress
+                        msg.msg_controllen = curing_cmsg_space(2)
+                        let cmsg = c.baseAddress!.assumingMemoryBound(to: cmsghdr.self)
+                        cmsg.pointee.cmsg_len = curing_cmsg_len(2)
+                        cmsg.pointee.cmsg_level = Int32(IPPROTO_UDP)
+                        cmsg.pointee.cmsg_type = curing_udp_segment()
+                        curing_cmsg_data(cmsg).withMemoryRebound(to: UInt16.self, capacity: 1) {
+                            $0.pointee = UInt16(datagrams[0].count)
+                        }
+                        return Glibc.sendmsg(socket.rawValue, &msg, 0)
+                    }
+                }
+            }
+        }
+        #expect(sent == bytes.count, "GSO sendmsg: \(sent) errno \(errno)")
     }
 
     /// The next datagram, or nil after the timeout.

@@ -126,6 +126,13 @@ struct SettingsTests {
         #expect(e.simulateRingFailure)
     }
 
+    @Test func receiveSideGRO() throws {
+        let e = try settings(["--user", "a:b", "--gro-client", "--gro-peer", "--gro-buffers", "64"]).engine
+        #expect(e.groClient && e.groPeer && e.groBuffers == 64)
+        #expect(e.problem() == nil)
+        #expect(throws: (any Error).self) { try settings(["--user", "a:b", "--gro-peer", "--no-multishot"]) }
+    }
+
     @Test(arguments: [
         (["--user", "a:b", "--min-port", "60000", "--max-port", "50000"], "--min-port 60000 is above --max-port 50000."),
         (["--user", "a:b", "--max-port", "70000"], "--max-port 70000 must be 1...65535."),

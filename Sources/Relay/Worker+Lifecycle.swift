@@ -1,0 +1,200 @@
+import Glibc
+import STUN
+import TURN
+import URing
+
+// The worker's bookkeeping around the packet path: flushing and completing
+// sends, arming and re-arming receives, the 1 s tick (expiry), draining and
+// shutdown. See Worker.swift for the loop and Worker+Dispatch.swift for the
+// per-packet path.
+extension Worker {
+    // MARK: Sends
+
+    @inline(__always)
+    mutating func flushSends() {
+        guard batcher.pendingOperations > 0 else { return }
+        while batcher.pendingOperations > 0 {
+            let handed = batcher.flush { op, fd, message in
+                ring.prepareSendMessage(socket: fd, message: message, userData: UserData(kind: .send, slot: op))
+            }
+            counters.add(.sendCalls, handed)
+            if batcher.pendingOperations > 0 {
+                // The SQ is full: submit what is there and go on.
+                counters.add(.sqFull)
+                flushSubmissions()
+            }
+        }
+    }
+
+    @inline(__always)
+    mutating func sendCompleted(op: UInt32, result: Int32) {
+        let done = batcher.complete(op) { handle in buffers.release(handle) }
+        if result < 0 {
+            counters.add(.dropsSendError, done.datagrams)
+            if done.usedGSO && (result == -EINVAL || result == -EIO || result == -ENOPROTOOPT) && gsoEnabled {
+                gsoEnabled = false
+                batcher.disableGSO()
+                log(.warning, "worker \(index): the kernel refused a UDP_SEGMENT (GSO) send (\(Errno(rawValue: -result))); GSO is off for this worker from now on")
+            }
+        } else {
+            counters.add(.datagramsSent, done.datagrams)
+            if done.usedGSO { counters.add(.gsoSends) }
+        }
+    }
+
+    // MARK: Receives
+
+    mutating func armListener(_ i: Int) {
+        let ud = UserData(kind: .listenerReceive, slot: UInt32(i))
+        let fd = listeners[i].fd
+        while true {
+            let ok =
+                multishot
+                ? ring.prepareReceiveMessageMultishot(
+                    socket: fd, header: header, bufferGroup: groClient ? ReceiveBuffers.largeGroup : ReceiveBuffers.smallGroup,
+                    userData: ud)
+                : ring.prepareReceiveMessage(
+                    socket: fd, header: singleShotHeaders![i], bufferGroup: ReceiveBuffers.smallGroup, userData: ud)
+            if ok { return }
+            flushSubmissions()
+        }
+    }
+
+    mutating func armRelay(slot: UInt32, generation: UInt32, fd: Int32) {
+        let ud = UserData(kind: .relayReceive, slot: slot, generation: generation)
+        while true {
+            let ok =
+                multishot
+                ? ring.prepareReceiveMessageMultishot(
+                    socket: fd, header: header, bufferGroup: groPeer ? ReceiveBuffers.largeGroup : ReceiveBuffers.smallGroup,
+                    userData: ud)
+                : ring.prepareReceiveMessage(
+                    socket: fd, header: singleShotHeaders![listeners.count + Int(slot)],
+                    bufferGroup: ReceiveBuffers.smallGroup, userData: ud)
+            if ok { return }
+            flushSubmissions()
+        }
+    }
+
+    mutating func armNewRelays() {
+        for slot in relays.takeToArm() {
+            if let s = relays.openSlot(slot) {
+                armRelay(slot: slot, generation: s.generation, fd: s.fd)
+            }
+        }
+    }
+
+    mutating func cancelClosedRelays() {
+        for target in relays.takeToCancel() {
+            while !ring.prepareCancel(target: target, userData: UserData(kind: .housekeeping, slot: 0)) {
+                flushSubmissions()
+            }
+        }
+    }
+
+    /// Re-arms receives that ended (buffer ring empty, or the single-shot
+    /// path). A socket whose buffer group is still all held by sends in
+    /// flight waits for their completions (they wake the loop) rather than
+    /// spinning on ENOBUFS.
+    mutating func rearmReceives() {
+        pendingRearm = false
+        let clientBuffers = buffers.hasFree(large: groClient)
+        let peerBuffers = buffers.hasFree(large: groPeer)
+        for i in 0..<listeners.count where rearmListeners[i] {
+            guard clientBuffers else {
+                pendingRearm = true
+                break
+            }
+            rearmListeners[i] = false
+            counters.add(.receiveRearms)
+            armListener(i)
+        }
+        guard peerBuffers else {
+            if !rearmRelays.isEmpty { pendingRearm = true }
+            return
+        }
+        for ud in rearmRelays {
+            if let s = relays.live(slot: ud.slot, generation: ud.generation) {
+                counters.add(.receiveRearms)
+                armRelay(slot: ud.slot, generation: ud.generation, fd: s.fd)
+            }
+        }
+        rearmRelays.removeAll(keepingCapacity: true)
+    }
+
+    func logRemoved(_ removed: RemovedAllocation, why: String) {
+        let c = turn.tables.counters(of: removed.id)
+        let traffic = c.map {
+            " to-peer \($0.packetsToPeer) pkts/\($0.bytesToPeer) B, to-client \($0.packetsToClient) pkts/\($0.bytesToClient) B"
+        } ?? ""
+        log(.info, "allocation \(why): client \(removed.fiveTuple.client) via \(removed.fiveTuple.server) id \(removed.id.slot).\(removed.id.generation)\(traffic)")
+    }
+
+    // MARK: Timers and shutdown
+
+    mutating func tick(now: MonotonicTime) {
+        relays.nowSeconds = now.seconds
+        relays.expireReservations()
+        while let removed = turn.nextExpired(now: now) {
+            if let e = removed.relayV4 { relays.closeRelay(e) }
+            if let e = removed.relayV6 { relays.closeRelay(e) }
+            counters.add(.allocationsExpired)
+            logRemoved(removed, why: "expired")
+        }
+        cancelClosedRelays()
+        if pendingRearm { rearmReceives() }
+        flushSubmissions()
+        control.counters.publish(counters)
+        checkStopRequest(now: now)
+    }
+
+    mutating func checkStopRequest(now: MonotonicTime) {
+        switch control.stopRequest.load(ordering: .acquiring) {
+        case WorkerControl.stopNow:
+            stopping = true
+        case WorkerControl.drain:
+            if !draining { log(.info, "worker \(index): draining \(turn.tables.count) allocations") }
+            draining = true
+            if turn.tables.count == 0 || now.nanoseconds >= control.drainDeadline.load(ordering: .relaxed) {
+                stopping = true
+            }
+        default:
+            break
+        }
+    }
+
+    /// While draining, an Allocate request is answered 508 without reaching
+    /// the state machine. Returns true when it answered.
+    mutating func refuseWhileDraining(_ packet: UnsafeRawBufferPointer, to client: TransportAddress, listenerFD: Int32)
+        -> Bool
+    {
+        guard let request = try? STUNMessage(parsing: packet), request.method == .allocate,
+            request.messageClass == .request
+        else { return false }
+        let n: Int
+        do throws(STUNError) {
+            var e = try STUNEncoder(
+                into: response, method: .allocate, class: .errorResponse, transactionID: request.transactionID)
+            try e.appendErrorCode(508, reason: "Server Shutting Down")
+            n = e.count
+        } catch {
+            return false
+        }
+        _ = batcher.enqueueGenerated(fd: listenerFD, to: client) { out in
+            out.copyMemory(from: UnsafeRawBufferPointer(rebasing: response[0..<n]))
+            return n
+        }
+        return true
+    }
+
+    mutating func shutdown() {
+        control.counters.publish(counters)
+        let perBatch = Double(counters[.completions]) / Double(max(1, counters[.batches]))
+        let perSend = Double(counters[.datagramsSent]) / Double(max(1, counters[.sendCalls]))
+        log(
+            .info,
+            "worker \(index): stopping; \(relays.openCount) relay sockets open; relayed \(counters[.packetsToPeers]) to peers, \(counters[.packetsToClients]) to clients; "
+                + "\(oneDecimal(perBatch)) CQEs per batch, \(oneDecimal(perSend)) datagrams per send, "
+                + "\(counters[.gsoSends]) GSO sends, \(counters[.enobufs]) ENOBUFS, \(counters[.receiveRearms]) re-arms, "
+                + "drops: no route \(counters[.dropsNoRoute]), no send op \(counters[.dropsNoSendOp]), send error \(counters[.dropsSendError]), malformed \(counters[.dropsMalformed])")
+    }}
