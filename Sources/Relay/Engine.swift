@@ -47,6 +47,7 @@ public final class Engine: Sendable {
     /// Starts the workers; returns when all listen. Throws the first start
     /// error (after stopping the workers that did start).
     public func start() throws(EngineError) {
+        try checkListenAddressesFree()
         for control in controls {
             let config = self.config
             let turn = self.turn
@@ -80,6 +81,22 @@ public final class Engine: Sendable {
                 }
                 if result != nil { break }
                 usleep(1000)
+            }
+        }
+    }
+
+    /// Workers bind their listeners with SO_REUSEPORT, which would also let
+    /// them share a port with another server that set it (coturn does), the
+    /// kernel silently splitting clients between the two. So each address is
+    /// first bound once without SO_REUSEPORT: if that fails, the port is taken.
+    func checkListenAddressesFree() throws(EngineError) {
+        for address in config.listen {
+            do {
+                let probe = try UDPSocket.bound(to: SocketAddress(address), reusePort: false)
+                probe.close()
+            } catch {
+                throw EngineError(
+                    "cannot listen on udp \(address): \(error) (another server, such as a coturn turnserver, may be using it)")
             }
         }
     }

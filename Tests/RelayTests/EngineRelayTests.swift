@@ -282,4 +282,21 @@ struct EngineRelayTests {
         }
         #expect(trains > 0)
     }
+
+    @Test("a listening port held by another server (even with SO_REUSEPORT) is refused at start")
+    func portInUse() throws {
+        let squatter = try UDPSocket.bound(to: .loopbackV4(port: 0), reusePort: true)
+        defer { squatter.close() }
+        let port = try squatter.localAddress().port
+        var config = EngineConfig()
+        config.listen = [TransportAddress(ip: IPAddress(v4: 0x7F00_0001), port: port)]
+        config.relayIPv4 = IPAddress(v4: 0x7F00_0001)
+        config.minPort = 30000
+        config.maxPort = 30099
+        let engine = try Engine(
+            config: config,
+            turn: TURNConfiguration(credentials: CredentialStore(realm: "r", users: ["a": "b"])),
+            log: { _, _ in })
+        #expect(throws: EngineError.self) { try engine.start() }
+    }
 }
