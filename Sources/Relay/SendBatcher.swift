@@ -29,6 +29,11 @@ public struct SendBatcher: ~Copyable {
     public static let kernelMaxSegments = 64
     /// A GSO send must fit one IP datagram's 16-bit length.
     public static let maxGSOBytes = 65_000
+    /// Largest datagram grouped into a GSO send. The kernel refuses (EINVAL)
+    /// a segment that with its IP and UDP headers exceeds the route's MTU, so
+    /// anything that would not fit a 1500-byte MTU over IPv6 (1500 - 40 - 8)
+    /// is sent alone, where the kernel fragments it as for any UDP send.
+    public static let maxSegmentBytes = 1_452
     /// Largest prefix per datagram (a Data indication for an IPv6 peer is 48).
     public static let maxPrefix = 48
     /// Room for a generated message (STUN response), or for the prefixes of a
@@ -168,6 +173,15 @@ public struct SendBatcher: ~Copyable {
         bytes: UnsafeRawPointer, count: Int, padding: Int, buffer: UInt16
     ) -> Bool {
         let size = prefixLength + count + padding
+        if size > Self.maxSegmentBytes {
+            // Too big to be a GSO segment on a common MTU: a send of its own.
+            guard let op = acquire(fd: fd, destination: destination) else { return false }
+            meta[op].segmentSize = size
+            meta[op].hashSlot = 0
+            meta[op].sealed = true
+            append(op, prefix: prefix, prefixLength: prefixLength, bytes: bytes, count: count, padding: padding, buffer: buffer)
+            return true
+        }
         let slot = Self.hashSlot(fd: fd, destination)
         let open = Int(openGroups[slot])
         if open != 0 {
