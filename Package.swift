@@ -65,10 +65,19 @@ if ProcessInfo.processInfo.environment["UTURN_BENCHMARKS"] != nil {
         .executableTarget(
             name: "ARCCheck", dependencies: ["BenchmarkFixtures", "CCallgrind"], path: "Benchmarks/Tools/ARCCheck",
             swiftSettings: strict),
+        // A real Engine on 127.0.0.1 with a client and a peer on a bound
+        // channel: the Relay suite and RelayARCCheck (the worker's per-packet path).
+        .target(
+            name: "RelayFixture", dependencies: ["Relay", "TURN", "STUN", "URing"],
+            path: "Benchmarks/Support/RelayFixture", swiftSettings: strict),
+        .executableTarget(
+            name: "RelayARCCheck", dependencies: ["RelayFixture", "CCallgrind"],
+            path: "Benchmarks/Tools/RelayARCCheck", swiftSettings: strict),
     ]
     let suites: [(name: String, modules: [String])] = [
         ("STUN", ["STUN", "BenchmarkFixtures"]),
         ("TURN", ["TURN", "STUN", "BenchmarkFixtures"]),
+        ("Relay", ["RelayFixture"]),
     ]
     for suite in suites {
         package.targets.append(
