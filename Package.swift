@@ -71,7 +71,7 @@ if ProcessInfo.processInfo.environment["UTURN_BENCHMARKS"] != nil {
             name: "RelayFixture", dependencies: ["Relay", "TURN", "STUN", "URing"],
             path: "Benchmarks/Support/RelayFixture", swiftSettings: strict),
         .executableTarget(
-            name: "RelayARCCheck", dependencies: ["RelayFixture", "CCallgrind"],
+            name: "RelayARCCheck", dependencies: ["RelayFixture"],
             path: "Benchmarks/Tools/RelayARCCheck", swiftSettings: strict),
     ]
     let suites: [(name: String, modules: [String])] = [

@@ -12,5 +12,3 @@ void uturn_callgrind_stop(const char *name) {
     CALLGRIND_TOGGLE_COLLECT;
     CALLGRIND_DUMP_STATS_AT(name);
 }
-
-void uturn_callgrind_dump(const char *name) { CALLGRIND_DUMP_STATS_AT(name); }

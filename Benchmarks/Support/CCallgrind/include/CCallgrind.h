@@ -9,10 +9,5 @@ int uturn_running_on_valgrind(void);
 void uturn_callgrind_start(void);
 /// Switch collection off and dump the counters collected since start, tagged `name`.
 void uturn_callgrind_stop(const char *name);
-/// Dump the counters of every thread collected since the last dump (or zero),
-/// tagged `name`, and zero them; collection state is left alone. For windows
-/// whose collection is switched by --toggle-collect on another thread: a
-/// dump zeroes every thread's counters, CALLGRIND_ZERO_STATS only the caller's.
-void uturn_callgrind_dump(const char *name);
 
 #endif
