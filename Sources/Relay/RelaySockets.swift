@@ -10,8 +10,8 @@ import URing
 /// asks for a socket while it handles an Allocate, and gives it back on
 /// delete or expiry. Opening and closing are system calls on the control
 /// path; the receive is armed by the worker after the request is handled
-/// (`takeToArm`), and a closed socket's pending receive is cancelled through
-/// the ring (`takeToCancel`), so this type never touches the ring itself.
+/// (`pendingArm`), and a closed socket's pending receive is cancelled through
+/// the ring (`pendingCancel`), so this type never touches the ring itself.
 ///
 /// A socket is named by its slot (`RelayEndpoint.handle`) and the slot's
 /// generation travels in the receive's user_data, so a completion that
@@ -50,7 +50,7 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
     /// Seconds (worker clock) used to expire reservations; set by the worker each tick.
     var nowSeconds: UInt32 = 0
 
-    /// Slots opened since the last `takeToArm`, whose receive must be armed.
+    /// Slots opened since the worker last armed, whose receive must be armed.
     private(set) var toArm: [UInt32] = []
     /// Receives to cancel (user_data of the armed receive of a closed socket).
     private(set) var toCancel: [UserData] = []
@@ -104,15 +104,15 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
         return i < capacity && slots[i].inUse ? slots[i].fd : -1
     }
 
-    mutating func takeToArm() -> [UInt32] {
-        defer { toArm.removeAll(keepingCapacity: true) }
-        return toArm
-    }
+    // The worker reads these lists by index and then clears them, so their
+    // storage (reserved at start) is reused and never copied.
+    var pendingArms: Int { toArm.count }
+    func pendingArm(_ i: Int) -> UInt32 { toArm[i] }
+    mutating func clearPendingArms() { toArm.removeAll(keepingCapacity: true) }
 
-    mutating func takeToCancel() -> [UserData] {
-        defer { toCancel.removeAll(keepingCapacity: true) }
-        return toCancel
-    }
+    var pendingCancels: Int { toCancel.count }
+    func pendingCancel(_ i: Int) -> UserData { toCancel[i] }
+    mutating func clearPendingCancels() { toCancel.removeAll(keepingCapacity: true) }
 
     var openCount: Int { capacity - freeCount }
 

@@ -77,19 +77,23 @@ extension Worker {
     }
 
     mutating func armNewRelays() {
-        for slot in relays.takeToArm() {
-            if let s = relays.openSlot(slot) {
-                armRelay(slot: slot, generation: s.generation, fd: s.fd)
-            }
+        guard relays.pendingArms > 0 else { return }
+        for i in 0..<relays.pendingArms {
+            let slot = relays.pendingArm(i)
+            if let s = relays.openSlot(slot) { armRelay(slot: slot, generation: s.generation, fd: s.fd) }
         }
+        relays.clearPendingArms()
     }
 
     mutating func cancelClosedRelays() {
-        for target in relays.takeToCancel() {
+        guard relays.pendingCancels > 0 else { return }
+        for i in 0..<relays.pendingCancels {
+            let target = relays.pendingCancel(i)
             while !ring.prepareCancel(target: target, userData: UserData(kind: .housekeeping, slot: 0)) {
                 flushSubmissions()
             }
         }
+        relays.clearPendingCancels()
     }
 
     /// Re-arms receives that ended (buffer ring empty, or the single-shot

@@ -44,10 +44,12 @@ final class WorkerControl: Sendable {
 /// A mutex is fine here: the worker takes it once a second, readers rarely.
 final class PublishedCounters: Sendable {
     let values = Mutex<[UInt64]>(Array(repeating: 0, count: WorkerCounters.Field.allCases.count))
+    /// Copies the worker's counters in place (no allocation: the array is
+    /// uniquely held by the mutex; readers copy it out under the lock).
     func publish(_ c: borrowing WorkerCounters) {
-        var copy = [UInt64](repeating: 0, count: WorkerCounters.Field.allCases.count)
-        for f in WorkerCounters.Field.allCases { copy[f.rawValue] = c[f] }
-        values.withLock { $0 = copy }
+        values.withLock { v in
+            for i in 0..<v.count { v[i] = c[WorkerCounters.Field(rawValue: i)!] }
+        }
     }
     subscript(_ f: WorkerCounters.Field) -> UInt64 { values.withLock { $0[f.rawValue] } }
 }
