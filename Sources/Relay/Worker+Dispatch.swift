@@ -217,7 +217,9 @@ extension Worker {
         case .allocationCreated(let allocation, let v4, let v6):
             counters.add(.allocationsCreated)
             let relayed = [v4, v6].compactMap { $0?.address.description }.joined(separator: " ")
-            log(.info, "allocation created: client \(fiveTuple.client) via \(fiveTuple.server) relay \(relayed) id \(allocation.slot).\(allocation.generation)")
+            log(
+                .info,
+                "allocation created: client \(fiveTuple.client) via \(fiveTuple.server) user \(turn.username(of: allocation) ?? "?") relay \(relayed) id \(allocation.slot).\(allocation.generation)")
         case .allocationDeleted(let removed):
             counters.add(.allocationsDeleted)
             logRemoved(removed, why: "deleted")

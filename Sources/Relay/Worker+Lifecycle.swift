@@ -127,11 +127,11 @@ extension Worker {
     }
 
     func logRemoved(_ removed: RemovedAllocation, why: String) {
-        let c = turn.tables.counters(of: removed.id)
-        let traffic = c.map {
-            " to-peer \($0.packetsToPeer) pkts/\($0.bytesToPeer) B, to-client \($0.packetsToClient) pkts/\($0.bytesToClient) B"
-        } ?? ""
-        log(.info, "allocation \(why): client \(removed.fiveTuple.client) via \(removed.fiveTuple.server) id \(removed.id.slot).\(removed.id.generation)\(traffic)")
+        let c = removed.counters
+        log(
+            .info,
+            "allocation \(why): client \(removed.fiveTuple.client) via \(removed.fiveTuple.server) id \(removed.id.slot).\(removed.id.generation) "
+                + "to-peer \(c.packetsToPeer) pkts/\(c.bytesToPeer) B, to-client \(c.packetsToClient) pkts/\(c.bytesToClient) B")
     }
 
     // MARK: Timers and shutdown

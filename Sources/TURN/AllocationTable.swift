@@ -24,6 +24,8 @@ public struct RemovedAllocation: Hashable, Sendable {
     /// Relay sockets to close (IPv4 and/or IPv6; both for a dual allocation).
     public var relayV4: RelayEndpoint?
     public var relayV6: RelayEndpoint?
+    /// What the allocation relayed in its life (for the deletion log line).
+    public var counters = TrafficCounters()
 }
 
 /// One allocation's hot state. Trivial (no references), so the slot array
@@ -251,7 +253,7 @@ public struct AllocationTable: ~Copyable {
         let r = records + Int(slot)
         let removed = RemovedAllocation(
             id: AllocationID(slot: slot, generation: r.pointee.generation), fiveTuple: r.pointee.fiveTuple,
-            relayV4: r.pointee.relayV4, relayV6: r.pointee.relayV6)
+            relayV4: r.pointee.relayV4, relayV6: r.pointee.relayV6, counters: r.pointee.counters)
         byFiveTuple.remove(r.pointee.fiveTuple)
         let p = permissionsPerAllocation
         for i in Int(slot) * p..<(Int(slot) + 1) * p where permissions[i].live {

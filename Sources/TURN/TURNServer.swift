@@ -108,6 +108,12 @@ public struct TURNServer: ~Copyable {
         return .dataIndication(client: client)
     }
 
+    /// The username an allocation authenticated with (control path; for logs).
+    public func username(of id: AllocationID) -> String? {
+        guard tables.isLive(id) else { return nil }
+        return owners[Int(id.slot)].username
+    }
+
     // MARK: Timers
 
     /// One allocation whose lifetime has run out, already removed, with its
