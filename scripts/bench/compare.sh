@@ -9,11 +9,33 @@
 # (utime+stime delta of the relay PID from /proc/PID/stat over the measured
 # window) / round trips delivered in that window (turnflood --relay-pid).
 # After the relay rounds the floor (shared/tools/floor/run.sh, fwd-uring) runs
-# in the same session.
+# in the same session, with the same harness shape (HARNESS_GSO/HARNESS_GRO).
+#
+# HARNESS picks the load generator's shape (turnflood flags; every row of
+# results.tsv says which ran):
+#   single   one datagram per send, no UDP_GRO anywhere in the harness
+#   gso      client and echo peer send GSO trains (TRAIN frames), the echo
+#            peer receives with UDP_GRO; the client receives single datagrams
+#   gro      only the client receives with UDP_GRO
+#   gso+gro  both
+# Relays (RELAYS, in this order within a round; reversed every other round):
+#   uturnd        uturnd, one worker
+#   uturnd-nogso  the same with --no-gso
+#   uturnd-gro    the same with --gro-client --gro-peer; skipped, with a note,
+#                 when `uturnd --help` does not list --gro-client
+#   coturn        Debian's turnserver (4.6.1), one relay thread
+#   ceiling       scripts/bench/cdreflect.c: bare ChannelData forwarder, no TURN
+#                 (client -> peer -> client through the same echo peer, so the
+#                 load generator does the same work as against a relay), GRO
+#                 receives and GSO sends: the most this harness can show
+#   ceiling-straight  cdreflect --straight: frames go straight back to the
+#                 client, the echo peer idles (client side alone; looser)
 #
 # Usage: scripts/bench/compare.sh
 #   env: ROUNDS=6 SECS=10 WARMUP=2 WINDOW=256 FLOWS=1 PAYLOAD=120
-#        RELAYS="uturnd uturnd-nogso coturn"  FLOOR=1  FLOOR_ROUNDS=2 FLOOR_SECS=10
+#        HARNESS=single TRAIN=32
+#        RELAYS="uturnd uturnd-nogso uturnd-gro coturn ceiling"
+#        FLOOR=1  FLOOR_ROUNDS=2 FLOOR_SECS=10
 #        OUT=.build-bench-c/results-<timestamp>
 # Ports (127.0.0.1 only): relay 40478, relay range 40500-40599, echo peer 40700;
 # the floor uses 39100-39301. Every process started here is stopped by its PID.
@@ -27,7 +49,16 @@ WARMUP=${WARMUP:-2}
 WINDOW=${WINDOW:-256}
 FLOWS=${FLOWS:-1}
 PAYLOAD=${PAYLOAD:-120}
-read -r -a RELAYS <<<"${RELAYS:-uturnd uturnd-nogso coturn}"
+HARNESS=${HARNESS:-single}
+TRAIN=${TRAIN:-32}
+case $HARNESS in
+single) hflags=() ;;
+gso) hflags=(--gso --train "$TRAIN") ;;
+gro) hflags=(--gro) ;;
+gso+gro) hflags=(--gso --gro --train "$TRAIN") ;;
+*) echo "HARNESS must be single, gso, gro or gso+gro" >&2; exit 2 ;;
+esac
+read -r -a RELAYS <<<"${RELAYS:-uturnd uturnd-nogso uturnd-gro coturn ceiling}"
 FLOOR=${FLOOR:-1}
 FLOOR_ROUNDS=${FLOOR_ROUNDS:-2}
 FLOOR_SECS=${FLOOR_SECS:-10}
@@ -40,6 +71,8 @@ REALM=bench.local USER_NAME=bench PASSWORD=bench
 mkdir -p "$OUT" .build-bench-c
 tf=.build-bench-c/turnflood
 cc -O2 -Wall -Wextra -o "$tf" scripts/bench/turnflood.c -lcrypto -lpthread
+refl=.build-bench-c/cdreflect
+cc -O2 -Wall -Wextra -o "$refl" scripts/bench/cdreflect.c
 
 # uturnd release build; retry a few times while its front end is in flux.
 uturnd=$root/.build/release/uturnd
@@ -53,6 +86,16 @@ if [[ " ${RELAYS[*]} " == *" uturnd"* ]]; then
 		echo "uturnd not ready (try $try), retrying in 180 s" >&2
 		sleep 180
 	done
+fi
+
+notes=()
+# uturnd-gro needs uturnd's receive-side GRO flags; skip it (with a note) until they exist.
+if [[ " ${RELAYS[*]} " == *" uturnd-gro "* ]] && ! "$uturnd" --help 2>&1 | grep -q gro-client; then
+	keep=()
+	for r in "${RELAYS[@]}"; do [[ $r == uturnd-gro ]] || keep+=("$r"); done
+	RELAYS=("${keep[@]}")
+	notes+=("uturnd-gro skipped: this uturnd build has no --gro-client (uturnd --help)")
+	echo "note: ${notes[-1]}" >&2
 fi
 
 pids=()
@@ -87,9 +130,10 @@ check_ports_free() {
 start_relay() { # start_relay NAME LOG -> sets relay_pid
 	local name=$1 log=$2 tmp
 	case $name in
-	uturnd | uturnd-nogso)
+	uturnd | uturnd-nogso | uturnd-gro)
 		local extra=()
 		[[ $name == uturnd-nogso ]] && extra=(--no-gso)
+		[[ $name == uturnd-gro ]] && extra=(--gro-client --gro-peer)
 		taskset -c 1 "$uturnd" --listening-ip 127.0.0.1 --listening-port $LISTEN_PORT \
 			--relay-ip 127.0.0.1 --min-port $MIN_PORT --max-port $MAX_PORT --realm $REALM \
 			--user $USER_NAME:$PASSWORD --lt-cred-mech --allow-loopback-peers --workers 1 \
@@ -102,6 +146,12 @@ start_relay() { # start_relay NAME LOG -> sets relay_pid
 			-u $USER_NAME:$PASSWORD --lt-cred-mech --allow-loopback-peers --relay-threads 1 \
 			--no-rfc5780 --pidfile "$tmp/turnserver.pid" --db "$tmp/turndb" \
 			--log-file stdout --simple-log >"$log" 2>&1 &
+		;;
+	ceiling)
+		taskset -c 1 "$refl" --port $LISTEN_PORT --peer-port $PEER_PORT --relay-port $MIN_PORT >"$log" 2>&1 &
+		;;
+	ceiling-straight)
+		taskset -c 1 "$refl" --port $LISTEN_PORT --straight >"$log" 2>&1 &
 		;;
 	*) echo "unknown relay $name" >&2; return 1 ;;
 	esac
@@ -132,10 +182,12 @@ stop_relay() { # stop_relay PID NAME -> 0 if it was still alive
 }
 
 results=$OUT/results.tsv
-printf 'round\trelay\trt_per_s_median\trt_per_s_min_sample\trt_per_s_max_sample\trelay_cpu_pct\trelay_cpu_us_per_rt\tcpu1_us_per_rt\tcpu0_busy_pct\tcpu1_busy_pct\tsent\treceived\twritten_off\tother_cpu_pct\n' >"$results"
+printf 'round\tharness\trelay\trt_per_s_median\trt_per_s_min_sample\trt_per_s_max_sample\trelay_cpu_pct\trelay_cpu_us_per_rt\tcpu1_us_per_rt\tcpu0_busy_pct\tcpu1_busy_pct\tsent\treceived\twritten_off\tother_cpu_pct\n' >"$results"
 {
 	echo "kernel $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-	echo "ROUNDS=$ROUNDS SECS=$SECS WARMUP=$WARMUP WINDOW=$WINDOW FLOWS=$FLOWS PAYLOAD=$PAYLOAD RELAYS=${RELAYS[*]}"
+	echo "ROUNDS=$ROUNDS SECS=$SECS WARMUP=$WARMUP WINDOW=$WINDOW FLOWS=$FLOWS PAYLOAD=$PAYLOAD HARNESS=$HARNESS TRAIN=$TRAIN RELAYS=${RELAYS[*]}"
+	echo "turnflood flags: ${hflags[*]:-(none)}"
+	for n in "${notes[@]}"; do echo "note: $n"; done
 	echo "coturn: $(turnserver --version 2>/dev/null | head -1)"
 	echo "uturnd: $(git log -1 --format='%h %s' | cut -c1-80) (+ working tree)"
 } | tee "$OUT/env.txt"
@@ -156,10 +208,12 @@ for round in $(seq "$ROUNDS"); do
 		# what else ran on the machine mid-window (other sessions' builds skew results)
 		(sleep $((WARMUP + SECS / 2)); top -b -n 2 -d 1 -w 200 | awk '/^top -/ { n++ } n == 2' |
 			head -16 >"$OUT/$round.$relay.top.txt") &
+		tflags=("${hflags[@]}")
+		[[ $relay == ceiling* ]] && tflags+=(--no-turn)
 		taskset -c 0 "$tf" --port $LISTEN_PORT --peer-port $PEER_PORT --user $USER_NAME \
 			--password $PASSWORD --realm $REALM --seconds "$SECS" --warmup "$WARMUP" \
 			--window "$WINDOW" --flows "$FLOWS" --payload "$PAYLOAD" \
-			--relay-pid "$relay_pid" >"$flog" 2>&1 || status=$?
+			--relay-pid "$relay_pid" "${tflags[@]}" >"$flog" 2>&1 || status=$?
 		wait $! 2>/dev/null || true # the top snapshot
 		if ! stop_relay "$relay_pid" "$relay"; then
 			echo "round $round: $relay exited before the end of its run; its log:" >&2
@@ -173,7 +227,7 @@ for round in $(seq "$ROUNDS"); do
 			exit 1
 		fi
 		# %CPU of everything but the relay, turnflood and top in the mid-run snapshot
-		other=$(awk 'f && $12 !~ /^(turnflood|uturnd|turnserver|top)$/ { s += $9 } /^ *PID/ { f = 1 }
+		other=$(awk 'f && $12 !~ /^(turnflood|uturnd|turnserver|cdreflect|top)$/ { s += $9 } /^ *PID/ { f = 1 }
 			END { printf "%.0f", s }' "$OUT/$round.$relay.top.txt")
 		python3 - "$round" "$relay" "$flog" "$other" >>"$results" <<'EOF'
 import json, sys
@@ -181,7 +235,7 @@ rnd, relay, path, other = sys.argv[1:5]
 line = next(l for l in open(path) if l.startswith("summary "))
 s = json.loads(line[len("summary "):])
 print("\t".join(str(x) for x in (
-    rnd, relay, s["rt_per_s_median"], min(s["samples"]), max(s["samples"]),
+    rnd, s.get("harness", "single"), relay, s["rt_per_s_median"], min(s["samples"]), max(s["samples"]),
     s["relay_cpu_pct"], s["relay_cpu_us_per_rt"], s["cpu1_us_per_rt"],
     s["cpu0_busy_pct"], s["cpu1_busy_pct"], s["sent"], s["received"], s["written_off"], other)))
 EOF
@@ -190,8 +244,12 @@ EOF
 done
 
 if [[ $FLOOR == 1 ]]; then
-	echo "# floor: ROUNDS=$FLOOR_ROUNDS SECS=$FLOOR_SECS MODES=fwd-uring bash $FLOOR_SH"
-	ROUNDS=$FLOOR_ROUNDS SECS=$FLOOR_SECS MODES="fwd-uring" FLOOR_BIN="$root/.build-bench-c/floor-bench" \
+	fg=0 fr=0
+	[[ $HARNESS == gso* ]] && fg=1
+	[[ $HARNESS == *gro ]] && fr=1
+	echo "# floor: ROUNDS=$FLOOR_ROUNDS SECS=$FLOOR_SECS MODES=fwd-uring HARNESS_GSO=$fg HARNESS_GRO=$fr bash $FLOOR_SH"
+	ROUNDS=$FLOOR_ROUNDS SECS=$FLOOR_SECS MODES="fwd-uring" HARNESS_GSO=$fg HARNESS_GRO=$fr \
+		FLOOR_BIN="$root/.build-bench-c/floor-bench" \
 		bash "$FLOOR_SH" | tee "$OUT/floor.txt"
 fi
 

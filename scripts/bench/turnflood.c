@@ -18,11 +18,27 @@
  * start and end of the measured window and reports relay CPU per round trip
  * (and CPU 0 / CPU 1 busy from /proc/stat over the same window).
  *
+ * Harness shapes (independent):
+ *   --gso  the client sends its flood in trains: one sendmsg with a
+ *          UDP_SEGMENT cmsg carries up to --train (default 32) equal-size
+ *          ChannelData frames (segment size 4 + payload). The echo peer sets
+ *          UDP_GRO, walks each received train by its segment size, and echoes
+ *          runs of equal-size datagrams from one source as GSO trains too.
+ *   --gro  the client sockets set UDP_GRO: a receive may hold a train of
+ *          ChannelData frames (each with its own 4-byte header), walked by
+ *          the UDP_GRO segment size; every frame counts as one round trip.
+ * The window counts datagrams, whatever the shape. The summary says which
+ * shape ran ("harness": "single" | "gso" | "gro" | "gso+gro").
+ *
+ * --no-turn skips Allocate/ChannelBind and sends ChannelData straight to
+ * --port: for the bare reflector scripts/bench/cdreflect.c (harness ceiling).
+ *
  * Output: "t=N rt=R sent=S" once per measured second, then one summary line
  * starting with "summary {" (JSON). Loopback only: the relay host must be
  * 127.0.0.1 (or another 127/8 address).
  *
  * Build: cc -O2 -o .build-bench-c/turnflood scripts/bench/turnflood.c -lcrypto -lpthread
+ * (udpbatch.h, next to this file, holds the GRO receive / GSO send batching)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -41,6 +57,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "udpbatch.h"
+
 #define MAX_FLOWS 64
 #define BATCH 64
 #define MAX_PAYLOAD 1400
@@ -54,7 +72,8 @@ static struct {
 	const char *host, *user, *pass, *realm;
 	int port, peer_port, flows, window, payload, timeout_ms, relay_pid;
 	double secs, warmup;
-} opt = { "127.0.0.1", "bench", "bench", "bench.local", 0, 0, 1, 256, 120, 20, 0, 10, 2 };
+	int gso, gro, train, no_turn;
+} opt = { "127.0.0.1", "bench", "bench", "bench.local", 0, 0, 1, 256, 120, 20, 0, 10, 2, 0, 0, 32, 0 };
 
 static void die(const char *what)
 {
@@ -260,36 +279,44 @@ static void add_channel_bind(struct msg *m, void *arg)
 /* ------------------------------------------------------------- echo peer */
 
 static volatile int stop_echo;
-static unsigned long long echoed;
+static unsigned long long echoed, echo_rx_msgs, echo_rx_dg;
+static struct txbatch echo_tb;
 
+/*
+ * Send every datagram back to its source. With --gso the socket has UDP_GRO
+ * (a receive may be a train) and runs of equal-size datagrams from one
+ * source go back as one UDP_SEGMENT send; without it, one send per datagram.
+ */
 static void *echo_main(void *arg)
 {
 	int fd = *(int *)arg;
-	static uint8_t buf[BATCH][2048];
-	struct iovec iov[BATCH];
-	struct sockaddr_in from[BATCH];
-	struct mmsghdr mm[BATCH];
+	static struct rxbatch rb;
+	struct txbatch *tb = &echo_tb;
+	tx_init(tb, opt.gso, opt.gso ? TX_MAX_SEGS : 1);
+	if (opt.gso && set_udp_gro(fd) < 0)
+		die("setsockopt UDP_GRO (echo)");
 	struct timeval tv = { 0, 100000 }; /* wake up now and then to see stop_echo */
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	while (!stop_echo) {
-		for (int i = 0; i < BATCH; i++) {
-			iov[i] = (struct iovec){ buf[i], sizeof buf[i] };
-			mm[i].msg_hdr = (struct msghdr){ .msg_name = &from[i], .msg_namelen = sizeof from[i],
-							 .msg_iov = &iov[i], .msg_iovlen = 1 };
-		}
-		int n = recvmmsg(fd, mm, BATCH, MSG_WAITFORONE, NULL);
+		int n = rx_recv(fd, &rb, MSG_WAITFORONE, opt.gso);
 		if (n <= 0)
 			continue;
-		for (int i = 0; i < n; i++)
-			iov[i].iov_len = mm[i].msg_len; /* send back what came, to its source */
-		int done = 0;
-		while (done < n) {
-			int s = sendmmsg(fd, mm + done, (unsigned)(n - done), 0);
-			if (s <= 0)
-				break; /* dropped: the client writes it off */
-			done += s;
+		echo_rx_msgs += (unsigned)n;
+		for (int i = 0; i < n; i++) {
+			unsigned len = rb.mm[i].msg_len, seg = rx_seg(&rb, i);
+			if (rb.mm[i].msg_hdr.msg_flags & MSG_TRUNC)
+				continue;
+			if (len == 0)
+				continue;
+			for (unsigned off = 0; off < len; off += seg) {
+				if (tx_full(tb))
+					__atomic_fetch_add(&echoed, (unsigned long long)tx_flush(tb, fd), __ATOMIC_RELAXED);
+				tx_add(tb, &rb.from[i], NULL, rb.buf[i] + off, len - off < seg ? len - off : seg);
+				echo_rx_dg++;
+			}
 		}
-		__atomic_fetch_add(&echoed, (unsigned long long)done, __ATOMIC_RELAXED);
+		/* dropped sends: the client writes them off */
+		__atomic_fetch_add(&echoed, (unsigned long long)tx_flush(tb, fd), __ATOMIC_RELAXED);
 	}
 	return NULL;
 }
@@ -348,7 +375,8 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: turnflood --port P --peer-port Q [--host 127.0.0.1] [--user U] [--password W]\n"
 		"                 [--realm R] [--seconds 10] [--warmup 2] [--payload 120] [--window 256]\n"
-		"                 [--flows 1] [--timeout-ms 20] [--relay-pid PID]\n");
+		"                 [--flows 1] [--timeout-ms 20] [--relay-pid PID]\n"
+		"                 [--gso] [--gro] [--train 32] [--no-turn]\n");
 	exit(2);
 }
 
@@ -359,7 +387,8 @@ int main(int argc, char **argv)
 		{ "password", 1, 0, 'w' }, { "realm", 1, 0, 'r' }, { "peer-port", 1, 0, 'q' },
 		{ "seconds", 1, 0, 's' }, { "warmup", 1, 0, 'W' }, { "payload", 1, 0, 'b' },
 		{ "window", 1, 0, 'n' }, { "flows", 1, 0, 'f' }, { "timeout-ms", 1, 0, 't' },
-		{ "relay-pid", 1, 0, 'P' }, { 0, 0, 0, 0 }
+		{ "relay-pid", 1, 0, 'P' }, { "gso", 0, 0, 'G' }, { "gro", 0, 0, 'R' },
+		{ "train", 1, 0, 'T' }, { "no-turn", 0, 0, 'N' }, { 0, 0, 0, 0 }
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -377,13 +406,20 @@ int main(int argc, char **argv)
 		case 'f': opt.flows = atoi(optarg); break;
 		case 't': opt.timeout_ms = atoi(optarg); break;
 		case 'P': opt.relay_pid = atoi(optarg); break;
+		case 'G': opt.gso = 1; break;
+		case 'R': opt.gro = 1; break;
+		case 'T': opt.train = atoi(optarg); break;
+		case 'N': opt.no_turn = 1; break;
 		default: usage();
 		}
 	}
 	if (optind != argc || opt.port <= 0 || opt.peer_port <= 0 || opt.secs < 1 || opt.warmup < 0 ||
 	    opt.payload < 12 || opt.payload > MAX_PAYLOAD || opt.window < 1 || opt.flows < 1 ||
-	    opt.flows > MAX_FLOWS || opt.timeout_ms < 1)
+	    opt.flows > MAX_FLOWS || opt.timeout_ms < 1 || opt.train < 1 || opt.train > TX_MAX_SEGS)
 		usage();
+	if ((size_t)opt.train * (4 + (size_t)opt.payload) > TX_GSO_BYTES)
+		opt.train = (int)(TX_GSO_BYTES / (4 + (size_t)opt.payload));
+	const char *harness = opt.gso && opt.gro ? "gso+gro" : opt.gso ? "gso" : opt.gro ? "gro" : "single";
 	srand((unsigned)getpid() ^ (unsigned)time(NULL));
 
 	struct sockaddr_in relay = addr_of(opt.host, opt.port), peer = addr_of("127.0.0.1", opt.peer_port);
@@ -398,6 +434,10 @@ int main(int argc, char **argv)
 		fds[i] = udp_socket(0);
 		if (connect(fds[i], (struct sockaddr *)&relay, sizeof relay) < 0)
 			die("connect");
+		if (opt.gro && set_udp_gro(fds[i]) < 0)
+			die("setsockopt UDP_GRO (client)");
+		if (opt.no_turn)
+			continue; /* bare reflector: no Allocate, no ChannelBind */
 		struct creds cr = { .nonce = "" };
 		snprintf(cr.realm, sizeof cr.realm, "%s", opt.realm);
 		uint8_t resp[2048];
@@ -411,19 +451,24 @@ int main(int argc, char **argv)
 		transact(fds[i], &cr, 0x0009, add_channel_bind, &peer, resp, sizeof resp);
 	}
 
-	/* One ChannelData template per batch slot: header, epoch (4 B), sequence (8 B), filler. */
+	/*
+	 * BATCH ChannelData frames back to back in one buffer (so that a GSO
+	 * train is one contiguous iovec): header, epoch (4 B), sequence (8 B),
+	 * filler. Without --gso each frame is its own sendmmsg message.
+	 */
 	size_t dlen = 4 + (size_t)opt.payload; /* payload is sent unpadded (UDP: padding optional) */
-	static uint8_t tx[BATCH][4 + MAX_PAYLOAD], rx[BATCH][2048];
-	struct iovec tiov[BATCH], riov[BATCH];
-	struct mmsghdr tm[BATCH], rm[BATCH];
+	static uint8_t txbuf[BATCH * (4 + MAX_PAYLOAD)];
+	static struct rxbatch rb;
+	static struct txbatch tb;
+	tx_init(&tb, opt.gso, opt.gso ? opt.train : 1);
 	for (int i = 0; i < BATCH; i++) {
-		put16(tx[i], CHANNEL);
-		put16(tx[i] + 2, (uint16_t)opt.payload);
+		uint8_t *f = txbuf + (size_t)i * dlen;
+		put16(f, CHANNEL);
+		put16(f + 2, (uint16_t)opt.payload);
 		for (size_t k = 16; k < dlen; k++)
-			tx[i][k] = (uint8_t)k;
-		tiov[i] = (struct iovec){ tx[i], dlen };
-		tm[i].msg_hdr = (struct msghdr){ .msg_iov = &tiov[i], .msg_iovlen = 1 };
+			f[k] = (uint8_t)k;
 	}
+	unsigned long long client_rx_msgs = 0, client_rx_dg = 0;
 
 	uint32_t epoch = 1;
 	uint64_t seq = 0;
@@ -467,11 +512,13 @@ int main(int argc, char **argv)
 			if (k > BATCH)
 				k = BATCH;
 			for (int i = 0; i < k; i++) {
-				memcpy(tx[i] + 4, &epoch, 4);
-				memcpy(tx[i] + 8, &seq, 8);
+				uint8_t *f = txbuf + (size_t)i * dlen;
+				memcpy(f + 4, &epoch, 4);
+				memcpy(f + 8, &seq, 8);
 				seq++;
+				tx_add(&tb, &relay, NULL, f, (unsigned)dlen);
 			}
-			int s = sendmmsg(fds[rr], tm, (unsigned)k, 0);
+			int s = tx_flush(&tb, fds[rr]); /* datagrams, not messages */
 			rr = (rr + 1) % opt.flows;
 			if (s <= 0) {
 				send_fail++;
@@ -501,32 +548,39 @@ int main(int argc, char **argv)
 			if (!(pfd[f].revents & POLLIN))
 				continue;
 			for (;;) {
-				for (int i = 0; i < BATCH; i++) {
-					riov[i] = (struct iovec){ rx[i], sizeof rx[i] };
-					rm[i].msg_hdr = (struct msghdr){ .msg_iov = &riov[i], .msg_iovlen = 1 };
-				}
-				int n = recvmmsg(fds[f], rm, BATCH, MSG_DONTWAIT, NULL);
+				int n = rx_recv(fds[f], &rb, MSG_DONTWAIT, opt.gro);
 				if (n <= 0)
 					break;
+				client_rx_msgs += (unsigned)n;
 				for (int i = 0; i < n; i++) {
-					uint32_t ep;
-					if (rm[i].msg_len < dlen || get16(rx[i]) != CHANNEL ||
-					    get16(rx[i] + 2) != opt.payload) {
+					/* with --gro one receive may be a train: walk it frame by frame */
+					unsigned len = rb.mm[i].msg_len, seg = rx_seg(&rb, i);
+					if (len == 0) {
 						bad++;
 						continue;
 					}
-					memcpy(&ep, rx[i] + 4, 4);
-					if (ep == epoch)
-						inflight--;
-					else
-						late++;
-					if (measuring) {
-						received++;
-						sec_rt++;
+					for (unsigned off = 0; off < len; off += seg) {
+						const uint8_t *fr = rb.buf[i] + off;
+						unsigned fl = len - off < seg ? len - off : seg;
+						uint32_t ep;
+						client_rx_dg++;
+						if (fl < dlen || get16(fr) != CHANNEL || get16(fr + 2) != opt.payload) {
+							bad++;
+							continue;
+						}
+						memcpy(&ep, fr + 4, 4);
+						if (ep == epoch)
+							inflight--;
+						else
+							late++;
+						if (measuring) {
+							received++;
+							sec_rt++;
+						}
 					}
 				}
 				last_rx = now_s();
-				if (n < BATCH)
+				if (n < RX_MSGS)
 					break;
 			}
 		}
@@ -547,8 +601,8 @@ int main(int argc, char **argv)
 	double hz = (double)sysconf(_SC_CLK_TCK);
 	double relay_cpu_us = relay_a >= 0 && relay_b >= 0 ? (double)(relay_b - relay_a) / hz * 1e6 : -1;
 
-	printf("summary {\"rt_per_s_median\": %.0f, \"rt_per_s_mean\": %.0f, \"samples\": [", median,
-	       received / opt.secs);
+	printf("summary {\"harness\": \"%s\", \"train\": %d, \"no_turn\": %s, \"rt_per_s_median\": %.0f, \"rt_per_s_mean\": %.0f, \"samples\": [", harness, opt.gso ? opt.train : 1,
+	       opt.no_turn ? "true" : "false", median, received / opt.secs);
 	for (int i = 0; i < nsamples; i++)
 		printf("%s%llu", i ? ", " : "", samples[i]);
 	printf("], \"seconds\": %g, \"flows\": %d, \"window\": %d, \"payload\": %d, \"sent\": %llu, "
@@ -560,6 +614,13 @@ int main(int argc, char **argv)
 	/* everything CPU 1 did (relay, softirq, ksoftirqd/1, ...) per round trip */
 	double cpu1_busy_s = t1b > t1a ? (double)(b1b - b1a) / hz : 0;
 	printf(", \"cpu1_us_per_rt\": %.3f", received ? cpu1_busy_s * 1e6 / (double)received : 0);
+	/* how the shape really went: datagrams per syscall message on each path */
+	printf(", \"client_dg_per_tx_msg\": %.2f, \"client_dg_per_rx_msg\": %.2f, "
+	       "\"echo_dg_per_rx_msg\": %.2f, \"echo_dg_per_tx_msg\": %.2f",
+	       tb.msgs_sent ? (double)tb.dg_sent / (double)tb.msgs_sent : 0,
+	       client_rx_msgs ? (double)client_rx_dg / (double)client_rx_msgs : 0,
+	       echo_rx_msgs ? (double)echo_rx_dg / (double)echo_rx_msgs : 0,
+	       echo_tb.msgs_sent ? (double)echo_tb.dg_sent / (double)echo_tb.msgs_sent : 0);
 	if (relay_cpu_us >= 0)
 		printf(", \"relay_cpu_s\": %.2f, \"relay_cpu_pct\": %.1f, \"relay_cpu_us_per_rt\": %.3f",
 		       relay_cpu_us / 1e6, relay_cpu_us / 1e4 / opt.secs,
