@@ -61,6 +61,13 @@ extension Worker {
         var source: TransportAddress
         /// 0 when the payload is one datagram.
         var segmentSize: Int
+
+        /// The train's datagram starting at `offset` (the last may be shorter).
+        @inline(__always)
+        func datagram(at offset: Int) -> UnsafeMutableRawBufferPointer {
+            let n = min(segmentSize, payload.count - offset)
+            return UnsafeMutableRawBufferPointer(rebasing: payload[offset..<(offset + n)])
+        }
     }
 
     /// Multishot puts ~200 bytes of recvmsg header, address and control
@@ -126,10 +133,9 @@ extension Worker {
         countTrain(r)
         var offset = 0
         while offset < r.payload.count {
-            let n = min(r.segmentSize, r.payload.count - offset)
-            let datagram = UnsafeMutableRawBufferPointer(rebasing: r.payload[offset..<(offset + n)])
+            let datagram = r.datagram(at: offset)
             fromClient(datagram: datagram, fiveTuple: fiveTuple, listenerFD: listener.fd, buffer: h, now: now)
-            offset += n
+            offset += datagram.count
         }
     }
 
@@ -262,10 +268,9 @@ extension Worker {
         countTrain(r)
         var offset = 0
         while offset < r.payload.count {
-            let n = min(r.segmentSize, r.payload.count - offset)
-            let datagram = UnsafeMutableRawBufferPointer(rebasing: r.payload[offset..<(offset + n)])
+            let datagram = r.datagram(at: offset)
             fromPeer(datagram: datagram, peer: r.source, allocation: socket.allocation, buffer: h, inTrain: true, now: now)
-            offset += n
+            offset += datagram.count
         }
     }
 
@@ -286,12 +291,15 @@ extension Worker {
             return
         }
         let count = datagram.count
+        // What goes out: `prefixLength` bytes of `prefix` (trains only), then
+        // `length` bytes from `start` in the receive buffer, then `padding` zeros.
         var prefix = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        let route = turn.routePeerData(to: allocation, from: peer, now: now)
-        let client: FiveTuple
         var prefixLength = 0
+        var start = UnsafeRawPointer(base)
+        var length = count
         var padding = 0
-        switch route {
+        let client: FiveTuple
+        switch turn.routePeerData(to: allocation, from: peer, now: now) {
         case .channel(let number, let c):
             client = c
             if inTrain {
@@ -301,49 +309,40 @@ extension Worker {
                 prefixLength = ChannelData.headerSize
             } else {
                 ChannelData.writeHeader(channel: number, payloadLength: UInt16(count), to: base - ChannelData.headerSize)
+                start = UnsafeRawPointer(base - ChannelData.headerSize)
+                length = count + ChannelData.headerSize
             }
         case .dataIndication(let c):
             client = c
             transactionCounter = transactionCounter &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            let transaction = TransactionID(high: UInt32(truncatingIfNeeded: transactionCounter >> 32), low: transactionCounter)
-            padding = (4 - count & 3) & 3
+            let transaction = TransactionID(
+                high: UInt32(truncatingIfNeeded: transactionCounter >> 32), low: transactionCounter)
+            padding = (4 - (count & 3)) & 3
             if inTrain {
                 prefixLength = withUnsafeMutableBytes(of: &prefix) { p in
-                    DataIndication.writePrefix(
-                        to: p.baseAddress!, payloadLength: count, peer: peer, transactionID: transaction)
+                    DataIndication.writePrefix(to: p.baseAddress!, payloadLength: count, peer: peer, transactionID: transaction)
                 }
             } else {
-                let start = base - DataIndication.prefixSize(peerFamily: peer.ip.family)
-                DataIndication.writePrefix(to: start, payloadLength: count, peer: peer, transactionID: transaction)
-                // Padding goes in place too when the buffer has room after the payload.
-                let end = base + count + padding
-                if end <= buffers.base(h) + buffers.size(h) {
+                let header = DataIndication.prefixSize(peerFamily: peer.ip.family)
+                DataIndication.writePrefix(to: base - header, payloadLength: count, peer: peer, transactionID: transaction)
+                start = UnsafeRawPointer(base - header)
+                length = header + count
+                // The padding goes in place too when the buffer has room after
+                // the payload; otherwise it comes from the batcher's zeros.
+                if base + count + padding <= buffers.base(h) + buffers.size(h) {
                     (base + count).initializeMemory(as: UInt8.self, repeating: 0, count: padding)
+                    length += padding
                     padding = 0
-                    prefixLength = 0
-                    return forward(
-                        to: client, bytes: start, count: end - start, prefix: nil, prefixLength: 0, padding: 0,
-                        allocation: allocation, payloadCount: count, buffer: h)
                 }
-                // No room after the payload: the padding comes from the batcher's zeros.
-                return forward(
-                    to: client, bytes: start, count: base + count - start, prefix: nil, prefixLength: 0,
-                    padding: padding, allocation: allocation, payloadCount: count, buffer: h)
             }
         case .drop:
             counters.add(.dropsNoRoute)
             return
         }
-        if inTrain {
-            withUnsafeBytes(of: &prefix) { p in
-                forward(
-                    to: client, bytes: base, count: count, prefix: p.baseAddress, prefixLength: prefixLength,
-                    padding: padding, allocation: allocation, payloadCount: count, buffer: h)
-            }
-        } else {
+        withUnsafeBytes(of: &prefix) { p in
             forward(
-                to: client, bytes: base - ChannelData.headerSize, count: count + ChannelData.headerSize, prefix: nil,
-                prefixLength: 0, padding: 0, allocation: allocation, payloadCount: count, buffer: h)
+                to: client, bytes: start, count: length, prefix: prefixLength > 0 ? p.baseAddress : nil,
+                prefixLength: prefixLength, padding: padding, allocation: allocation, payloadCount: count, buffer: h)
         }
     }
 

@@ -45,32 +45,28 @@ extension Worker {
     // MARK: Receives
 
     mutating func armListener(_ i: Int) {
-        let ud = UserData(kind: .listenerReceive, slot: UInt32(i))
-        let fd = listeners[i].fd
-        while true {
-            let ok =
-                multishot
-                ? ring.prepareReceiveMessageMultishot(
-                    socket: fd, header: header, bufferGroup: groClient ? ReceiveBuffers.largeGroup : ReceiveBuffers.smallGroup,
-                    userData: ud)
-                : ring.prepareReceiveMessage(
-                    socket: fd, header: singleShotHeaders![i], bufferGroup: ReceiveBuffers.smallGroup, userData: ud)
-            if ok { return }
-            flushSubmissions()
-        }
+        armReceive(
+            fd: listeners[i].fd, userData: UserData(kind: .listenerReceive, slot: UInt32(i)), large: groClient,
+            singleShotHeader: i)
     }
 
     mutating func armRelay(slot: UInt32, generation: UInt32, fd: Int32) {
-        let ud = UserData(kind: .relayReceive, slot: slot, generation: generation)
+        armReceive(
+            fd: fd, userData: UserData(kind: .relayReceive, slot: slot, generation: generation), large: groPeer,
+            singleShotHeader: listeners.count + Int(slot))
+    }
+
+    /// Arms a multishot receive (or, on the 5.19 path, a single-shot one with
+    /// that socket's own header), submitting first if the SQ is full.
+    private mutating func armReceive(fd: Int32, userData ud: UserData, large: Bool, singleShotHeader index: Int) {
         while true {
             let ok =
                 multishot
                 ? ring.prepareReceiveMessageMultishot(
-                    socket: fd, header: header, bufferGroup: groPeer ? ReceiveBuffers.largeGroup : ReceiveBuffers.smallGroup,
+                    socket: fd, header: header, bufferGroup: large ? ReceiveBuffers.largeGroup : ReceiveBuffers.smallGroup,
                     userData: ud)
                 : ring.prepareReceiveMessage(
-                    socket: fd, header: singleShotHeaders![listeners.count + Int(slot)],
-                    bufferGroup: ReceiveBuffers.smallGroup, userData: ud)
+                    socket: fd, header: singleShotHeaders![index], bufferGroup: ReceiveBuffers.smallGroup, userData: ud)
             if ok { return }
             flushSubmissions()
         }
