@@ -299,4 +299,22 @@ struct EngineRelayTests {
             log: { _, _ in })
         #expect(throws: EngineError.self) { try engine.start() }
     }
+
+    @Test("io_uring refused at start: the error names the cause and the fix")
+    func ringRefused() throws {
+        var config = EngineConfig()
+        config.listen = [TransportAddress(ip: IPAddress(v4: 0x7F00_0001), port: try EngineHarness.freePort())]
+        config.relayIPv4 = IPAddress(v4: 0x7F00_0001)
+        config.simulateRingFailure = true
+        let engine = try Engine(
+            config: config, turn: TURNConfiguration(credentials: CredentialStore(realm: "r", users: ["a": "b"])),
+            log: { _, _ in })
+        do {
+            try engine.start()
+            Issue.record("start succeeded with a refused ring")
+        } catch {
+            #expect(error.description.contains("io_uring_disabled"))
+            #expect(error.description.contains("seccomp"))
+        }
+    }
 }
