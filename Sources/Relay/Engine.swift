@@ -115,6 +115,24 @@ public final class Engine: Sendable {
         }
     }
 
+    /// Hands every worker a new TURN configuration (users, REST secrets, peer
+    /// policy, lifetimes, quotas' limits stay as started). Each worker takes
+    /// it at its next wake-up, within milliseconds; allocations, permissions
+    /// and channels are kept. Table sizes (`limits`) are fixed at start and
+    /// are not changed by a reload.
+    public func reload(turn configuration: TURNConfiguration) {
+        for control in controls { control.offer(configuration) }
+    }
+
+    /// Counters of one worker (published once a second and at stop).
+    public func counters(ofWorker index: Int) -> [(name: String, value: UInt64)] {
+        guard controls.indices.contains(index) else { return [] }
+        return WorkerCounters.Field.allCases.map { f in ("\(f)", controls[index].counters[f]) }
+    }
+
+    /// Number of worker threads.
+    public var workerCount: Int { controls.count }
+
     /// Blocks until every worker thread has exited.
     public func wait() {
         let all = threads.withLock { t -> [pthread_t] in

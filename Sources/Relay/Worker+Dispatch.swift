@@ -42,6 +42,7 @@ extension Worker {
         case .send:
             sendCompleted(op: ud.slot, result: cqe.result)
         case .wake:
+            takeNewConfiguration()
             checkStopRequest(now: now)
         default:
             break

@@ -148,6 +148,19 @@ extension Worker {
         checkStopRequest(now: now)
     }
 
+    /// Takes a configuration offered by `Engine.reload`, keeping the tables
+    /// (their sizes were fixed at start).
+    mutating func takeNewConfiguration() {
+        guard let new = control.pendingConfiguration.withLock({ c -> TURNConfiguration? in
+            defer { c = nil }
+            return c
+        }) else { return }
+        var next = new
+        next.limits = turn.configuration.limits
+        turn.configuration = next
+        log(.info, "worker \(index): new configuration in force")
+    }
+
     mutating func checkStopRequest(now: MonotonicTime) {
         switch control.stopRequest.load(ordering: .acquiring) {
         case WorkerControl.stopNow:

@@ -1,4 +1,5 @@
 import Synchronization
+import TURN
 import URing
 
 /// What the engine's controlling thread shares with one worker: the stop
@@ -16,6 +17,9 @@ final class WorkerControl: Sendable {
     let startResult = Mutex<StartResult?>(nil)
     let waker = Mutex<Waker?>(nil)
     let counters = PublishedCounters()
+    /// A new TURN configuration (users, secrets, peer policy) waiting for the
+    /// worker to take at its next wake-up; see `Engine.reload`.
+    let pendingConfiguration = Mutex<TURNConfiguration?>(nil)
 
     enum StartResult: Sendable {
         case running
@@ -28,6 +32,11 @@ final class WorkerControl: Sendable {
 
     func requestStop() {
         stopRequest.store(Self.stopNow, ordering: .releasing)
+        waker.withLock { $0?.wake() }
+    }
+
+    func offer(_ configuration: TURNConfiguration) {
+        pendingConfiguration.withLock { $0 = configuration }
         waker.withLock { $0?.wake() }
     }
 

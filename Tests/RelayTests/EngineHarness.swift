@@ -11,6 +11,8 @@ import URing
 final class EngineHarness {
     let engine: Engine
     let server: TransportAddress
+    /// The TURN configuration the engine started with (for reload tests).
+    let turn: TURNConfiguration
     static let realm = "relay.test"
 
     init(
@@ -35,6 +37,7 @@ final class EngineHarness {
             peerPolicy: PeerPolicy(allowLoopbackPeers: allowLoopback, serverAddresses: [server.ip]),
             nonces: NonceCodec(lifetime: 600))
         turn.limits = TableLimits(maxAllocations: 64)
+        self.turn = turn
         engine = try Engine(config: config, turn: turn, log: { _, _ in })
         try engine.start()
     }

@@ -317,4 +317,31 @@ struct EngineRelayTests {
             #expect(error.description.contains("seccomp"))
         }
     }
+
+    @Test("reload: a removed user can no longer allocate; existing sessions keep relaying")
+    func reload() throws {
+        let h = try EngineHarness()
+        let client = try TestSocket()
+        let peer = try TestSocket()
+        var tc = TURNClient()
+        let relayed = try Self.allocate(h, client: client, tc: &tc, peer: peer.address, channel: 0x4000)
+        var next = h.turn
+        next.credentials = CredentialStore(realm: EngineHarness.realm, users: ["bob": "other"])
+        h.engine.reload(turn: next)
+        usleep(200_000)  // the workers take it at their next wake-up
+        // alice's session survives the reload...
+        try client.send(Self.channelData(0x4000, [1]), to: h.server)
+        #expect(try peer.receive()?.bytes == [1])
+        try peer.send([2], to: relayed)
+        #expect(try client.receive()?.bytes == Self.channelData(0x4000, [2]))
+        // ...but a new client signing as alice is refused.
+        let newcomer = try TestSocket()
+        var other = TURNClient()
+        try newcomer.send(other.request(.allocate, sign: false) { e throws(STUNError) in try e.appendRequestedTransport(17) }, to: h.server)
+        let challenge = try #require(try newcomer.receive())
+        other.nonce = try #require(TURNClient.parse(challenge.bytes) { $0.nonceBytes.map(Array.init) } ?? nil)
+        try newcomer.send(other.request(.allocate) { e throws(STUNError) in try e.appendRequestedTransport(17) }, to: h.server)
+        let reply = try #require(try newcomer.receive())
+        #expect(TURNClient.parse(reply.bytes) { $0.errorCode?.code } == 401)
+    }
 }
