@@ -112,7 +112,9 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
 
     var pendingCancels: Int { toCancel.count }
     func pendingCancel(_ i: Int) -> UserData { toCancel[i] }
-    mutating func clearPendingCancels() { toCancel.removeAll(keepingCapacity: true) }
+    mutating func dropPendingCancels(first n: Int) {
+        if n == toCancel.count { toCancel.removeAll(keepingCapacity: true) } else { toCancel.removeFirst(n) }
+    }
 
     var openCount: Int { capacity - freeCount }
 

@@ -13,18 +13,25 @@ extension Worker {
     @inline(__always)
     mutating func flushSends() {
         guard batcher.pendingOperations > 0 else { return }
-        while batcher.pendingOperations > 0 {
+        for _ in 0..<Self.submitAttempts {
             let handed = batcher.flush { op, fd, message in
                 ring.prepareSendMessage(socket: fd, message: message, userData: UserData(kind: .send, slot: op))
             }
             counters.add(.sendCalls, handed)
-            if batcher.pendingOperations > 0 {
-                // The SQ is full: submit what is there and go on.
-                counters.add(.sqFull)
-                flushSubmissions()
-            }
+            if batcher.pendingOperations == 0 { return }
+            // The SQ is full: submit what is there and go on.
+            counters.add(.sqFull)
+            flushSubmissions()
         }
+        // The kernel takes nothing (EBUSY: its completion backlog is full).
+        // What is left stays queued for the next pass of the loop, which
+        // reaps completions first.
     }
+
+    /// Times a full SQ is submitted before work is left for the next pass.
+    /// A submit that consumes nothing means the CQ must be reaped first, so
+    /// retrying here without reaping could spin forever.
+    static var submitAttempts: Int { 4 }
 
     @inline(__always)
     mutating func sendCompleted(op: UInt32, result: Int32) {
@@ -45,21 +52,30 @@ extension Worker {
     // MARK: Receives
 
     mutating func armListener(_ i: Int) {
-        armReceive(
+        let armed = armReceive(
             fd: listeners[i].fd, userData: UserData(kind: .listenerReceive, slot: UInt32(i)), large: groClient,
             singleShotHeader: i)
+        if !armed {
+            rearmListeners[i] = true
+            pendingRearm = true
+        }
     }
 
     mutating func armRelay(slot: UInt32, generation: UInt32, fd: Int32) {
-        armReceive(
-            fd: fd, userData: UserData(kind: .relayReceive, slot: slot, generation: generation), large: groPeer,
-            singleShotHeader: listeners.count + Int(slot))
+        let ud = UserData(kind: .relayReceive, slot: slot, generation: generation)
+        if !armReceive(fd: fd, userData: ud, large: groPeer, singleShotHeader: listeners.count + Int(slot)) {
+            rearmRelays.append(ud)
+            pendingRearm = true
+        }
     }
 
     /// Arms a multishot receive (or, on the 5.19 path, a single-shot one with
-    /// that socket's own header), submitting first if the SQ is full.
-    private mutating func armReceive(fd: Int32, userData ud: UserData, large: Bool, singleShotHeader index: Int) {
-        while true {
+    /// that socket's own header), submitting first if the SQ is full. Returns
+    /// false when the SQ stays full; the caller re-arms on a later pass.
+    private mutating func armReceive(fd: Int32, userData ud: UserData, large: Bool, singleShotHeader index: Int)
+        -> Bool
+    {
+        for _ in 0..<Self.submitAttempts {
             let ok =
                 multishot
                 ? ring.prepareReceiveMessageMultishot(
@@ -67,9 +83,11 @@ extension Worker {
                     userData: ud)
                 : ring.prepareReceiveMessage(
                     socket: fd, header: singleShotHeaders![index], bufferGroup: ReceiveBuffers.smallGroup, userData: ud)
-            if ok { return }
+            if ok { return true }
+            counters.add(.sqFull)
             flushSubmissions()
         }
+        return false
     }
 
     mutating func armNewRelays() {
@@ -83,13 +101,17 @@ extension Worker {
 
     mutating func cancelClosedRelays() {
         guard relays.pendingCancels > 0 else { return }
-        for i in 0..<relays.pendingCancels {
-            let target = relays.pendingCancel(i)
-            while !ring.prepareCancel(target: target, userData: UserData(kind: .housekeeping, slot: 0)) {
+        var done = 0
+        cancels: while done < relays.pendingCancels {
+            var attempts = 0
+            while !ring.prepareCancel(target: relays.pendingCancel(done), userData: UserData(kind: .housekeeping, slot: 0)) {
+                attempts += 1
+                if attempts == Self.submitAttempts { break cancels }  // the rest waits for the next tick
                 flushSubmissions()
             }
+            done += 1
         }
-        relays.clearPendingCancels()
+        relays.dropPendingCancels(first: done)
     }
 
     /// Re-arms receives that ended (buffer ring empty, or the single-shot
@@ -113,13 +135,16 @@ extension Worker {
             if !rearmRelays.isEmpty { pendingRearm = true }
             return
         }
-        for ud in rearmRelays {
+        // armRelay appends what it cannot arm, so walk only the entries there now.
+        let count = rearmRelays.count
+        for i in 0..<count {
+            let ud = rearmRelays[i]
             if let s = relays.live(slot: ud.slot, generation: ud.generation) {
                 counters.add(.receiveRearms)
                 armRelay(slot: ud.slot, generation: ud.generation, fd: s.fd)
             }
         }
-        rearmRelays.removeAll(keepingCapacity: true)
+        rearmRelays.removeFirst(count)
     }
 
     func logRemoved(_ removed: RemovedAllocation, why: String) {
