@@ -9,11 +9,21 @@ import Relay
 /// sigwait(2), outside any signal-handler context:
 /// - SIGTERM: graceful stop (no new allocations, drain up to --drain-timeout);
 /// - SIGINT: prompt stop; a second SIGTERM during a drain also stops promptly;
-/// - SIGHUP: reload is not supported yet, said so in the log;
+/// - SIGHUP: reload (see `Reloader`): rebuild the settings from the config
+///   file and the original command line; on success the workers get the new
+///   TURN configuration, on failure one error line and nothing changes;
 /// - SIGUSR1: sent by the waiter thread when every worker has exited.
+///
+/// Under systemd (NOTIFY_SOCKET set) it reports READY=1 once the engine runs,
+/// RELOADING=1 / READY=1 around a reload and STOPPING=1 on SIGTERM/SIGINT.
 public enum Daemon {
     /// Runs until the engine stops; returns the process exit status.
-    public static func run(_ settings: Settings, logger: Logger) -> Int32 {
+    /// `reload` (with the options `settings` came from) enables SIGHUP.
+    public static func run(
+        _ settings: Settings, logger: Logger, reload: (Reloader, Uturnd)? = nil,
+        notifier: SystemdNotifier = SystemdNotifier()
+    ) -> Int32 {
+        var settings = settings
         var signals = sigset_t()
         sigemptyset(&signals)
         for s in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] { sigaddset(&signals, s) }
@@ -35,7 +45,9 @@ public enum Daemon {
             logger.notice(
                 "try it: turnutils_peer -L 127.0.0.1 -p 3480 & turnutils_uclient -u \(Settings.demoUser.0) -w \(Settings.demoUser.1) -e 127.0.0.1 -r 3480 -p \(first.port) -n 10 -l 120 -c -X \(host)")
         }
-        logger.notice("uturnd \(BuildInfo.version) running; SIGTERM drains and stops, SIGINT stops now")
+        logger.notice("uturnd \(BuildInfo.version) running; SIGTERM drains and stops, SIGINT stops now, SIGHUP reloads")
+        notifier.ready(status: "relaying")
+        var options = reload?.1
 
         startWaiter(engine)
         var stopping = false
@@ -46,16 +58,34 @@ public enum Daemon {
             switch signal {
             case SIGTERM where !stopping:
                 logger.notice("SIGTERM: stopping new allocations, draining for up to \(settings.drainSeconds) s")
+                notifier.stopping(status: "draining")
                 engine.stop(graceful: true, drainSeconds: settings.drainSeconds)
                 stopping = true
                 requested = true
             case SIGTERM, SIGINT:
                 logger.notice("\(signal == SIGINT ? "SIGINT" : "SIGTERM again"): stopping now")
+                notifier.stopping()
                 engine.stop(graceful: false, drainSeconds: 0)
                 stopping = true
                 requested = true
             case SIGHUP:
-                logger.warning("SIGHUP: reloading the configuration is not supported yet; nothing changed")
+                guard let reloader = reload?.0, let current = options else {
+                    logger.warning("SIGHUP: reload is not available in this mode; nothing changed")
+                    continue
+                }
+                notifier.reloading()
+                switch reloader.reload(current: settings, currentOptions: current) {
+                case .keep(let problem):
+                    logger.error("SIGHUP: reload failed, keeping the running configuration: \(problem)")
+                case .apply(let outcome):
+                    for w in outcome.warnings { logger.warning(w) }
+                    for w in outcome.restartNeeded { logger.warning(w) }
+                    engine.reload(turn: outcome.settings.turn)
+                    settings = outcome.settings
+                    options = outcome.options
+                    logger.notice(outcome.summary)
+                }
+                notifier.ready(status: stopping ? "draining" : "relaying")
             case SIGUSR1:
                 // The waiter's note: every worker has exited.
                 if requested {

@@ -18,7 +18,11 @@ public struct Uturnd: ParsableCommand {
             line override the file; a repeatable option given on the command line replaces the file's list.
 
             Signals: SIGTERM drains (see --drain-timeout) and exits, SIGINT exits at once, SIGHUP \
-            (reload) is not supported yet. Needs Linux 5.19 or newer with io_uring enabled.
+            re-reads the config file with the same command line and applies users, REST secrets, \
+            peer policy and lifetimes without dropping allocations (a bad file is logged and \
+            changes nothing; listening, relay and engine options need a restart). Under systemd \
+            (NOTIFY_SOCKET) it reports READY, RELOADING and STOPPING. Needs Linux 5.19 or newer \
+            with io_uring enabled.
             """,
         version: BuildInfo.description
     )
@@ -53,10 +57,12 @@ public struct Uturnd: ParsableCommand {
     }
 
     /// Builds the settings, opens the log, then checks or runs. `warnings`
-    /// are the config file's ignored options.
-    public func start(warnings: [String]) -> Int32 {
+    /// are the config file's ignored options; `commandLine` (the arguments
+    /// after the program name) enables SIGHUP reload.
+    public func start(warnings: [String], commandLine: [String]? = nil) -> Int32 {
+        let onlineCPUs = Settings.onlineCPUs()
         let settings: Settings
-        do { settings = try Settings(self) } catch {
+        do { settings = try Settings(self, onlineCPUs: onlineCPUs) } catch {
             printError("uturnd: configuration error: \(error.message)")
             return 1
         }
@@ -75,7 +81,8 @@ public struct Uturnd: ParsableCommand {
         logger.notice("uturnd \(BuildInfo.description) starting")
         for w in warnings + settings.warnings { logger.warning(w) }
         for n in settings.notices { logger.notice(n) }
-        return Daemon.run(settings, logger: logger)
+        let reload = commandLine.map { (Reloader(commandLine: $0, onlineCPUs: onlineCPUs), self) }
+        return Daemon.run(settings, logger: logger, reload: reload)
     }
 
     /// Entry point: assembles config file and command line, parses, runs, exits.
@@ -91,7 +98,7 @@ public struct Uturnd: ParsableCommand {
                 try other.run()
                 Self.exit()
             }
-            Self.exit(withError: ExitCode(uturnd.start(warnings: launch.warnings)))
+            Self.exit(withError: ExitCode(uturnd.start(warnings: launch.warnings, commandLine: commandLine)))
         } catch {
             if checking, exitCode(for: error) != .success {
                 printError("uturnd: configuration error: \(message(for: error))")

@@ -1,0 +1,213 @@
+import ArgumentParser
+import Relay
+import STUN
+import TURN
+
+/// What SIGHUP does, as a pure decision: rebuild the settings from the
+/// config file and the original command line, then either keep the running
+/// settings (anything fails) or hand over a new TURN configuration.
+///
+/// Runtime-changeable: users and their passwords, realm, REST API secrets and
+/// separator, peer policy (allow/deny blocks, loopback), allocation and nonce
+/// lifetimes, strict channel numbers, --drain-timeout. Everything else is
+/// fixed when the engine starts (sockets, threads, rings, quotas' counters,
+/// the log destination); a difference there is reported, not applied.
+public struct Reloader: Sendable {
+    /// The arguments after the program name, exactly as at start.
+    public var commandLine: [String]
+    /// The online CPU count the running settings were built with (the
+    /// default --workers), so a CPU hot-plug does not read as a change.
+    public var onlineCPUs: Int
+    /// Reads the config file (tests pass their own).
+    public var load: @Sendable (String) throws(ConfigFileError) -> ConfigFile
+
+    public init(
+        commandLine: [String], onlineCPUs: Int = Settings.onlineCPUs(),
+        load: @escaping @Sendable (String) throws(ConfigFileError) -> ConfigFile = { path throws(ConfigFileError) in
+            try ConfigFile.load(path: path)
+        }
+    ) {
+        self.commandLine = commandLine
+        self.onlineCPUs = onlineCPUs
+        self.load = load
+    }
+
+    /// A reload that can be applied.
+    public struct Outcome {
+        /// The settings now in force: the running ones with the reloadable
+        /// parts replaced (restart-only parts stay as they run).
+        public var settings: Settings
+        /// The options the new settings came from (for the next comparison).
+        public var options: Uturnd
+        /// One phrase per reloadable change ("static users 1 → 1 (+bob, -alice)").
+        public var changes: [String]
+        /// One warning per restart-only option that differs.
+        public var restartNeeded: [String]
+        /// Warnings from the file (ignored coturn options) and the settings.
+        public var warnings: [String]
+        /// The config file, if there is one.
+        public var configPath: String?
+
+        /// The notice line to log.
+        public var summary: String {
+            let source = configPath.map { "from \($0) and the command line" } ?? "from the command line (no -c file)"
+            if changes.isEmpty { return "SIGHUP: configuration reloaded \(source): no changes" }
+            return "SIGHUP: configuration reloaded \(source): \(changes.joined(separator: "; "))"
+        }
+    }
+
+    public enum Result {
+        case apply(Outcome)
+        /// Keep the running settings; the message names the problem.
+        case keep(String)
+    }
+
+    /// Rebuilds and compares. Never touches the engine.
+    public func reload(current: Settings, currentOptions: Uturnd) -> Result {
+        let options: Uturnd
+        let fileWarnings: [String]
+        let configPath: String?
+        let fresh: Settings
+        do {
+            let launch = try LaunchArguments.assemble(commandLine: commandLine, load: load)
+            guard let parsed = try Uturnd.parseAsRoot(launch.arguments) as? Uturnd else {
+                return .keep("the command line no longer parses as uturnd options")
+            }
+            options = parsed
+            fileWarnings = launch.warnings
+            configPath = launch.configPath
+        } catch let error as ConfigFileError {
+            return .keep(error.description)
+        } catch {
+            return .keep(Uturnd.message(for: error))
+        }
+        do { fresh = try Settings(options, onlineCPUs: onlineCPUs) } catch {
+            return .keep(error.message)
+        }
+
+        var next = current
+        var turn = fresh.turn
+        // The nonce secret stays: every nonce handed out so far remains valid.
+        var nonces = current.turn.nonces
+        nonces.lifetime = fresh.turn.nonces.lifetime
+        turn.nonces = nonces
+        // These follow the sockets the engine opened at start.
+        turn.peerPolicy.serverAddresses = current.turn.peerPolicy.serverAddresses
+        turn.relayFamilies = current.turn.relayFamilies
+        turn.limits = current.turn.limits
+        next.turn = turn
+        next.drainSeconds = fresh.drainSeconds
+        next.userNames = fresh.userNames
+        next.hasDemoUser = fresh.hasDemoUser
+        next.warnings = fresh.warnings
+        next.notices = fresh.notices
+
+        return .apply(
+            Outcome(
+                settings: next, options: options,
+                changes: Reloader.changes(from: current, currentOptions, to: next, options),
+                restartNeeded: Reloader.restartOnly(running: current, file: fresh),
+                warnings: fileWarnings + fresh.warnings, configPath: configPath))
+    }
+
+    /// The reloadable differences, in words (passwords never appear).
+    static func changes(from old: Settings, _ oldOptions: Uturnd, to new: Settings, _ newOptions: Uturnd) -> [String] {
+        var out: [String] = []
+        if old.turn.credentials.realm != new.turn.credentials.realm {
+            out.append("realm \"\(old.turn.credentials.realm)\" → \"\(new.turn.credentials.realm)\"")
+        }
+        let before = Reloader.userEntries(oldOptions)
+        let after = Reloader.userEntries(newOptions)
+        let added = after.keys.filter { before[$0] == nil }.sorted()
+        let removed = before.keys.filter { after[$0] == nil }.sorted()
+        let changed = after.keys.filter { before[$0] != nil && before[$0] != after[$0] }.sorted()
+        if !added.isEmpty || !removed.isEmpty || !changed.isEmpty {
+            var detail = added.map { "+\($0)" } + removed.map { "-\($0)" }
+            if !changed.isEmpty { detail.append("new password for \(changed.joined(separator: ", "))") }
+            out.append("static users \(before.count) → \(after.count) (\(detail.joined(separator: ", ")))")
+        }
+        let oldSecrets = old.turn.credentials.rest?.secrets ?? []
+        let newSecrets = new.turn.credentials.rest?.secrets ?? []
+        if oldSecrets != newSecrets {
+            let kept = newSecrets.filter { oldSecrets.contains($0) }.count
+            out.append("REST API secrets \(oldSecrets.count) → \(newSecrets.count) (\(kept) kept)")
+        } else if old.turn.credentials.rest?.separator != new.turn.credentials.rest?.separator {
+            out.append("REST API separator changed")
+        }
+        let p0 = old.turn.peerPolicy, p1 = new.turn.peerPolicy
+        if p0.allowed != p1.allowed || p0.denied != p1.denied {
+            out.append(
+                "peer policy \(p0.allowed.count) allow / \(p0.denied.count) deny blocks → \(p1.allowed.count) allow / \(p1.denied.count) deny")
+        }
+        if p0.allowLoopbackPeers != p1.allowLoopbackPeers {
+            out.append("loopback peers \(p1.allowLoopbackPeers ? "ALLOWED" : "denied")")
+        }
+        if old.turn.maxLifetime != new.turn.maxLifetime {
+            out.append("--max-allocate-lifetime \(old.turn.maxLifetime) → \(new.turn.maxLifetime) s")
+        }
+        if old.turn.nonces.lifetime != new.turn.nonces.lifetime {
+            out.append("--stale-nonce \(old.turn.nonces.lifetime) → \(new.turn.nonces.lifetime) s")
+        }
+        if old.turn.strictChannelNumbers != new.turn.strictChannelNumbers {
+            out.append("--strict-channel-numbers \(new.turn.strictChannelNumbers ? "on" : "off")")
+        }
+        if old.drainSeconds != new.drainSeconds {
+            out.append("--drain-timeout \(old.drainSeconds) → \(new.drainSeconds) s")
+        }
+        return out
+    }
+
+    /// name → the rest of its --user entry (compared, never shown).
+    static func userEntries(_ o: Uturnd) -> [String: String] {
+        var table: [String: String] = [:]
+        for entry in o.auth.users {
+            guard let colon = entry.firstIndex(of: ":") else { continue }
+            table[String(entry[..<colon])] = String(entry[entry.index(after: colon)...])
+        }
+        return table
+    }
+
+    /// Options fixed at start, each with how to show its value. A new
+    /// restart-only option adds one line here.
+    static let restartOnlyOptions: [(flag: String, value: @Sendable (Settings) -> String)] = [
+        ("--listening-ip", { $0.engine.listen.map { "\($0.ip)" }.joined(separator: ", ") }),
+        ("--listening-port", { "\($0.engine.listen.first?.port ?? 0)" }),
+        ("--relay-ip", { [$0.engine.relayIPv4, $0.engine.relayIPv6].compactMap { $0?.description }.joined(separator: ", ") }),
+        ("--external-ip", { $0.engine.externalIPv4?.description ?? "none" }),
+        ("--min-port", { "\($0.engine.minPort)" }),
+        ("--max-port", { "\($0.engine.maxPort)" }),
+        ("--workers", { "\($0.engine.workers)" }),
+        ("--pin-workers", { "\($0.engine.pinWorkers)" }),
+        ("--sq-entries", { "\($0.engine.sqEntries)" }),
+        ("--cq-entries", { "\($0.engine.cqEntries)" }),
+        ("--buffers", { "\($0.engine.buffers)" }),
+        ("--buffer-size", { "\($0.engine.bufferSize)" }),
+        ("--send-ops", { "\($0.engine.sendOperations)" }),
+        ("--max-batch", { "\($0.engine.maxBatch)" }),
+        ("--no-multishot", { "\($0.engine.singleShotReceive)" }),
+        ("--no-defer-taskrun", { "\($0.engine.noDeferTaskrun)" }),
+        ("--no-single-issuer", { "\($0.engine.noSingleIssuer)" }),
+        ("--no-gso", { "\(!$0.engine.gso)" }),
+        ("--gro-client", { "\($0.engine.groClient)" }),
+        ("--gro-peer", { "\($0.engine.groPeer)" }),
+        ("--gro-buffers", { "\($0.engine.groBuffers)" }),
+        ("--user-quota", { "\($0.userQuota)" }),
+        ("--total-quota", { "\($0.totalQuota)" }),
+        ("--log-level", { $0.logLevel.rawValue }),
+        ("--log-file", {
+            switch $0.logDestination {
+            case .standardError: "stderr"
+            case .standardOutput: "stdout"
+            case .file(let path): path
+            }
+        }),
+    ]
+
+    /// One warning per restart-only option whose value differs.
+    static func restartOnly(running: Settings, file: Settings) -> [String] {
+        restartOnlyOptions.compactMap { option in
+            let a = option.value(running), b = option.value(file)
+            return a == b ? nil : "\(option.flag) changed in the config file: restart to apply (running \(a), now \(b))"
+        }
+    }
+}
