@@ -17,7 +17,11 @@ let package = Package(
         .library(name: "Relay", targets: ["Relay"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // --metrics-listen: Prometheus exposition served over HTTP on a control thread.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
     ],
     targets: [
         // C shims: only what Swift cannot import or call cheaply by itself.
@@ -32,7 +36,13 @@ let package = Package(
         // configurations) is a library so it can be tested; uturnd is its thin main.
         .target(
             name: "UturndCore",
-            dependencies: ["Relay", "TURN", "STUN", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "Relay", "TURN", "STUN", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .executableTarget(name: "uturnd", dependencies: ["UturndCore"], swiftSettings: strict),

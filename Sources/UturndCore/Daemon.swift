@@ -39,6 +39,15 @@ public enum Daemon {
             fail("uturnd: cannot start: \(error.description)", logger)
             return 1
         }
+        // --metrics-listen: its own thread, started after the signal mask above.
+        let metrics: MetricsServer?
+        do { metrics = try startMetrics(settings, engine: engine) } catch {
+            fail("uturnd: cannot start: \(error.description)", logger)
+            engine.stop()
+            engine.wait()
+            return 1
+        }
+        defer { metrics?.stop() }
         for line in settings.summary { logger.notice(line) }
         if settings.hasDemoUser, let first = settings.engine.listen.first {
             let host = first.ip.family == .v4 ? "\(first.ip)" : "[\(first.ip)]"

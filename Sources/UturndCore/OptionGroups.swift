@@ -159,7 +159,7 @@ public enum LogLevel: String, CaseIterable, ExpressibleByArgument, Sendable, Com
     public static func < (a: Self, b: Self) -> Bool { a.rank < b.rank }
 }
 
-/// Where log lines go and how many.
+/// Where log lines go and how many, and the metrics endpoint.
 public struct LoggingOptions: ParsableArguments {
     @Option(name: [.customLong("log-file"), .customShort("l")],
             help: ArgumentHelp("Log to this file (appended), or 'stdout' / 'stderr' (default: stderr).", valueName: "path"))
@@ -167,6 +167,13 @@ public struct LoggingOptions: ParsableArguments {
 
     @Option(name: .customLong("log-level"), help: ArgumentHelp("Least severe level logged.", valueName: "level"))
     public var logLevel: LogLevel = .info
+
+    @Option(
+        name: .customLong("metrics-listen"),
+        help: ArgumentHelp(
+            "Serve Prometheus metrics over HTTP at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9641 or [::1]:9641 (default: off). Unauthenticated: keep it on a private address.",
+            valueName: "addr:port"))
+    public var metricsListen: String?
 
     public init() {}
 }

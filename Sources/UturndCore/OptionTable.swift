@@ -27,7 +27,7 @@ public enum OptionTable {
         // compatibility
         "no-tls": .flag, "no-dtls": .flag, "no-tcp": .flag, "no-tcp-relay": .flag,
         // logging
-        "log-file": .value, "log-level": .value,
+        "log-file": .value, "log-level": .value, "metrics-listen": .value,
         // engine
         "workers": .value, "pin-workers": .flag, "sq-entries": .value, "cq-entries": .value, "buffers": .value,
         "buffer-size": .value, "send-ops": .value, "max-batch": .value, "no-multishot": .flag,

@@ -23,6 +23,8 @@ public struct Settings: Sendable {
     public var logLevel: LogLevel
     public var logDestination: LogDestination
     public var drainSeconds: Int
+    /// `--metrics-listen`: where the Prometheus endpoint listens (nil: off).
+    public var metricsListen: TransportAddress? = nil
     /// Static user names, sorted (for the summary; passwords are never logged).
     public var userNames: [String]
     /// Notes to log at start: risky or ignored settings, chosen defaults.
@@ -233,6 +235,19 @@ extension Settings {
             destination = .file(path)
         }
 
+        // Metrics endpoint.
+        var metricsListen: TransportAddress?
+        if let text = o.logging.metricsListen {
+            guard let address = TransportAddress(text), address.port != 0 else {
+                throw ValidationError(
+                    "--metrics-listen '\(text)': expected address:port with a port 1...65535, such as 127.0.0.1:9641 or [::1]:9641.")
+            }
+            if address.ip.isMulticast {
+                throw ValidationError("--metrics-listen \(address): a multicast address cannot accept TCP connections.")
+            }
+            metricsListen = address
+        }
+
         // Engine.
         let e = o.engine
         engine.workers = e.workers ?? onlineCPUs
@@ -267,6 +282,7 @@ extension Settings {
         self.logLevel = o.logging.logLevel
         self.logDestination = destination
         self.drainSeconds = l.drainTimeout
+        self.metricsListen = metricsListen
         self.userNames = (Array(passwords.keys) + Array(keys.keys)).sorted()
         self.hasDemoUser = passwords[Settings.demoUser.0] == Settings.demoUser.1
         self.warnings = warnings
@@ -314,6 +330,7 @@ extension Settings {
             "peers: loopback \(p.allowLoopbackPeers ? "ALLOWED" : "denied"), private ranges denied, \(p.allowed.count) allow and \(p.denied.count) deny blocks")
         lines.append(
             "lifetimes: allocations up to \(turn.maxLifetime) s, nonces \(turn.nonces.lifetime) s; quotas: \(userQuota == 0 ? "none" : "\(userQuota)") per user, \(totalQuota == 0 ? "none" : "\(totalQuota)") in total")
+        if let metricsListen { lines.append("metrics: http://\(metricsListen)/metrics") }
         return lines
     }
 }

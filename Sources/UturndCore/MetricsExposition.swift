@@ -1,0 +1,187 @@
+import Prometheus
+import Synchronization
+
+/// What one scrape shows, as plain data: the exposition never sees the
+/// engine, so tests feed it made-up values.
+///
+/// Counter names are the engine's (`WorkerCounters.Field` as the engine
+/// spells them: `packetsToPeers`, `dropsNoRoute`, ...). A name missing from
+/// a worker's table reads as 0; names the exposition does not know are ignored.
+public struct MetricsSample: Sendable {
+    /// One table per worker, in worker order (`worker="0"`, `"1"`, ...).
+    public var workers: [[String: UInt64]]
+
+    public init(workers: [[String: UInt64]]) { self.workers = workers }
+
+    /// One counter summed over workers (wrapping, as the workers' own counters do).
+    public func total(_ name: String) -> UInt64 {
+        workers.reduce(0) { $0 &+ ($1[name] ?? 0) }
+    }
+}
+
+/// The Prometheus metrics of one uturnd, in swift-prometheus's registry:
+/// every metric is created once, at init, with fixed labels (direction,
+/// source, reason, worker, version), never one per user, allocation or
+/// address. `render(_:)` copies a sample's values in and returns the text
+/// exposition format 0.0.4 (`# HELP` and `# TYPE` once per family).
+///
+/// The engine's counters are totals that its workers publish once a second;
+/// they are copied into the registry's counters as they are (reset, then
+/// added), under a lock, so scrapes never see half a copy.
+public final class MetricsExposition: Sendable {
+    /// The Content-Type of the rendered text.
+    public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+
+    static let lag = "Workers publish their counters once a second, so values lag by up to 1 s."
+
+    /// A family of counters: each series is one engine counter, summed over
+    /// workers (`label`: one series per label value) or one per worker.
+    struct Family {
+        var name: String
+        var help: String
+        var label: String?
+        var series: [(value: String, field: String)]
+        var perWorker = false
+    }
+
+    static let families: [Family] = [
+        Family(name: "uturn_allocations_created_total", help: "Allocations created.", series: [("", "allocationsCreated")]),
+        Family(
+            name: "uturn_allocations_deleted_total", help: "Allocations deleted by their client (Refresh with lifetime 0).",
+            series: [("", "allocationsDeleted")]),
+        Family(
+            name: "uturn_allocations_expired_total", help: "Allocations whose lifetime ran out.",
+            series: [("", "allocationsExpired")]),
+        Family(
+            name: "uturn_received_packets_total",
+            help: "Datagrams received: source client on the listening ports (STUN and ChannelData), source peer on relay ports.",
+            label: "source", series: [("client", "packetsFromClients"), ("peer", "packetsFromPeers")]),
+        Family(
+            name: "uturn_received_bytes_total", help: "Bytes (UDP payload) received in those datagrams.",
+            label: "source", series: [("client", "bytesFromClients"), ("peer", "bytesFromPeers")]),
+        Family(
+            name: "uturn_relayed_packets_total",
+            help: "Datagrams relayed: client_to_peer (from Send indications and ChannelData), peer_to_client.",
+            label: "direction", series: [("client_to_peer", "packetsToPeers"), ("peer_to_client", "packetsToClients")]),
+        Family(
+            name: "uturn_relayed_bytes_total",
+            help: "Bytes (UDP payload) relayed: application data to peers; ChannelData or Data indications to clients.",
+            label: "direction", series: [("client_to_peer", "bytesToPeers"), ("peer_to_client", "bytesToClients")]),
+        Family(
+            name: "uturn_dropped_packets_total",
+            help: "Datagrams dropped, by reason: no_route (no allocation, permission or channel), malformed, truncated (larger than a receive buffer), no_send_op (send slots used up, see --send-ops), send_error (the kernel refused the send).",
+            label: "reason",
+            series: [
+                ("no_route", "dropsNoRoute"), ("malformed", "dropsMalformed"), ("truncated", "dropsTruncated"),
+                ("no_send_op", "dropsNoSendOp"), ("send_error", "dropsSendError"),
+            ]),
+        Family(
+            name: "uturn_stun_requests_total",
+            help: "STUN requests handled (Binding, Allocate, Refresh, CreatePermission, ChannelBind).",
+            series: [("", "stunRequests")]),
+        // Each worker's io_uring loop.
+        Family(
+            name: "uturn_ring_completions_total",
+            help: "Completion queue entries handled; divided by uturn_ring_batches_total: CQEs per batch.",
+            series: [("", "completions")], perWorker: true),
+        Family(
+            name: "uturn_ring_batches_total", help: "Batches of completions handled (passes of the worker's loop).",
+            series: [("", "batches")], perWorker: true),
+        Family(
+            name: "uturn_send_calls_total",
+            help: "SENDMSG operations submitted; uturn_sent_datagrams_total divided by this: datagrams per send.",
+            series: [("", "sendCalls")], perWorker: true),
+        Family(
+            name: "uturn_sent_datagrams_total", help: "Datagrams the kernel accepted for sending.",
+            series: [("", "datagramsSent")], perWorker: true),
+        Family(
+            name: "uturn_gso_sends_total", help: "Sends that carried several datagrams with UDP_SEGMENT (GSO).",
+            series: [("", "gsoSends")], perWorker: true),
+        Family(
+            name: "uturn_gro_trains_total", help: "Receives that brought a UDP_GRO train (--gro-client, --gro-peer).",
+            series: [("", "groTrains")], perWorker: true),
+        Family(
+            name: "uturn_gro_datagrams_total", help: "Datagrams that arrived in UDP_GRO trains.",
+            series: [("", "groDatagrams")], perWorker: true),
+        Family(
+            name: "uturn_receive_enobufs_total",
+            help: "Receives that ended with ENOBUFS: the receive buffers ran out and the kernel dropped datagrams (see --buffers).",
+            series: [("", "enobufs")], perWorker: true),
+        Family(
+            name: "uturn_receive_rearms_total",
+            help: "Receives armed again after they stopped (after ENOBUFS, once buffers came back).",
+            series: [("", "receiveRearms")], perWorker: true),
+        Family(
+            name: "uturn_ring_sq_full_total",
+            help: "Times the submission queue was full and was submitted before more could be queued (see --sq-entries).",
+            series: [("", "sqFull")], perWorker: true),
+    ]
+
+    public let registry: PrometheusCollectorRegistry
+    /// Each registry counter and where its value comes from (worker nil: the sum).
+    let counters: [(counter: Counter, field: String, worker: Int?)]
+    let active: Gauge
+    let lock = Mutex<Void>(())
+
+    /// Creates every metric for `workers` workers. `startTime`: seconds since
+    /// the Unix epoch at which the process started.
+    public init(
+        workers: Int, version: String, startTime: Double,
+        registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
+    ) {
+        self.registry = registry
+        func named(_ name: String, _ help: String) -> MetricNameDescriptor {
+            MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+        }
+        registry.makeGauge(
+            descriptor: named("uturn_build_info", "Always 1; the version label says which uturnd runs."),
+            labels: [("version", version)]
+        ).set(to: 1)
+        registry.makeGauge(
+            descriptor: named("uturn_process_start_time_seconds", "Start time of the process since the Unix epoch, in seconds.")
+        ).set(to: startTime)
+        registry.makeGauge(descriptor: named("uturn_workers", "Worker threads (one io_uring each).")).set(to: Double(workers))
+        active = registry.makeGauge(
+            descriptor: named(
+                "uturn_allocations_active", "Allocations open now (created minus deleted minus expired). " + Self.lag))
+
+        var counters: [(counter: Counter, field: String, worker: Int?)] = []
+        for family in Self.families {
+            let descriptor = named(family.name, family.help + " " + Self.lag)
+            if family.perWorker {
+                for w in 0..<workers {
+                    let c = registry.makeCounter(descriptor: descriptor, labels: [("worker", "\(w)")])
+                    counters.append((c, family.series[0].field, w))
+                }
+                continue
+            }
+            for series in family.series {
+                let labels = family.label.map { [($0, series.value)] } ?? []
+                counters.append((registry.makeCounter(descriptor: descriptor, labels: labels), series.field, nil))
+            }
+        }
+        self.counters = counters
+    }
+
+    /// Copies `sample` into the metrics and returns the exposition text.
+    public func render(_ sample: MetricsSample) -> String {
+        lock.withLock { _ in
+            for (counter, field, worker) in counters {
+                let value: UInt64
+                if let worker {
+                    value = worker < sample.workers.count ? sample.workers[worker][field] ?? 0 : 0
+                } else {
+                    value = sample.total(field)
+                }
+                counter.reset()
+                counter.increment(by: Int64(clamping: value))
+            }
+            // Clamped: a worker's counters are read one by one, so an
+            // allocation may end between two reads.
+            let created = sample.total("allocationsCreated")
+            let ended = sample.total("allocationsDeleted") &+ sample.total("allocationsExpired")
+            active.set(to: Double(created > ended ? created - ended : 0))
+            return registry.emitToString()
+        }
+    }
+}
