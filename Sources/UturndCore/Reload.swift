@@ -11,7 +11,8 @@ import TURN
 /// separator, peer policy (allow/deny blocks, loopback), allocation and nonce
 /// lifetimes, strict channel numbers, --drain-timeout. Everything else is
 /// fixed when the engine starts (sockets, threads, rings, quotas' counters,
-/// the log destination); a difference there is reported, not applied.
+/// the log destination, the metrics endpoint); a difference there is
+/// reported, not applied.
 public struct Reloader: Sendable {
     /// The arguments after the program name, exactly as at start.
     public var commandLine: [String]
@@ -193,6 +194,7 @@ public struct Reloader: Sendable {
         ("--gro-buffers", { "\($0.engine.groBuffers)" }),
         ("--user-quota", { "\($0.userQuota)" }),
         ("--total-quota", { "\($0.totalQuota)" }),
+        ("--metrics-listen", { $0.metricsListen?.description ?? "off" }),
         ("--log-level", { $0.logLevel.rawValue }),
         ("--log-file", {
             switch $0.logDestination {
