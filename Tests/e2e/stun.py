@@ -49,6 +49,9 @@ REQUESTED_TRANSPORT = 0x0019
 XOR_MAPPED_ADDRESS = 0x0020
 SOFTWARE = 0x8022
 FINGERPRINT = 0x8028
+UNKNOWN_ATTRIBUTES = 0x000A
+REQUESTED_ADDRESS_FAMILY = 0x0017
+ADDITIONAL_ADDRESS_FAMILY = 0x8000
 
 UDP_TRANSPORT = 17
 
@@ -131,7 +134,8 @@ class Message:
         return None if v is None else decode_xor_address(v, self.txid)
 
     # -- wire format -------------------------------------------------------
-    def encode(self, key: bytes | None = None, fingerprint: bool = False) -> bytes:
+    def encode(self, key: bytes | None = None, fingerprint: bool = False,
+               tamper_integrity: bool = False) -> bytes:
         body = b""
         for t, v in self.attrs:
             body += struct.pack("!HH", t, len(v)) + v + b"\0" * _pad4(len(v))
@@ -143,6 +147,8 @@ class Message:
         if key is not None:
             # The length in the header covers MESSAGE-INTEGRITY itself (24 bytes).
             mac = hmac.new(key, header(len(body) + 24) + body, hashlib.sha1).digest()
+            if tamper_integrity:  # hostile-input tests: one flipped bit
+                mac = bytes([mac[0] ^ 0x01]) + mac[1:]
             body += struct.pack("!HH", MESSAGE_INTEGRITY, 20) + mac
         if fingerprint:
             crc = zlib.crc32(header(len(body) + 8) + body) ^ 0x5354554E
@@ -241,11 +247,14 @@ class TurnClient:
     def close(self) -> None:
         self.sock.close()
 
-    def request(self, method: int, attrs: list[tuple[int, bytes]],
-                timeout: float = 3.0) -> Message:
-        """Send an authenticated request; on 401/438 learn REALM/NONCE and retry once."""
+    def request(self, method: int, attrs, timeout: float = 3.0) -> Message:
+        """Send an authenticated request; on 401/438 learn REALM/NONCE and retry once.
+
+        attrs is a list of (type, value), or a callable taking the transaction
+        ID and returning one (XOR-PEER-ADDRESS of an IPv6 peer depends on it)."""
         for attempt in range(2):
-            msg = Message(method, attrs=list(attrs))
+            msg = Message(method)
+            msg.attrs = list(attrs(msg.txid) if callable(attrs) else attrs)
             if self.key is not None:
                 msg.add(USERNAME, self.username.encode())
                 msg.add(REALM, self.realm).add(NONCE, self.nonce)
@@ -262,28 +271,50 @@ class TurnClient:
             return resp
         return resp
 
-    def allocate(self, lifetime: int = 600) -> Message:
-        return self.request(ALLOCATE, [
-            (REQUESTED_TRANSPORT, bytes([UDP_TRANSPORT, 0, 0, 0])),
-            (LIFETIME, struct.pack("!I", lifetime)),
-        ])
+    def allocate(self, lifetime: int = 600, family: int | None = None,
+                 additional_family: int | None = None) -> Message:
+        """family: REQUESTED-ADDRESS-FAMILY (1 IPv4, 2 IPv6); additional_family:
+        ADDITIONAL-ADDRESS-FAMILY (2: dual allocation, RFC 8656 §7.2)."""
+        attrs = [(REQUESTED_TRANSPORT, bytes([UDP_TRANSPORT, 0, 0, 0])),
+                 (LIFETIME, struct.pack("!I", lifetime))]
+        if family is not None:
+            attrs.append((REQUESTED_ADDRESS_FAMILY, bytes([family, 0, 0, 0])))
+        if additional_family is not None:
+            attrs.append((ADDITIONAL_ADDRESS_FAMILY, bytes([additional_family, 0, 0, 0])))
+        return self.request(ALLOCATE, attrs)
 
     def create_permission(self, peer: tuple[str, int]) -> Message:
         # XOR-PEER-ADDRESS of an IPv6 peer depends on the transaction ID, which
-        # request() picks per attempt; IPv4 only needs the magic cookie.
-        assert ":" not in peer[0], "this helper only does IPv4 peers"
+        # request() picks per attempt, hence the callable.
         return self.request(CREATE_PERMISSION,
-                            [(XOR_PEER_ADDRESS, encode_xor_address(peer, b"\0" * 12))])
+                            lambda txid: [(XOR_PEER_ADDRESS, encode_xor_address(peer, txid))])
 
     def refresh(self, lifetime: int) -> Message:
         return self.request(REFRESH, [(LIFETIME, struct.pack("!I", lifetime))])
 
     def channel_bind(self, channel: int, peer: tuple[str, int]) -> Message:
-        assert ":" not in peer[0], "this helper only does IPv4 peers"
-        return self.request(CHANNEL_BIND, [
+        return self.request(CHANNEL_BIND, lambda txid: [
             (CHANNEL_NUMBER, struct.pack("!HH", channel, 0)),
-            (XOR_PEER_ADDRESS, encode_xor_address(peer, b"\0" * 12)),
+            (XOR_PEER_ADDRESS, encode_xor_address(peer, txid)),
         ])
+
+    def signed(self, method: int, attrs: list[tuple[int, bytes]], *,
+               tamper_integrity: bool = False, nonce: bytes | None = None) -> Message:
+        """A request carrying USERNAME/REALM/NONCE and MESSAGE-INTEGRITY under the
+        key learnt earlier, not sent: msg.raw holds the bytes (hostile tests
+        alter them). Needs a prior request() that was challenged."""
+        assert self.key is not None, "no REALM/NONCE learnt yet"
+        msg = Message(method, attrs=list(attrs))
+        msg.add(USERNAME, self.username.encode()).add(REALM, self.realm)
+        msg.add(NONCE, self.nonce if nonce is None else nonce)
+        msg.raw = msg.encode(self.key, fingerprint=True, tamper_integrity=tamper_integrity)
+        return msg
+
+    def send_indication(self, peer: tuple[str, int], payload: bytes) -> None:
+        """Send indication (RFC 8656 §11.4): never answered."""
+        msg = Message(SEND, INDICATION)
+        msg.add(XOR_PEER_ADDRESS, encode_xor_address(peer, msg.txid)).add(DATA_ATTR, payload)
+        self.sock.sendto(msg.encode(), self.server)
 
     def send_channel_data(self, channel: int, payload: bytes) -> None:
         # Over UDP the padding to 4 bytes is optional (RFC 8656 §12.5); send none.
@@ -299,3 +330,141 @@ class TurnClient:
                 channel, length = struct.unpack("!HH", data[:4])
                 return channel, data[4:4 + length]
         raise TimeoutError("no ChannelData from the server")
+
+
+# --------------------------------------------------------------------------
+# Helpers for the hostile-input, fault and soak tests (Linux /proc probes,
+# a threaded echo peer). Every loop here is bounded in count and time.
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process, in KiB (/proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def fd_count(pid: int) -> int:
+    """Open file descriptors of a process (/proc/PID/fd)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def recv_nowait(sock: socket.socket, bufsize: int = 65535) -> bytes | None:
+    """One datagram if one is queued, else None, whatever the socket's timeout
+    mode (a socket with a timeout would wait for it even with MSG_DONTWAIT).
+    OSError (a queued ICMP error) propagates."""
+    old = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return sock.recv(bufsize)
+    except (BlockingIOError, InterruptedError):
+        return None
+    finally:
+        sock.settimeout(old)
+
+
+def wait_until(pred, timeout: float, step: float = 0.05) -> bool:
+    """Poll pred() until it is true or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if pred():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step)
+
+
+class EchoPeer:
+    """A UDP echo peer on its own thread: echoes every datagram to its sender
+    and counts what it got. Stops at close() or after max_seconds."""
+
+    def __init__(self, host: str = "127.0.0.1", echo: bool = True, max_seconds: float = 300.0):
+        import threading
+        self.sock = udp_socket(host)
+        self.addr: tuple[str, int] = self.sock.getsockname()[:2]
+        self.echo = echo
+        self.received = 0
+        self.sources: set[tuple[str, int]] = set()
+        self._stop = threading.Event()
+        self._deadline = time.monotonic() + max_seconds
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import select
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            try:
+                ready, _, _ = select.select([self.sock], [], [], 0.05)
+            except (OSError, ValueError):
+                return
+            if not ready:
+                continue
+            for _ in range(256):  # drain what is queued, bounded (the socket is blocking, no timeout)
+                try:
+                    data, src = self.sock.recvfrom(65535, socket.MSG_DONTWAIT)
+                except (BlockingIOError, OSError):
+                    break
+                self.received += 1
+                self.sources.add(src[:2])
+                if self.echo:
+                    try:
+                        self.sock.sendto(data, src)
+                    except OSError:
+                        pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+def wait_ready(proc, addrs: list[tuple[str, int]], timeout: float) -> str | None:
+    """Wait until a started server answers a Binding on every address.
+    Returns None when ready, else why not (exited / timed out)."""
+    deadline = time.monotonic() + timeout
+    pending = list(addrs)
+    while pending:
+        if proc.poll() is not None:
+            return f"exited with status {proc.returncode}"
+        if time.monotonic() > deadline:
+            return f"no Binding answer on {pending[0]} within {timeout:.0f}s"
+        if binding(pending[0], timeout=0.3) is not None:
+            pending.pop(0)
+    return None
+
+
+def transact_many(pending: dict[bytes, tuple[socket.socket, bytes]], server: tuple[str, int],
+                  timeout: float = 5.0, rounds: int = 4) -> dict[bytes, Message]:
+    """Pipelined transactions: pending maps txid -> (socket, request bytes).
+    Sends every request, collects answers by txid from all the sockets, and
+    resends the unanswered ones (at most `rounds` times, within `timeout`).
+    Non-STUN datagrams (ChannelData) arriving meanwhile are skipped."""
+    import select
+    answers: dict[bytes, Message] = {}
+    todo = dict(pending)
+    socks = list({id(s): s for s, _ in todo.values()}.values())
+    deadline = time.monotonic() + timeout
+    for n in range(rounds):
+        if not todo or time.monotonic() >= deadline:
+            break
+        for s, raw in todo.values():
+            s.sendto(raw, server)
+        until = min(deadline, time.monotonic() + 0.25 * (2 ** n))
+        while todo and (left := until - time.monotonic()) > 0:
+            ready, _, _ = select.select(socks, [], [], left)
+            for s in ready:
+                for _ in range(256):
+                    try:
+                        data = recv_nowait(s)
+                    except OSError:  # ICMP error queued on the socket
+                        continue
+                    if data is None:
+                        break
+                    try:
+                        msg = parse(data)
+                    except ValueError:
+                        continue
+                    if todo.pop(msg.txid, None) is not None:
+                        answers[msg.txid] = msg
+    return answers
