@@ -20,6 +20,11 @@ extension TURNServer {
         } catch {
             return STUNOutcome(responseLength: badRequestForUnparsable(packet, into: out), effect: .dropped(.malformed))
         }
+        // RFC 8489 §6.3: a message whose FINGERPRINT does not match is
+        // silently discarded (it is not STUN, or it was damaged).
+        if request.fingerprint != nil && !request.verifyFingerprint() {
+            return STUNOutcome(responseLength: 0, effect: .dropped(.malformed))
+        }
         switch request.messageClass {
         case .request: break
         case .indication:

@@ -15,6 +15,18 @@ struct BindingTests {
         #expect(r.has(.software) && r.has(.fingerprint) && !r.has(.messageIntegrity))
     }
 
+    @Test("a wrong FINGERPRINT is silently discarded (RFC 8489 §6.3)")
+    func wrongFingerprintIsDiscarded() {
+        var h = Harness()
+        var c = TestClient()
+        c.fingerprint = true
+        var request = c.request(.binding, sign: false)
+        request[request.count - 1] ^= 0xFF
+        let r = h.send(request, from: c)
+        #expect(r.isEmpty)
+        #expect(r.outcome.effect == .dropped(.malformed))
+    }
+
     @Test func responsesAndIndicationsFromClientsAreDroppedAndGarbageToo() {
         var h = Harness()
         let c = TestClient()
