@@ -10,6 +10,29 @@ public struct LaunchArguments: Sendable {
     /// Warnings to log at start (coturn options the file had that uturn ignores).
     public var warnings: [String]
     public var configPath: String?
+    /// Where each option taken from the config file was written (its last
+    /// line), so an error about `--name` can point at the file and line.
+    public var fileLines: [String: Int] = [:]
+
+    /// `message` prefixed with `path:line:` when it names an option that came
+    /// from the config file (the parser's own messages cannot know).
+    public func located(_ message: String) -> String {
+        guard let path = configPath else { return message }
+        // Every "--name" in the message, in order; the first from the file wins.
+        let chars = Array(message)
+        var i = 0
+        while i + 2 < chars.count {
+            if chars[i] == "-" && chars[i + 1] == "-" {
+                var j = i + 2
+                while j < chars.count && (chars[j].isLetter || chars[j].isNumber || chars[j] == "-") { j += 1 }
+                if let line = fileLines[String(chars[(i + 2)..<j])] { return "\(path):\(line): \(message)" }
+                i = j
+            } else {
+                i += 1
+            }
+        }
+        return message
+    }
 
     /// - Parameters:
     ///   - commandLine: the arguments after the program name.
@@ -27,8 +50,11 @@ public struct LaunchArguments: Sendable {
         }
         let file = try load(path)
         let given = Set(options.compactMap(OptionTable.longName(of:)))
-        let fromFile = file.entries.filter { !given.contains($0.name) }.map(\.argument)
-        return LaunchArguments(arguments: fromFile + commandLine, warnings: file.ignored, configPath: path)
+        let used = file.entries.filter { !given.contains($0.name) }
+        var launch = LaunchArguments(
+            arguments: used.map(\.argument) + commandLine, warnings: file.ignored, configPath: path)
+        for entry in used { launch.fileLines[entry.name] = entry.line }
+        return launch
     }
 
     /// `-c PATH`, `--config PATH` or `--config=PATH` (the last one given).

@@ -69,21 +69,24 @@ public struct Reloader: Sendable {
         let fileWarnings: [String]
         let configPath: String?
         let fresh: Settings
+        var launch: LaunchArguments?
         do {
-            let launch = try LaunchArguments.assemble(commandLine: commandLine, load: load)
-            guard let parsed = try Uturnd.parseAsRoot(launch.arguments) as? Uturnd else {
+            let assembled = try LaunchArguments.assemble(commandLine: commandLine, load: load)
+            launch = assembled
+            guard let parsed = try Uturnd.parseAsRoot(assembled.arguments) as? Uturnd else {
                 return .keep("the command line no longer parses as uturnd options")
             }
             options = parsed
-            fileWarnings = launch.warnings
-            configPath = launch.configPath
+            fileWarnings = assembled.warnings
+            configPath = assembled.configPath
         } catch let error as ConfigFileError {
             return .keep(error.description)
         } catch {
-            return .keep(Uturnd.message(for: error))
+            let text = Uturnd.message(for: error)
+            return .keep(launch?.located(text) ?? text)
         }
         do { fresh = try Settings(options, onlineCPUs: onlineCPUs) } catch {
-            return .keep(error.message)
+            return .keep(launch?.located(error.message) ?? error.message)
         }
 
         var next = current

@@ -59,11 +59,11 @@ public struct Uturnd: ParsableCommand {
     /// Builds the settings, opens the log, then checks or runs. `warnings`
     /// are the config file's ignored options; `commandLine` (the arguments
     /// after the program name) enables SIGHUP reload.
-    public func start(warnings: [String], commandLine: [String]? = nil) -> Int32 {
+    public func start(warnings: [String], commandLine: [String]? = nil, locate: (String) -> String = { $0 }) -> Int32 {
         let onlineCPUs = Settings.onlineCPUs()
         let settings: Settings
         do { settings = try Settings(self, onlineCPUs: onlineCPUs) } catch {
-            printError("uturnd: configuration error: \(error.message)")
+            printError("uturnd: configuration error: \(locate(error.message))")
             return 1
         }
         let logger: Logger
@@ -90,17 +90,30 @@ public struct Uturnd: ParsableCommand {
     public static func main() {
         let commandLine = Array(CommandLine.arguments.dropFirst())
         let checking = commandLine.contains("--check-config")
+        var launch: LaunchArguments?
         do {
-            let launch = try LaunchArguments.assemble(commandLine: commandLine)
-            let command = try parseAsRoot(launch.arguments)
+            let assembled = try LaunchArguments.assemble(commandLine: commandLine)
+            launch = assembled
+            let command = try parseAsRoot(assembled.arguments)
             guard let uturnd = command as? Uturnd else {
                 var other = command
                 try other.run()
                 Self.exit()
             }
-            Self.exit(withError: ExitCode(uturnd.start(warnings: launch.warnings, commandLine: commandLine)))
+            Self.exit(
+                withError: ExitCode(
+                    uturnd.start(warnings: assembled.warnings, commandLine: commandLine, locate: assembled.located)))
         } catch {
-            if checking, exitCode(for: error) != .success {
+            let code = exitCode(for: error)
+            if code != .success, let launch {
+                let text = message(for: error)
+                let located = launch.located(text)
+                if checking || located != text {
+                    // A bad value from the config file: say where it is.
+                    printError("uturnd: configuration error: \(located)")
+                    Glibc.exit(checking ? 1 : code.rawValue)
+                }
+            } else if checking, code != .success {
                 printError("uturnd: configuration error: \(message(for: error))")
                 Glibc.exit(1)
             }

@@ -79,6 +79,16 @@ struct ConfigFileTests {
         #expect(settings.turn.peerPolicy.allowLoopbackPeers)
     }
 
+    @Test func errorsAboutFileOptionsNameTheFileAndLine() throws {
+        let file = try ConfigFile(path: "t.conf", text: "user=a:1\n# note\nstale-nonce=-3\n")
+        let launch = try LaunchArguments.assemble(commandLine: ["-c", "t.conf", "--realm", "r"], load: { _ in file })
+        #expect(launch.located("--stale-nonce -3 must be 1...604800 seconds.")
+            == "t.conf:3: --stale-nonce -3 must be 1...604800 seconds.")
+        // Options from the command line, and messages naming none, stay as they are.
+        #expect(launch.located("--realm is bad") == "--realm is bad")
+        #expect(launch.located("no option here") == "no option here")
+    }
+
     @Test func missingFileIsAnError() {
         #expect(throws: ConfigFileError.self) {
             try LaunchArguments.assemble(commandLine: ["--config=/nonexistent/uturn.conf", "--user", "a:b"])
