@@ -238,6 +238,9 @@ extension Worker {
         if outcome.responseLength > 0 {
             counters.add(.stunRequests)
             let n = outcome.responseLength
+            noteIfRefused(
+                request: UnsafeRawBufferPointer(payload), response: UnsafeRawBufferPointer(rebasing: response[0..<n]),
+                client: fiveTuple.client, now: now)
             let ok = batcher.enqueueGenerated(fd: listenerFD, to: fiveTuple.client) { out in
                 out.copyMemory(from: UnsafeRawBufferPointer(rebasing: response[0..<n]))
                 return n
@@ -246,6 +249,45 @@ extension Worker {
         }
         armNewRelays()
         cancelClosedRelays()
+    }
+
+    /// Counts an error response by code and logs it, at most one line a
+    /// second per worker (with how many were not logged), so a flood of bad
+    /// requests cannot flood the log. A 401 to an unsigned request is the
+    /// normal first step of every login (the challenge): counted apart, never logged.
+    mutating func noteIfRefused(
+        request: UnsafeRawBufferPointer, response: UnsafeRawBufferPointer, client: TransportAddress, now: MonotonicTime
+    ) {
+        guard let message = try? STUNMessage(parsing: response), message.messageClass == .errorResponse,
+            let code = message.errorCode?.code
+        else { return }
+        if code == 401, let r = try? STUNMessage(parsing: request), r.messageIntegrity == nil,
+            r.messageIntegritySHA256 == nil
+        {
+            counters.add(.challenges)
+            return
+        }
+        let field: WorkerCounters.Field =
+            switch code {
+            case 400: .refused400
+            case 401: .refused401
+            case 403: .refused403
+            case 437: .refused437
+            case 438: .refused438
+            case 441: .refused441
+            case 486: .refused486
+            case 508: .refused508
+            default: .refusedOther
+            }
+        counters.add(field)
+        if now.nanoseconds &- lastRefusalLog < 1_000_000_000 {
+            suppressedRefusals += 1
+            return
+        }
+        let more = suppressedRefusals > 0 ? " (\(suppressedRefusals) more refusals not logged in the last second)" : ""
+        log(.warning, "refused: \(code) \(message.errorCode?.reason ?? "") to \(client) for \(message.method)\(more)")
+        lastRefusalLog = now.nanoseconds
+        suppressedRefusals = 0
     }
 
     // MARK: Peer → client

@@ -58,6 +58,9 @@ struct Worker: ~Copyable {
     var stopping = false
     /// Draining: new Allocate requests get 508; stop when no allocation is left.
     var draining = false
+    /// Refused requests are logged at most once a second per worker.
+    var lastRefusalLog: UInt64 = 0
+    var suppressedRefusals = 0
 
     /// Size of a GRO train buffer: the most one coalesced receive can carry.
     static let largeBufferSize = 65_536 + 512

@@ -72,6 +72,8 @@ struct WorkerCounters: ~Copyable {
         case stunRequests, dropsNoRoute, dropsMalformed, dropsNoSendOp, dropsTruncated, dropsSendError
         case completions, batches, sendCalls, datagramsSent, gsoSends, receiveRearms, enobufs, sqFull
         case groTrains, groDatagrams
+        case refused400, refused401, refused403, refused437, refused438, refused441, refused486, refused508
+        case refusedOther, challenges
         case allocationsCreated, allocationsDeleted, allocationsExpired
     }
     private let storage: UnsafeMutablePointer<UInt64>

@@ -76,6 +76,19 @@ public final class MetricsExposition: Sendable {
                 ("no_send_op", "dropsNoSendOp"), ("send_error", "dropsSendError"),
             ]),
         Family(
+            name: "uturn_refused_requests_total",
+            help: "Requests answered with an error, by code: 401 here means wrong credentials on a signed request (the unsigned first-step challenges are uturn_auth_challenges_total), 403 forbidden peer, 438 stale nonce, 486 quota, 508 no capacity, other: any other code.",
+            label: "code",
+            series: [
+                ("400", "refused400"), ("401", "refused401"), ("403", "refused403"), ("437", "refused437"),
+                ("438", "refused438"), ("441", "refused441"), ("486", "refused486"), ("508", "refused508"),
+                ("other", "refusedOther"),
+            ]),
+        Family(
+            name: "uturn_auth_challenges_total",
+            help: "401 challenges (REALM and NONCE) sent to unsigned requests: the normal first step of a login.",
+            series: [("", "challenges")]),
+        Family(
             name: "uturn_stun_requests_total",
             help: "STUN requests handled (Binding, Allocate, Refresh, CreatePermission, ChannelBind).",
             series: [("", "stunRequests")]),

@@ -1,6 +1,7 @@
 import CURing
 import Glibc
 import Relay
+import Synchronization
 import STUN
 import TURN
 import Testing
@@ -8,8 +9,16 @@ import URing
 
 /// Starts a real engine on 127.0.0.1 (a free port) and talks to it with plain
 /// UDP sockets: the packets cross the kernel and the io_uring workers.
+/// Log lines an engine wrote, for tests that check what it logs.
+final class LogLines: Sendable {
+    let lines = Mutex<[String]>([])
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+    var all: [String] { lines.withLock { $0 } }
+}
+
 final class EngineHarness {
     let engine: Engine
+    let logs = LogLines()
     let server: TransportAddress
     /// The TURN configuration the engine started with (for reload tests).
     let turn: TURNConfiguration
@@ -38,7 +47,8 @@ final class EngineHarness {
             nonces: NonceCodec(lifetime: 600))
         turn.limits = TableLimits(maxAllocations: 64)
         self.turn = turn
-        engine = try Engine(config: config, turn: turn, log: { _, _ in })
+        let logs = self.logs
+        engine = try Engine(config: config, turn: turn, log: { level, message in logs.append("\(level) \(message)") })
         try engine.start()
     }
 

@@ -344,4 +344,29 @@ struct EngineRelayTests {
         let reply = try #require(try newcomer.receive())
         #expect(TURNClient.parse(reply.bytes) { $0.errorCode?.code } == 401)
     }
+
+    @Test("refused requests are counted by code and logged at most once a second; challenges are not logged")
+    func refusalsCountedAndRateLimited() throws {
+        let h = try EngineHarness()
+        let client = try TestSocket()
+        var tc = TURNClient()
+        tc.password = "wrong"
+        try client.send(tc.request(.allocate, sign: false) { e throws(STUNError) in try e.appendRequestedTransport(17) }, to: h.server)
+        let challenge = try #require(try client.receive())
+        tc.nonce = try #require(TURNClient.parse(challenge.bytes) { $0.nonceBytes.map(Array.init) } ?? nil)
+        for _ in 0..<5 {
+            try client.send(tc.request(.allocate) { e throws(STUNError) in try e.appendRequestedTransport(17) }, to: h.server)
+            let reply = try #require(try client.receive())
+            #expect(TURNClient.parse(reply.bytes) { $0.errorCode?.code } == 401)
+        }
+        var refused: UInt64 = 0
+        for _ in 0..<30 where refused < 5 {
+            usleep(100_000)
+            refused = h.engine.counter("refused401") ?? 0
+        }
+        #expect(refused == 5)
+        #expect(h.engine.counter("challenges") == 1)
+        let lines = h.logs.all.filter { $0.contains("refused: 401") }
+        #expect(lines.count == 1)
+    }
 }
