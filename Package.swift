@@ -11,6 +11,7 @@ let package = Package(
     name: "uturn",
     products: [
         .executable(name: "uturnd", targets: ["uturnd"]),
+        .executable(name: "uturn-bench", targets: ["uturn-bench"]),
         .library(name: "STUN", targets: ["STUN"]),
         .library(name: "TURN", targets: ["TURN"]),
         .library(name: "URing", targets: ["URing"]),
@@ -46,12 +47,16 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(name: "uturnd", dependencies: ["UturndCore"], swiftSettings: strict),
+        // uturn-bench: TURN load generator over io_uring (BenchCore is its testable library).
+        .target(name: "BenchCore", dependencies: ["STUN", "URing", "CURing"], swiftSettings: strict),
+        .executableTarget(name: "uturn-bench", dependencies: ["BenchCore"], swiftSettings: strict),
 
         .testTarget(name: "STUNTests", dependencies: ["STUN"], swiftSettings: strict),
         .testTarget(name: "TURNTests", dependencies: ["TURN", "STUN"], swiftSettings: strict),
         .testTarget(name: "URingTests", dependencies: ["URing", "CURing"], swiftSettings: strict),
         .testTarget(name: "RelayTests", dependencies: ["Relay", "TURN", "STUN", "URing"], swiftSettings: strict),
         .testTarget(name: "UturndTests", dependencies: ["UturndCore"]),
+        .testTarget(name: "UturnBenchTests", dependencies: ["BenchCore"], swiftSettings: strict),
     ]
 )
 

@@ -1,0 +1,116 @@
+import STUN
+
+public enum BenchMode: String, Sendable, CaseIterable {
+    case flood, rate, alloc
+}
+
+public struct BenchOptionsError: Error, CustomStringConvertible, Equatable {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+/// Command-line options of uturn-bench.
+public struct BenchOptions: Sendable, Equatable {
+    public var mode: BenchMode = .flood
+    public var server: TransportAddress?
+    public var user = "bench"
+    public var password = "bench"
+    public var realm: String?
+    public var sessions = 1
+    public var payload = 120
+    public var window = 64
+    public var rate = 1000
+    public var duration = 10.0
+    public var warmup = 1.0
+    public var cpu: Int?
+    public var relayPID: Int32?
+    public var jsonPath: String?
+    /// External peer reflector; nil: run our own on `peerPort`.
+    public var peer: TransportAddress?
+    public var peerPort: UInt16 = 0
+    public var quiet = false
+
+    public init() {}
+
+    public static let usage = """
+        usage: uturn-bench <flood|rate|alloc> --server HOST:PORT [--user U] [--password P] [--realm R]
+                           [--sessions M] [--payload BYTES] [--window N] [--rate PPS] [--duration S] [--warmup S]
+                           [--cpu N] [--relay-pid PID] [--json PATH] [--peer HOST:PORT | --peer-port PORT] [--quiet]
+        """
+
+    /// Minimum payload: sequence number, send timestamp, session index.
+    public static let minimumPayload = 20
+
+    public init(arguments: [String]) throws(BenchOptionsError) {
+        var i = 0
+        func value(_ name: String) throws(BenchOptionsError) -> String {
+            i += 1
+            guard i < arguments.count else { throw BenchOptionsError("\(name) needs a value") }
+            return arguments[i]
+        }
+        func int(_ name: String) throws(BenchOptionsError) -> Int {
+            let v = try value(name)
+            guard let n = Int(v), n >= 0 else { throw BenchOptionsError("\(name): not a non-negative integer: \(v)") }
+            return n
+        }
+        func seconds(_ name: String) throws(BenchOptionsError) -> Double {
+            let v = try value(name)
+            guard let n = Double(v), n >= 0, n <= 86400 else { throw BenchOptionsError("\(name): not a duration in seconds: \(v)") }
+            return n
+        }
+        func address(_ name: String) throws(BenchOptionsError) -> TransportAddress {
+            let v = try value(name)
+            guard let a = TransportAddress(v) else { throw BenchOptionsError("\(name): not HOST:PORT: \(v)") }
+            return a
+        }
+        var sawMode = false
+        while i < arguments.count {
+            let a = arguments[i]
+            switch a {
+            case "--server": server = try address(a)
+            case "--user": user = try value(a)
+            case "--password": password = try value(a)
+            case "--realm": realm = try value(a)
+            case "--sessions": sessions = try int(a)
+            case "--payload": payload = try int(a)
+            case "--window": window = try int(a)
+            case "--rate": rate = try int(a)
+            case "--duration": duration = try seconds(a)
+            case "--warmup": warmup = try seconds(a)
+            case "--cpu": cpu = try int(a)
+            case "--relay-pid":
+                let n = try int(a)
+                guard n > 0, n <= Int(Int32.max) else { throw BenchOptionsError("--relay-pid: bad pid") }
+                relayPID = Int32(n)
+            case "--json": jsonPath = try value(a)
+            case "--peer": peer = try address(a)
+            case "--peer-port":
+                let n = try int(a)
+                guard n <= 65535 else { throw BenchOptionsError("--peer-port: out of range") }
+                peerPort = UInt16(n)
+            case "--quiet": quiet = true
+            case "--mode":
+                let v = try value(a)
+                guard let m = BenchMode(rawValue: v) else { throw BenchOptionsError("unknown mode \(v)") }
+                mode = m
+                sawMode = true
+            default:
+                if !a.hasPrefix("-"), !sawMode, let m = BenchMode(rawValue: a) {
+                    mode = m
+                    sawMode = true
+                } else {
+                    throw BenchOptionsError("unknown argument \(a)")
+                }
+            }
+            i += 1
+        }
+        guard server != nil else { throw BenchOptionsError("--server HOST:PORT is required") }
+        guard sessions >= 1, sessions <= 10000 else { throw BenchOptionsError("--sessions: 1...10000") }
+        guard payload >= Self.minimumPayload, payload <= 1400 else {
+            throw BenchOptionsError("--payload: \(Self.minimumPayload)...1400 bytes")
+        }
+        guard window >= 1, window <= 4096 else { throw BenchOptionsError("--window: 1...4096") }
+        guard rate >= 1 else { throw BenchOptionsError("--rate: at least 1 packet/s") }
+        guard duration > 0 else { throw BenchOptionsError("--duration must be > 0") }
+    }
+}

@@ -1,0 +1,70 @@
+import Foundation
+import Testing
+
+@testable import BenchCore
+
+@Suite struct SummaryAndOptionsTests {
+    @Test func medianAndLoss() {
+        #expect(BenchSummary.median([]) == 0)
+        #expect(BenchSummary.median([3, 1, 2]) == 2)
+        #expect(BenchSummary.median([4, 1, 3, 2]) == 2.5)
+        #expect(BenchSummary.loss(sent: 0, received: 0) == 0)
+        #expect(BenchSummary.loss(sent: 200, received: 150) == 25)
+        #expect(BenchSummary.loss(sent: 10, received: 12) == 0)
+    }
+
+    func sample() -> BenchSummary {
+        BenchSummary(
+            mode: "flood", sessions: 2, payloadBytes: 120, durationSeconds: 3, roundTripsPerSecond: 12345,
+            sent: 40000, received: 39000, lossPercent: 2.5, latencyP50Micros: 80.5, latencyP99Micros: 310,
+            latencyP999Micros: 900, malformed: 0, relayCPUMicrosPerRoundTrip: 4.25, perSecond: [12000, 12345, 13000])
+    }
+
+    @Test func textRendering() {
+        let t = sample().text
+        #expect(t.contains("uturn-bench flood: 2 sessions, 120-byte payloads, 3.0 s window"))
+        #expect(t.contains("round trips/s (median)   12345.0"))
+        #expect(t.contains("sent                     40000"))
+        #expect(t.contains("received                 39000"))
+        #expect(t.contains("loss                     2.500 %"))
+        #expect(t.contains("latency p50/p99/p99.9    80.5 / 310.0 / 900.0 µs"))
+        #expect(t.contains("relay CPU per round trip 4.25 µs"))
+        #expect(!t.contains("allocations/s"))
+    }
+
+    @Test func allocTextRendering() {
+        let s = BenchSummary(
+            mode: "alloc", sessions: 1, payloadBytes: 120, durationSeconds: 2, allocationsPerSecond: 950,
+            allocationFailures: 1)
+        #expect(s.text.contains("allocations/s (median)   950.0"))
+        #expect(s.text.contains("allocation failures      1"))
+    }
+
+    @Test func jsonRoundTrip() throws {
+        let s = sample()
+        let data = try s.json()
+        let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        #expect(object["roundTripsPerSecond"] as? Double == 12345)
+        #expect(object["sent"] as? Int == 40000)
+        #expect(object["latencyP999Micros"] as? Double == 900)
+        #expect(object["relayCPUMicrosPerRoundTrip"] as? Double == 4.25)
+        #expect(object["allocationsPerSecond"] == nil)
+        #expect(try JSONDecoder().decode(BenchSummary.self, from: data) == s)
+    }
+
+    @Test func optionsParse() throws {
+        let o = try BenchOptions(arguments: [
+            "rate", "--server", "127.0.0.1:40000", "--sessions", "4", "--rate", "500", "--payload", "200",
+            "--duration", "2.5", "--warmup", "0", "--cpu", "0", "--relay-pid", "123", "--json", "/tmp/x.json",
+            "--peer-port", "41000",
+        ])
+        #expect(o.mode == .rate && o.sessions == 4 && o.rate == 500 && o.payload == 200)
+        #expect(o.duration == 2.5 && o.warmup == 0 && o.cpu == 0 && o.relayPID == 123)
+        #expect(o.server?.port == 40000 && o.peerPort == 41000 && o.jsonPath == "/tmp/x.json")
+        #expect(throws: BenchOptionsError.self) { try BenchOptions(arguments: ["flood"]) }
+        #expect(throws: BenchOptionsError.self) {
+            try BenchOptions(arguments: ["flood", "--server", "127.0.0.1:1", "--payload", "8"])
+        }
+        #expect(throws: BenchOptionsError.self) { try BenchOptions(arguments: ["--bogus", "--server", "127.0.0.1:1"]) }
+    }
+}
