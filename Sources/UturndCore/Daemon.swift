@@ -24,6 +24,7 @@ public enum Daemon {
         notifier: SystemdNotifier = SystemdNotifier()
     ) -> Int32 {
         var settings = settings
+        logger.bootstrap()
         var signals = sigset_t()
         sigemptyset(&signals)
         for s in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] { sigaddset(&signals, s) }
