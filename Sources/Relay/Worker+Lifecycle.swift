@@ -149,9 +149,10 @@ extension Worker {
 
     func logRemoved(_ removed: RemovedAllocation, why: String) {
         let c = removed.counters
+        let relayed = [removed.relayV4, removed.relayV6].compactMap { $0?.address.description }.joined(separator: " ")
         log(
             .info,
-            "allocation \(why): client \(removed.fiveTuple.client) via \(removed.fiveTuple.server) id \(removed.id.slot).\(removed.id.generation) "
+            "allocation \(why): client \(removed.fiveTuple.client) via \(removed.fiveTuple.server) user \(removed.username) relay \(relayed) id \(removed.id.slot).\(removed.id.generation) "
                 + "to-peer \(c.packetsToPeer) pkts/\(c.bytesToPeer) B, to-client \(c.packetsToClient) pkts/\(c.bytesToClient) B")
     }
 

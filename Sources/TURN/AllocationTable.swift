@@ -26,6 +26,8 @@ public struct RemovedAllocation: Hashable, Sendable {
     public var relayV6: RelayEndpoint?
     /// What the allocation relayed in its life (for the deletion log line).
     public var counters = TrafficCounters()
+    /// Who owned it (filled in by `TURNServer`; the tables do not know users).
+    public var username = ""
 }
 
 /// One allocation's hot state. Trivial (no references), so the slot array

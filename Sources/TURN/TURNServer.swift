@@ -119,16 +119,18 @@ public struct TURNServer: ~Copyable {
     /// One allocation whose lifetime has run out, already removed, with its
     /// quota given back; the engine closes its relays. Call until nil on each tick.
     public mutating func nextExpired(now: MonotonicTime) -> RemovedAllocation? {
-        guard let removed = tables.nextExpired(now: now) else { return nil }
+        guard var removed = tables.nextExpired(now: now) else { return nil }
         quotas.release(user: owners[Int(removed.id.slot)].quotaUser)
+        removed.username = owners[Int(removed.id.slot)].username
         return removed
     }
 
     /// Deletes an allocation on the engine's initiative (relay socket error,
     /// shutdown), giving back its quota. The engine closes the relays itself.
     public mutating func removeAllocation(_ id: AllocationID) -> RemovedAllocation? {
-        guard let removed = tables.remove(id) else { return nil }
+        guard var removed = tables.remove(id) else { return nil }
         quotas.release(user: owners[Int(id.slot)].quotaUser)
+        removed.username = owners[Int(id.slot)].username
         return removed
     }
 }

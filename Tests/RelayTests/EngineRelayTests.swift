@@ -369,4 +369,27 @@ struct EngineRelayTests {
         let lines = h.logs.all.filter { $0.contains("refused: 401") }
         #expect(lines.count == 1)
     }
+
+    @Test("one log line per allocation created and deleted, with user, relay address and traffic both ways")
+    func allocationLogLines() throws {
+        let h = try EngineHarness()
+        let client = try TestSocket()
+        let peer = try TestSocket()
+        var tc = TURNClient()
+        let relayed = try Self.allocate(h, client: client, tc: &tc, peer: peer.address, channel: 0x4000)
+        try client.send(Self.channelData(0x4000, [1, 2, 3]), to: h.server)
+        _ = try peer.receive()
+        try peer.send([4, 5], to: relayed)
+        _ = try client.receive()
+        try client.send(tc.request(.refresh) { e throws(STUNError) in try e.appendLifetime(0) }, to: h.server)
+        _ = try client.receive()
+        let lines = h.logs.all
+        let created = lines.filter { $0.contains("allocation created") }
+        let deleted = lines.filter { $0.contains("allocation deleted") }
+        #expect(created.count == 1 && deleted.count == 1)
+        #expect(created.first?.contains("client \(client.address)") == true)
+        #expect(created.first?.contains("user alice relay \(relayed)") == true)
+        #expect(deleted.first?.contains("user alice relay \(relayed)") == true)
+        #expect(deleted.first?.contains("to-peer 1 pkts/3 B, to-client 1 pkts/2 B") == true)
+    }
 }
