@@ -44,7 +44,7 @@ extension TURNServer {
         guard method == .allocate || method == .refresh || method == .createPermission || method == .channelBind else {
             return STUNOutcome(responseLength: errorResponse(400, to: request, auth: nil, into: out), effect: .none)
         }
-        if let n = cache.lookup(fiveTuple, request.transactionID, now: now, into: out) {
+        if let n = cache.lookup(fiveTuple, request.transactionID, method: method, now: now, into: out) {
             return STUNOutcome(responseLength: n, effect: .none)
         }
         let auth: AuthContext
@@ -74,9 +74,11 @@ extension TURNServer {
         } else {
             outcome = STUNOutcome(responseLength: errorResponse(437, to: request, auth: auth, into: out), effect: .none)
         }
-        if outcome.responseLength > 0 {
+        // Only Allocate and Refresh need the same answer on a retransmission
+        // (a second allocation, or 437 after a delete, would be wrong).
+        if outcome.responseLength > 0 && (method == .allocate || method == .refresh) {
             cache.store(
-                fiveTuple, request.transactionID,
+                fiveTuple, request.transactionID, method: method,
                 response: UnsafeRawBufferPointer(rebasing: out[0..<outcome.responseLength]), now: now)
         }
         return outcome

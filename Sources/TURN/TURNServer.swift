@@ -76,7 +76,7 @@ public struct TURNServer: ~Copyable {
         self.tables = AllocationTable(
             limits: configuration.limits, maxLifetime: configuration.maxLifetime,
             bandwidthBytesPerSecond: configuration.bandwidthBytesPerSecond, now: now)
-        self.cache = ResponseCache(capacity: 256)
+        self.cache = ResponseCache(capacity: 1024)
         self.owners = Array(repeating: Owner(username: "", quotaUser: ""), count: configuration.limits.maxAllocations)
     }
 

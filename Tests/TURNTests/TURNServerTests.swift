@@ -225,6 +225,35 @@ struct AllocateTests {
         #expect(h.allocate(&c).errorCode == 437)
     }
 
+    @Test("a retransmitted Allocate is answered from the cache even after many other requests")
+    func retransmissionSurvivesOtherTraffic() {
+        var h = Harness(limits: TableLimits(maxAllocations: 64))
+        var c = TestClient()
+        let t = TransactionID.random()
+        let first = h.allocate(&c, transactionID: t)
+        #expect(first.isSuccess)
+        // 500 permission requests from the same client in between: they are
+        // not cached, so they cannot push the Allocate's answer out.
+        for i in 0..<500 {
+            let peer = TransportAddress(ip: IPAddress(v4: 0xC633_6400 | UInt32(i & 0xFF)), port: 9)
+            _ = h.send(c.request(.createPermission) { (e) throws(STUNError) in try e.append(.xorPeerAddress, xorAddress: peer) }, from: c)
+        }
+        let again = h.allocate(&c, transactionID: t)
+        #expect(again.bytes == first.bytes)
+        #expect(h.relays.opened.count == 1)
+    }
+
+    @Test("a reused transaction ID with another method is not answered from the cache")
+    func cacheIsKeyedOnTheMethodToo() {
+        var h = Harness()
+        var c = TestClient()
+        let t = TransactionID.random()
+        #expect(h.allocate(&c, transactionID: t).isSuccess)
+        let refresh = h.send(c.request(.refresh, transactionID: t) { (e) throws(STUNError) in try e.appendLifetime(600) }, from: c)
+        #expect(refresh.isSuccess)
+        #expect(refresh.with { $0.method } == .refresh)
+    }
+
     @Test func noRelayPortIs508() {
         var h = Harness()
         h.relays.available = 0
