@@ -31,8 +31,10 @@
 //     of them (no leaked or double-closed relay socket);
 //   * a ChannelData route comes from a live allocation of that client, and a
 //     peer route by channel agrees with the ChannelData route back;
-//   * a verbatim retransmission at the same instant, with no other packet
-//     handled in between, gets the same bytes;
+//   * a verbatim retransmission of an Allocate or Refresh at the same
+//     instant, with no other packet handled in between, gets the same bytes
+//     (only those answers are cached: CreatePermission and ChannelBind are
+//     idempotent and are simply processed again);
 //   * once the clock passes every lifetime, tables.count == 0, no relay is
 //     open and the quota counters are back to 0.
 
@@ -556,11 +558,15 @@ private struct Run: ~Copyable {
             let packet = clients[k].lastRequest
             guard !packet.isEmpty else { return }
             let before = clients[k].lastResponse
-            // ResponseCache is direct-mapped by transaction ID: any packet handled in
-            // between may evict the entry (documented), so only back-to-back counts.
+            // ResponseCache keeps Allocate and Refresh answers (4-way sets keyed by
+            // transaction ID): with fuzz-chosen IDs, colliding packets in between
+            // may evict an entry, so only back-to-back retransmissions count.
             let sameInstant = clients[k].lastSentAt == now && clients[k].requestsSinceLast == 0
+            let type = packet.count >= 2 ? STUNMessageType(rawValue: UInt16(packet[0]) << 8 | UInt16(packet[1])) : nil
+            let cachedMethod =
+                type?.messageClass == .request && (type?.method == .allocate || type?.method == .refresh)
             let again = send(packet, from: k)
-            if sameInstant && !before.isEmpty {
+            if sameInstant && cachedMethod && !before.isEmpty {
                 check(again == before, "a retransmission at the same instant got a different answer: \(describe(before)) then \(describe(again)) to \(describe(packet))")
             }
             clients[k].lastResponse = again
