@@ -265,23 +265,3 @@ extension UserData.Kind {
     /// Cancels and other bookkeeping whose completion needs nothing.
     static var housekeeping: UserData.Kind { UserData.Kind(rawValue: 4) }
 }
-
-extension SocketAddress {
-    /// The URing socket address for a TransportAddress (same field layout).
-    init(_ t: TransportAddress) {
-        switch t.ip.family {
-        case .v4: self.init(v4: t.ip.v4, port: t.port)
-        case .v6: self.init(v6High: t.ip.high, v6Low: t.ip.low, port: t.port)
-        }
-    }
-}
-
-extension TransportAddress {
-    init(_ s: SocketAddress) {
-        switch s.family {
-        case .v4: self.init(ip: IPAddress(v4: UInt32(truncatingIfNeeded: s.low)), port: s.port)
-        case .v6: self.init(ip: IPAddress(v6High: s.high, v6Low: s.low), port: s.port)
-        }
-    }
-}
-

@@ -73,24 +73,13 @@ final class TestSocket {
     init(ipv6: Bool = false) throws {
         socket = try UDPSocket.bound(to: ipv6 ? .loopbackV6(port: 0) : .loopbackV4(port: 0))
         try socket.setReceiveTimeout(.seconds(2))
-        address = TestSocket.transport(try socket.localAddress())
-    }
-
-    static func transport(_ a: SocketAddress) -> TransportAddress {
-        a.family == .v4
-            ? TransportAddress(ip: IPAddress(v4: UInt32(truncatingIfNeeded: a.low)), port: a.port)
-            : TransportAddress(ip: IPAddress(v6High: a.high, v6Low: a.low), port: a.port)
-    }
-
-    static func socketAddress(_ t: TransportAddress) -> SocketAddress {
-        t.ip.family == .v4
-            ? SocketAddress(v4: t.ip.v4, port: t.port) : SocketAddress(v6High: t.ip.high, v6Low: t.ip.low, port: t.port)
+        address = TransportAddress(try socket.localAddress())
     }
 
     deinit { socket.close() }
 
     func send(_ bytes: [UInt8], to destination: TransportAddress) throws {
-        let d = TestSocket.socketAddress(destination)
+        let d = SocketAddress(destination)
         _ = try bytes.withUnsafeBytes { raw throws(URingError) in try socket.send(raw, to: d) }
     }
 
@@ -133,7 +122,7 @@ final class TestSocket {
         var buf = [UInt8](repeating: 0, count: 2048)
         let got = try buf.withUnsafeMutableBytes { raw throws(URingError) in try socket.receive(into: raw) }
         guard let (n, from) = got else { return nil }
-        return (Array(buf[0..<n]), TestSocket.transport(from))
+        return (Array(buf[0..<n]), TransportAddress(from))
     }
 }
 
