@@ -35,17 +35,23 @@ public enum Daemon {
             // One nonce secret (made when the settings were built) is shared by every worker.
             engine = try Engine(
                 config: settings.engine, turn: settings.turn, quotas: settings.makeQuotas(), log: logger.engineLog)
-            try engine.start()
         } catch {
             fail("uturnd: cannot start: \(error.description)", logger)
             return 1
         }
-        // --metrics-listen: its own thread, started after the signal mask above.
+        // --metrics-listen (its own thread, after the signal mask above) is
+        // bound before the workers start: once uturnd answers a Binding
+        // request, every listener it has is up, and a metrics port that
+        // cannot be bound stops the start before any client is served.
+        // Counters read before the workers run are zeros.
         let metrics: MetricsServer?
         do { metrics = try startMetrics(settings, engine: engine) } catch {
             fail("uturnd: cannot start: \(error.description)", logger)
-            engine.stop()
-            engine.wait()
+            return 1
+        }
+        do { try engine.start() } catch {
+            metrics?.stop()
+            fail("uturnd: cannot start: \(error.description)", logger)
             return 1
         }
         defer { metrics?.stop() }

@@ -86,14 +86,15 @@ def _can_bind(host: str, port: int, kind: int) -> bool:
 
 def free_port(span: int = 2, hosts: list[str] | None = None) -> int:
     """A port P such that P..P+span-1 are free for UDP and TCP on every loopback
-    host. P comes from binding port 0 (the kernel's choice), then released.
+    host. P is drawn from 10000-19999: below the relay ranges (20000-32000,
+    free_port_range) and below the kernel's ephemeral range (32768+), so no
+    client socket opened between this check and the server's bind can be
+    handed the same port (a metrics port once lost that race in CI).
     The span covers helpers that also bind P+1 (turnutils_peer, coturn's
     RFC 5780 alternate port)."""
     hosts = hosts or LOOPBACKS
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+    for _ in range(200):
+        port = random.randrange(10000, 20000 - span)
         ports = range(port, port + span)
         if port + span > 65535 or _handed_out & set(ports) or FORBIDDEN_PORTS & set(ports):
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import time
 
 import pytest
@@ -31,6 +32,13 @@ def metrics_server(server_factory):
         mp.setenv("UTURN_E2E_EXTRA_ARGS", f"{extra} --metrics-listen 127.0.0.1:{port}")
         srv = server_factory("turn-metrics")
     srv.extra["metrics_port"] = port
+    # The daemon binds the metrics port before it reports ready; a refused
+    # connection here means it is not there at all, so say why.
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except OSError as e:
+        alive = srv.proc is not None and srv.proc.poll() is None
+        pytest.fail(f"metrics port {port}: {e}; uturnd {'running' if alive else 'exited'}\n{srv.output_tail()}")
     return srv
 
 
