@@ -15,6 +15,9 @@ public enum STUNError: Error, Equatable, Hashable, Sendable {
     case lengthNotMultipleOfFour
     /// The header's message length runs past the bytes available.
     case lengthPastEnd
+    /// On a stream: the first byte's top bits are 0b10 or 0b11, so the frame
+    /// is neither STUN nor ChannelData and its end cannot be found.
+    case notSTUNOrChannelData
 
     // MARK: Attributes
     /// An attribute's header or padded value runs past the end of the message.
