@@ -27,13 +27,13 @@ let package = Package(
     ],
     targets: [
         // C shims: only what Swift cannot import or call cheaply by itself.
-        .target(name: "CCrypto", linkerSettings: [.linkedLibrary("crypto")]),
+        .target(name: "CCrypto", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
 
         .target(name: "STUN", dependencies: ["CCrypto"], swiftSettings: strict),
         .target(name: "TURN", dependencies: ["STUN", "CCrypto"], swiftSettings: strict),
         .target(name: "URing", dependencies: ["CURing"], swiftSettings: strict),
-        .target(name: "Relay", dependencies: ["TURN", "URing", "STUN"], swiftSettings: strict),
+        .target(name: "Relay", dependencies: ["TURN", "URing", "STUN", "CCrypto"], swiftSettings: strict),
         // The daemon's front end (flags, config file, logging, building the
         // configurations) is a library so it can be tested; uturnd is its thin main.
         .target(

@@ -1,4 +1,5 @@
-// CCrypto: the few cryptographic primitives uturn needs, over libcrypto.
+// CCrypto: the few cryptographic primitives uturn needs, over libcrypto,
+// and the few TLS helpers Swift cannot import from libssl (see the TLS part).
 //
 // Why a shim: OpenSSL 3's one-shot HMAC() fetches an algorithm and allocates
 // on every call. STUN integrity runs on every authenticated request, so HMAC
@@ -10,6 +11,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -55,6 +59,44 @@ int uturn_ct_equal(const void *a, const void *b, size_t len);
 
 /// Fills `out` with `len` cryptographically random bytes. 1 on success.
 int uturn_random_bytes(void *out, size_t len);
+
+// MARK: TLS over memory BIOs (tls.c)
+//
+// Relay's TLSStream drives one SSL per TCP connection through a BIO pair, so
+// the engine moves ciphertext with io_uring and OpenSSL never touches a
+// socket. Swift calls libssl's functions directly (SSL_new, SSL_read_ex,
+// BIO_new_bio_pair, ...), which is why this header includes <openssl/ssl.h>;
+// the shims below exist only for what the importer cannot reach: macros
+// (SSL_CTX_set_min_proto_version, SSL_CTX_set_mode, option bits built with
+// function-like macros), a C callback, and walking the error queue.
+
+/// Applies the settings every uturn SSL_CTX gets: protocol range
+/// `min_version`...`max_version` (TLS1_2_VERSION etc.; max 0 = the highest
+/// the library knows); partial writes and moving write buffers (the caller
+/// hands over at most one record at a time, from wherever its bytes are); no
+/// renegotiation (a client could otherwise make the server redo the costly
+/// part of a handshake at will); no session cache (SSL_CTX stays read-only
+/// after setup, so workers never contend on its lock; TLS 1.3 tickets are
+/// stateless and still resume). 1 on success, 0 with the error queue set.
+int uturn_tls_ctx_configure(SSL_CTX *ctx, int min_version, int max_version);
+
+/// Server side of ALPN for TURN (RFC 7443): selects "stun.turn" when the
+/// client offers it, and otherwise carries on without ALPN.
+void uturn_tls_ctx_select_stun_turn(SSL_CTX *ctx);
+
+/// Empties this thread's OpenSSL error queue into `buf` as one line
+/// ("error:...:reason (detail); error:..."), NUL-terminated and truncated to
+/// `cap` bytes. Returns the length written, 0 when the queue was empty.
+size_t uturn_tls_take_errors(char *buf, size_t cap);
+
+/// Writes a self-signed certificate (PEM, to `cert_path`, mode 0644) and its
+/// EC P-256 private key (PEM PKCS#8, to `key_path`, mode 0600) for
+/// `common_name`, also named in subjectAltName (as an IP address when it
+/// parses as one, else as a DNS name). Valid from an hour ago, for `days`
+/// days (1...365). For tests and demo setups only. 1 on success, 0 with the
+/// error queue set (a failed open names the path).
+int uturn_tls_write_self_signed(const char *cert_path, const char *key_path,
+                                const char *common_name, int days);
 
 #ifdef __cplusplus
 }
