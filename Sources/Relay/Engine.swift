@@ -99,6 +99,15 @@ public final class Engine: Sendable {
                     "cannot listen on udp \(address): \(error) (another server, such as a coturn turnserver, may be using it)")
             }
         }
+        for (address, kind) in config.tcpListen.map({ ($0, "tcp") }) + config.tlsListen.map({ ($0, "tls") }) {
+            do {
+                let probe = try StreamSocket.listening(on: SocketAddress(address), reusePort: false, backlog: 1)
+                probe.close()
+            } catch {
+                throw EngineError(
+                    "cannot listen on \(kind) \(address): \(error) (another server, such as a coturn turnserver, may be using it)")
+            }
+        }
     }
 
     /// Asks every worker to stop (any thread, also from a signal-handling
@@ -122,6 +131,12 @@ public final class Engine: Sendable {
     /// are not changed by a reload.
     public func reload(turn configuration: TURNConfiguration) {
         for control in controls { control.offer(configuration) }
+    }
+
+    /// Hands every worker a new certificate and key for its TLS listeners
+    /// (SIGHUP). New connections use it; open ones keep theirs.
+    public func reload(tls context: TLSServerContext) {
+        for control in controls { control.offer(context) }
     }
 
     /// Counters of one worker (published once a second and at stop).

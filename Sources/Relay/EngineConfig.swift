@@ -52,6 +52,27 @@ public struct EngineConfig: Sendable {
     /// Large (64 KiB) receive buffers per worker for GRO sockets.
     public var groBuffers = 256
 
+    // TURN over TCP and TLS (RFC 8656 §3.1). Relaying stays UDP.
+    /// Addresses with a TCP listener (each worker binds each one with SO_REUSEPORT).
+    public var tcpListen: [TransportAddress] = []
+    /// Addresses with a TLS listener; needs `tls`.
+    public var tlsListen: [TransportAddress] = []
+    /// Certificate and key for the TLS listeners (replaced by `Engine.reload(tls:)`).
+    public var tls: TLSServerContext? = nil
+    /// Client connections per worker (TCP and TLS together).
+    public var streamConnections = 1024
+    /// Connections from one IP address per worker (0: no limit).
+    public var streamConnectionsPerIP = 64
+    /// Bytes queued per connection for its client; past that, messages are
+    /// dropped whole, and a client that reads nothing for `streamStallSeconds` is closed.
+    public var streamSendQueue = 65_536
+    /// A connection with no allocation and nothing received for this long is closed.
+    public var streamIdleSeconds = 60
+    /// A TLS handshake not finished this long after the connection is closed.
+    public var tlsHandshakeSeconds = 10
+    /// A connection whose queued bytes make no progress this long is closed.
+    public var streamStallSeconds = 10
+
     /// Test-only: make ring setup fail as if io_uring were disabled, to check
     /// the operator-facing message.
     public var simulateRingFailure = false
@@ -89,6 +110,21 @@ public struct EngineConfig: Sendable {
         }
         if !(2...4096).contains(groBuffers) || groBuffers & (groBuffers - 1) != 0 {
             return "--gro-buffers \(groBuffers) must be a power of two in 2...4096"
+        }
+        if !tlsListen.isEmpty && tls == nil { return "TLS listeners need a certificate and key (--cert, --pkey)" }
+        if let both = tlsListen.first(where: { tcpListen.contains($0) }) {
+            return "\(both) cannot be both a TCP and a TLS listener"
+        }
+        if !(1...65536).contains(streamConnections) { return "--tcp-connections \(streamConnections) must be 1...65536" }
+        if streamConnectionsPerIP < 0 { return "--tcp-connections-per-ip \(streamConnectionsPerIP) must be 0 (no limit) or more" }
+        if !(4096...(16 << 20)).contains(streamSendQueue) {
+            return "--tcp-send-queue \(streamSendQueue) must be 4096...16777216 bytes"
+        }
+        for (name, v) in [
+            ("--tcp-idle-timeout", streamIdleSeconds), ("--tls-handshake-timeout", tlsHandshakeSeconds),
+            ("--tcp-stall-timeout", streamStallSeconds),
+        ] where !(1...86_400).contains(v) {
+            return "\(name) \(v) must be 1...86400 seconds"
         }
         if maxBatch < 1 || maxBatch > Int(cqEntries) { return "--max-batch \(maxBatch) must be 1...--cq-entries (\(cqEntries))" }
         return nil

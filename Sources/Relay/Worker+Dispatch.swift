@@ -41,8 +41,15 @@ extension Worker {
             }
         case .send:
             sendCompleted(op: ud.slot, result: cqe.result)
+        case .streamReceive:
+            streamReceiveCompleted(cqe, now: now)
+        case .streamSend:
+            streamSendCompleted(cqe, now: now)
+        case .streamAccept:
+            acceptCompleted(cqe, listener: Int(ud.slot), now: now)
         case .wake:
             takeNewConfiguration()
+            takeNewTLSContext()
             checkStopRequest(now: now)
         default:
             break
@@ -127,7 +134,7 @@ extension Worker {
         let listener = listeners[li]
         let fiveTuple = FiveTuple(client: r.source, server: listener.local, transport: .udp)
         if r.segmentSize == 0 {
-            fromClient(datagram: r.payload, fiveTuple: fiveTuple, listenerFD: listener.fd, buffer: h, now: now)
+            fromClient(datagram: r.payload, fiveTuple: fiveTuple, reply: .datagram(listener.fd), buffer: h, now: now)
             return
         }
         // A GRO train: each datagram has its own ChannelData or STUN header.
@@ -135,14 +142,14 @@ extension Worker {
         var offset = 0
         while offset < r.payload.count {
             let datagram = r.datagram(at: offset)
-            fromClient(datagram: datagram, fiveTuple: fiveTuple, listenerFD: listener.fd, buffer: h, now: now)
+            fromClient(datagram: datagram, fiveTuple: fiveTuple, reply: .datagram(listener.fd), buffer: h, now: now)
             offset += datagram.count
         }
     }
 
     @inline(__always)
     mutating func fromClient(
-        datagram: UnsafeMutableRawBufferPointer, fiveTuple: FiveTuple, listenerFD: Int32, buffer h: UInt16,
+        datagram: UnsafeMutableRawBufferPointer, fiveTuple: FiveTuple, reply: ClientReply, buffer h: UInt16?,
         now: MonotonicTime
     ) {
         counters.add(.packetsFromClients)
@@ -151,7 +158,7 @@ extension Worker {
         case .channelData:
             forwardChannelData(datagram, fiveTuple: fiveTuple, buffer: h, now: now)
         case .stun:
-            handleSTUN(datagram, fiveTuple: fiveTuple, listenerFD: listenerFD, buffer: h, now: now)
+            handleSTUN(datagram, fiveTuple: fiveTuple, reply: reply, buffer: h, now: now)
         default:
             counters.add(.dropsMalformed)
         }
@@ -159,7 +166,7 @@ extension Worker {
 
     @inline(__always)
     mutating func forwardChannelData(
-        _ datagram: UnsafeMutableRawBufferPointer, fiveTuple: FiveTuple, buffer h: UInt16, now: MonotonicTime
+        _ datagram: UnsafeMutableRawBufferPointer, fiveTuple: FiveTuple, buffer h: UInt16?, now: MonotonicTime
     ) {
         let frame: ChannelData
         do throws(STUNError) {
@@ -180,8 +187,27 @@ extension Worker {
     }
 
     @inline(__always)
-    mutating func sendToPeer(fd: Int32, peer: TransportAddress, bytes: UnsafeRawBufferPointer, buffer h: UInt16) {
-        if let base = bytes.baseAddress, batcher.enqueue(fd: fd, to: peer, bytes: base, count: bytes.count, buffer: h) {
+    mutating func sendToPeer(fd: Int32, peer: TransportAddress, bytes: UnsafeRawBufferPointer, buffer: UInt16?) {
+        guard let base = bytes.baseAddress else { return }
+        guard let h = buffer else {
+            // Bytes outside the receive buffers (a frame gathered from a
+            // stream): copied into the send's own scratch.
+            guard bytes.count <= SendBatcher.scratchSize else {
+                counters.add(.dropsTruncated)
+                return
+            }
+            if batcher.enqueueGenerated(fd: fd, to: peer, { out in
+                out.copyMemory(from: bytes)
+                return bytes.count
+            }) {
+                counters.add(.packetsToPeers)
+                counters.add(.bytesToPeers, bytes.count)
+            } else {
+                counters.add(.dropsNoSendOp)
+            }
+            return
+        }
+        if batcher.enqueue(fd: fd, to: peer, bytes: base, count: bytes.count, buffer: h) {
             buffers.retain(h)
             counters.add(.packetsToPeers)
             counters.add(.bytesToPeers, bytes.count)
@@ -202,10 +228,10 @@ extension Worker {
     /// STUN from a client: Send indications are data path (forwarded from the
     /// receive buffer); requests are answered inline from the response scratch.
     mutating func handleSTUN(
-        _ payload: UnsafeMutableRawBufferPointer, fiveTuple: FiveTuple, listenerFD: Int32, buffer h: UInt16,
+        _ payload: UnsafeMutableRawBufferPointer, fiveTuple: FiveTuple, reply: ClientReply, buffer h: UInt16?,
         now: MonotonicTime
     ) {
-        if draining && refuseWhileDraining(UnsafeRawBufferPointer(payload), to: fiveTuple.client, listenerFD: listenerFD) {
+        if draining && refuseWhileDraining(UnsafeRawBufferPointer(payload), to: fiveTuple.client, reply: reply) {
             return
         }
         let outcome = turn.handleSTUN(
@@ -223,6 +249,7 @@ extension Worker {
             }
         case .allocationCreated(let allocation, let v4, let v6):
             counters.add(.allocationsCreated)
+            if case .stream(let slot) = reply { streamAllocated(slot, allocation) }
             let relayed = [v4, v6].compactMap { $0?.address.description }.joined(separator: " ")
             log(
                 .info,
@@ -241,11 +268,7 @@ extension Worker {
             noteIfRefused(
                 request: UnsafeRawBufferPointer(payload), response: UnsafeRawBufferPointer(rebasing: response[0..<n]),
                 client: fiveTuple.client, now: now)
-            let ok = batcher.enqueueGenerated(fd: listenerFD, to: fiveTuple.client) { out in
-                out.copyMemory(from: UnsafeRawBufferPointer(rebasing: response[0..<n]))
-                return n
-            }
-            if !ok { counters.add(.dropsNoSendOp) }
+            replyToClient(reply, fiveTuple.client, UnsafeRawBufferPointer(rebasing: response[0..<n]))
         }
         armNewRelays()
         cancelClosedRelays()
@@ -395,6 +418,12 @@ extension Worker {
         to client: FiveTuple, bytes: UnsafeRawPointer, count: Int, prefix: UnsafeRawPointer?, prefixLength: Int,
         padding: Int, allocation: AllocationID, payloadCount: Int, buffer h: UInt16
     ) {
+        if client.transport != .udp {
+            streamForward(
+                allocation: allocation, prefix: prefix, prefixLength: prefixLength, bytes: bytes, count: count,
+                padding: padding, payloadCount: payloadCount)
+            return
+        }
         guard let listenerFD = listenerFD(for: client.server) else {
             counters.add(.dropsNoRoute)
             return
@@ -409,6 +438,21 @@ extension Worker {
             counters.add(.bytesToClients, prefixLength + count + padding)
         } else {
             counters.add(.dropsNoSendOp)
+        }
+    }
+
+    /// Sends a generated message (a STUN response) to a client, over the
+    /// transport its request came on.
+    mutating func replyToClient(_ reply: ClientReply, _ client: TransportAddress, _ message: UnsafeRawBufferPointer) {
+        switch reply {
+        case .datagram(let fd):
+            let ok = batcher.enqueueGenerated(fd: fd, to: client) { out in
+                out.copyMemory(from: message)
+                return message.count
+            }
+            if !ok { counters.add(.dropsNoSendOp) }
+        case .stream(let slot):
+            _ = streamQueue(slot, prefix: nil, prefixLength: 0, bytes: message.baseAddress!, count: message.count)
         }
     }
 

@@ -168,7 +168,9 @@ extension Worker {
             logRemoved(removed, why: "expired")
         }
         cancelClosedRelays()
+        if streams.capacity > 0 { streamTick(now: now) }
         if pendingRearm { rearmReceives() }
+        if streams.dirtyCount > 0 { flushStreams() }
         flushSubmissions()
         control.counters.publish(counters)
         checkStopRequest(now: now)
@@ -185,6 +187,16 @@ extension Worker {
         next.limits = turn.configuration.limits
         turn.configuration = next
         log(.info, "worker \(index): new configuration in force")
+    }
+
+    /// Takes a certificate and key offered by `Engine.reload(tls:)`.
+    mutating func takeNewTLSContext() {
+        guard let new = control.pendingTLS.withLock({ c -> TLSServerContext? in
+            defer { c = nil }
+            return c
+        }) else { return }
+        tlsContext = new
+        if index == 0 { log(.info, "TLS: new certificate \(new.certificateFile) in force for new connections") }
     }
 
     mutating func checkStopRequest(now: MonotonicTime) {
@@ -204,7 +216,7 @@ extension Worker {
 
     /// While draining, an Allocate request is answered 508 without reaching
     /// the state machine. Returns true when it answered.
-    mutating func refuseWhileDraining(_ packet: UnsafeRawBufferPointer, to client: TransportAddress, listenerFD: Int32)
+    mutating func refuseWhileDraining(_ packet: UnsafeRawBufferPointer, to client: TransportAddress, reply: ClientReply)
         -> Bool
     {
         guard let request = try? STUNMessage(parsing: packet), request.method == .allocate,
@@ -219,14 +231,12 @@ extension Worker {
         } catch {
             return false
         }
-        _ = batcher.enqueueGenerated(fd: listenerFD, to: client) { out in
-            out.copyMemory(from: UnsafeRawBufferPointer(rebasing: response[0..<n]))
-            return n
-        }
+        replyToClient(reply, client, UnsafeRawBufferPointer(rebasing: response[0..<n]))
         return true
     }
 
     mutating func shutdown() {
+        closeAllStreams()
         control.counters.publish(counters)
         let perBatch = Double(counters[.completions]) / Double(max(1, counters[.batches]))
         let perSend = Double(counters[.datagramsSent]) / Double(max(1, counters[.sendCalls]))

@@ -61,6 +61,29 @@ struct Worker: ~Copyable {
     /// Refused requests are logged at most once a second per worker.
     var lastRefusalLog: UInt64 = 0
     var suppressedRefusals = 0
+    /// Monotonic seconds at the last wake-up.
+    var nowSeconds: UInt32 = 0
+
+    // TURN over TCP/TLS (Worker+Stream.swift).
+    let streamListeners: UnsafeMutableBufferPointer<StreamListener>
+    var streams: StreamConnections
+    let streamLimits: StreamLimits
+    var tlsContext: TLSServerContext?
+    /// The connection an allocation was made over, by allocation slot
+    /// (valid when that connection's `allocation` is the same ID).
+    let allocationStream: UnsafeMutablePointer<UInt32>
+    /// A TLS message's plaintext is assembled here, then encrypted.
+    let plainScratch: UnsafeMutableRawBufferPointer
+    /// Ciphertext taken from a TLS session on its way into an outbox.
+    let cipherScratch: UnsafeMutableRawBufferPointer
+    var lastStreamRefusalLog: UInt64 = 0
+
+    struct StreamLimits {
+        var perSource: Int
+        var idleSeconds: Int
+        var handshakeSeconds: Int
+        var stallSeconds: Int
+    }
 
     /// Size of a GRO train buffer: the most one coalesced receive can carry.
     static let largeBufferSize = 65_536 + 512
@@ -116,6 +139,20 @@ struct Worker: ~Copyable {
                 throw EngineError("worker \(index): cannot listen on udp \(address): \(error)")
             }
         }
+        let streamAddresses = config.tcpListen.map { ($0, false) } + config.tlsListen.map { ($0, true) }
+        let boundStreamListeners = UnsafeMutableBufferPointer<StreamListener>.allocate(capacity: streamAddresses.count)
+        for (i, (address, tls)) in streamAddresses.enumerated() {
+            do {
+                let s = try StreamSocket.listening(on: SocketAddress(address), reusePort: true)
+                boundStreamListeners.initializeElement(at: i, to: StreamListener(fd: s.rawValue, local: address, tls: tls))
+            } catch {
+                for j in 0..<i { close(boundStreamListeners[j].fd) }
+                boundStreamListeners.deallocate()
+                for j in 0..<boundListeners.count { close(boundListeners[j].fd) }
+                boundListeners.deallocate()
+                throw EngineError("worker \(index): cannot listen on \(tls ? "tls" : "tcp") \(address): \(error)")
+            }
+        }
         control.waker.withLock { $0 = waker }
         self.index = index
         self.control = control
@@ -138,6 +175,18 @@ struct Worker: ~Copyable {
         transactionCounter = UInt64(index + 1) &* 0x9E37_79B9_7F4A_7C15
 
         listeners = boundListeners
+        streamListeners = boundStreamListeners
+        let streamCapacity = streamAddresses.isEmpty ? 0 : config.streamConnections
+        streams = StreamConnections(capacity: streamCapacity, outboxCapacity: config.streamSendQueue)
+        streamLimits = StreamLimits(
+            perSource: config.streamConnectionsPerIP, idleSeconds: config.streamIdleSeconds,
+            handshakeSeconds: config.tlsHandshakeSeconds, stallSeconds: config.streamStallSeconds)
+        tlsContext = config.tls
+        allocationStream = .allocate(capacity: turnConfig.limits.maxAllocations)
+        allocationStream.initialize(repeating: UInt32.max, count: turnConfig.limits.maxAllocations)
+        let tlsScratch = config.tlsListen.isEmpty ? 64 : StreamFraming.maxFrameLength + 64
+        plainScratch = .allocate(byteCount: tlsScratch, alignment: 16)
+        cipherScratch = .allocate(byteCount: config.tlsListen.isEmpty ? 64 : 20_480, alignment: 16)
         rearmListeners = .allocate(capacity: config.listen.count)
         rearmListeners.initialize(repeating: false, count: config.listen.count)
         if multishot {
@@ -156,6 +205,11 @@ struct Worker: ~Copyable {
     deinit {
         for i in 0..<listeners.count { close(listeners[i].fd) }
         listeners.deallocate()
+        for i in 0..<streamListeners.count where streamListeners[i].fd >= 0 { close(streamListeners[i].fd) }
+        streamListeners.deallocate()
+        allocationStream.deallocate()
+        plainScratch.deallocate()
+        cipherScratch.deallocate()
         rearmListeners.deallocate()
         completions.deallocate()
         response.deallocate()
@@ -175,6 +229,7 @@ struct Worker: ~Copyable {
 
     mutating func run() {
         for i in 0..<listeners.count { armListener(i) }
+        for i in 0..<streamListeners.count { armStreamListener(i) }
         flushSubmissions()
         var now = Self.monotonicNow()
         nextTick = now.nanoseconds + 1_000_000_000
@@ -185,6 +240,7 @@ struct Worker: ~Copyable {
                 break
             }
             now = Self.monotonicNow()
+            nowSeconds = now.seconds
             // Drain what is ready, a bounded batch at a time, so sends are
             // flushed at least every `maxBatch` completions.
             while true {
@@ -209,6 +265,7 @@ struct Worker: ~Copyable {
     @inline(__always)
     mutating func finishBatch() {
         flushSends()
+        if streams.dirtyCount > 0 { flushStreams() }
         buffers.publish()
         if pendingRearm { rearmReceives() }
         flushSubmissions()

@@ -20,6 +20,9 @@ final class WorkerControl: Sendable {
     /// A new TURN configuration (users, secrets, peer policy) waiting for the
     /// worker to take at its next wake-up; see `Engine.reload`.
     let pendingConfiguration = Mutex<TURNConfiguration?>(nil)
+    /// A new certificate and key for the TLS listeners, taken the same way;
+    /// connections already open keep the one they started with.
+    let pendingTLS = Mutex<TLSServerContext?>(nil)
 
     enum StartResult: Sendable {
         case running
@@ -37,6 +40,11 @@ final class WorkerControl: Sendable {
 
     func offer(_ configuration: TURNConfiguration) {
         pendingConfiguration.withLock { $0 = configuration }
+        waker.withLock { $0?.wake() }
+    }
+
+    func offer(_ tls: TLSServerContext) {
+        pendingTLS.withLock { $0 = tls }
         waker.withLock { $0?.wake() }
     }
 
@@ -74,6 +82,8 @@ struct WorkerCounters: ~Copyable {
         case groTrains, groDatagrams
         case refused400, refused401, refused403, refused437, refused438, refused441, refused486, refused508
         case refusedOther, challenges
+        case streamAccepted, streamRefused, streamClosed, streamTimeouts, streamDropsFull, tlsFailures
+        case bytesFromStreams, bytesToStreams
         case allocationsCreated, allocationsDeleted, allocationsExpired
     }
     private let storage: UnsafeMutablePointer<UInt64>

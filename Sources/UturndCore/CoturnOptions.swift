@@ -2,20 +2,20 @@
 /// is told. In a config file they are ignored with a warning (so a coturn
 /// `turnserver.conf` still starts); on the command line they are an error.
 public enum CoturnOptions {
-    static let tls = "TLS/DTLS is not implemented; uturn serves TURN over UDP"
+    static let tls = "uturn's TLS takes --cert and --pkey only (TLS 1.2 and 1.3, OpenSSL's default ciphers); DTLS is not implemented"
     static let database = "uturn has no user database; use --user or --use-auth-secret with --static-auth-secret"
     static let admin = "uturn has no admin interface"
     static let process = "uturn runs in the foreground; let systemd (or similar) handle daemonising, users and pid files"
     static let logging = "use --log-level and --log-file"
-    static let transport = "uturn serves and relays UDP only"
+    static let transport = "uturn serves TURN over UDP, TCP and TLS, and relays UDP only"
     static let missing = "not implemented in uturn"
 
     public static let unsupported: [String: String] = {
         var table: [String: String] = [:]
         func add(_ reason: String, _ names: [String]) { for n in names { table[n] = reason } }
         add(tls, [
-            "cert", "pkey", "pkey-pwd", "cipher-list", "CA-file", "ec-curve-name", "dh566", "dh1066", "dh2066",
-            "dh-file", "no-tlsv1", "no-tlsv1_1", "no-tlsv1_2", "tls-listening-port", "alt-tls-listening-port",
+            "pkey-pwd", "cipher-list", "CA-file", "ec-curve-name", "dh566", "dh1066", "dh2066",
+            "dh-file", "no-tlsv1", "no-tlsv1_1", "no-tlsv1_2", "alt-tls-listening-port",
             "tls-alternate-server",
         ])
         add(database, [

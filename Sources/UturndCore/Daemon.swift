@@ -97,6 +97,7 @@ public enum Daemon {
                     for w in outcome.warnings { logger.warning(w) }
                     for w in outcome.restartNeeded { logger.warning(w) }
                     engine.reload(turn: outcome.settings.turn)
+                    if let tls = outcome.settings.engine.tls, tls !== settings.engine.tls { engine.reload(tls: tls) }
                     settings = outcome.settings
                     options = outcome.options
                     logger.notice(outcome.summary)

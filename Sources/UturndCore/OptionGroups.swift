@@ -130,14 +130,49 @@ public struct LimitOptions: ParsableArguments {
     public init() {}
 }
 
+/// TURN over TCP and TLS (RFC 8656 §3.1): listeners, certificate, and the
+/// limits that keep one connection from costing more than its share.
+public struct StreamOptions: ParsableArguments {
+    @Flag(name: .customLong("no-tcp"), help: "No TCP listener (by default each listening address also takes TCP on --listening-port).")
+    public var noTCP = false
+
+    @Flag(name: .customLong("no-tls"), help: "No TLS listener, even with --cert and --pkey.")
+    public var noTLS = false
+
+    @Option(name: .customLong("cert"), help: ArgumentHelp("PEM certificate chain for TURN over TLS (with --pkey; reloaded on SIGHUP).", valueName: "path"))
+    public var cert: String?
+
+    @Option(name: .customLong("pkey"), help: ArgumentHelp("PEM private key of --cert.", valueName: "path"))
+    public var pkey: String?
+
+    @Option(name: .customLong("tls-listening-port"), help: ArgumentHelp("TLS port on each listening address, when --cert and --pkey are given.", valueName: "port"))
+    public var tlsListeningPort: Int = 5349
+
+    @Option(name: .customLong("tcp-connections"), help: ArgumentHelp("Most TCP and TLS client connections per worker.", valueName: "n"))
+    public var tcpConnections: Int = 1024
+
+    @Option(name: .customLong("tcp-connections-per-ip"), help: ArgumentHelp("Most connections from one client IP address per worker (0: no limit).", valueName: "n"))
+    public var tcpConnectionsPerIP: Int = 64
+
+    @Option(name: .customLong("tcp-send-queue"), help: ArgumentHelp("Bytes queued per connection for a client that reads slowly; past it, messages are dropped whole.", valueName: "bytes"))
+    public var tcpSendQueue: Int = 65_536
+
+    @Option(name: .customLong("tcp-idle-timeout"), help: ArgumentHelp("Seconds a connection may stay silent with no allocation before it is closed.", valueName: "seconds"))
+    public var tcpIdleTimeout: Int = 60
+
+    @Option(name: .customLong("tls-handshake-timeout"), help: ArgumentHelp("Seconds a TLS handshake may take before the connection is closed.", valueName: "seconds"))
+    public var tlsHandshakeTimeout: Int = 10
+
+    @Option(name: .customLong("tcp-stall-timeout"), help: ArgumentHelp("Seconds a client may read nothing while bytes wait for it before it is closed.", valueName: "seconds"))
+    public var tcpStallTimeout: Int = 10
+
+    public init() {}
+}
+
 /// Transports uturn does not serve; accepted so coturn command lines carry over.
 public struct CompatibilityOptions: ParsableArguments {
-    @Flag(name: .customLong("no-tls"), help: "No TLS listener (uturn has none: TLS is not implemented).")
-    public var noTLS = false
     @Flag(name: .customLong("no-dtls"), help: "No DTLS listener (uturn has none: DTLS is not implemented).")
     public var noDTLS = false
-    @Flag(name: .customLong("no-tcp"), help: "No TCP listener (uturn serves UDP only).")
-    public var noTCP = false
     @Flag(name: .customLong("no-tcp-relay"), help: "No TCP relay, RFC 6062 (uturn relays UDP only).")
     public var noTCPRelay = false
 

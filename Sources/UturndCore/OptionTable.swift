@@ -25,7 +25,11 @@ public enum OptionTable {
         "user-quota": .value, "total-quota": .value, "max-allocate-lifetime": .value, "stale-nonce": .value,
         "strict-channel-numbers": .flag, "drain-timeout": .value,
         // compatibility
-        "no-tls": .flag, "no-dtls": .flag, "no-tcp": .flag, "no-tcp-relay": .flag,
+        "no-dtls": .flag, "no-tcp-relay": .flag,
+        // TCP and TLS
+        "no-tcp": .flag, "no-tls": .flag, "cert": .value, "pkey": .value, "tls-listening-port": .value,
+        "tcp-connections": .value, "tcp-connections-per-ip": .value, "tcp-send-queue": .value,
+        "tcp-idle-timeout": .value, "tls-handshake-timeout": .value, "tcp-stall-timeout": .value,
         // logging
         "log-file": .value, "log-level": .value, "metrics-listen": .value,
         // engine

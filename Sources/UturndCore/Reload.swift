@@ -100,6 +100,9 @@ public struct Reloader: Sendable {
         turn.relayFamilies = current.turn.relayFamilies
         turn.limits = current.turn.limits
         next.turn = turn
+        // A new certificate and key (same listeners): read afresh on every
+        // SIGHUP, so a renewed certificate at the same path is picked up.
+        if current.engine.tls != nil, let tls = fresh.engine.tls { next.engine.tls = tls }
         next.drainSeconds = fresh.drainSeconds
         next.userNames = fresh.userNames
         next.hasDemoUser = fresh.hasDemoUser
@@ -155,6 +158,9 @@ public struct Reloader: Sendable {
         if old.turn.strictChannelNumbers != new.turn.strictChannelNumbers {
             out.append("--strict-channel-numbers \(new.turn.strictChannelNumbers ? "on" : "off")")
         }
+        if let a = old.engine.tls, let b = new.engine.tls, a !== b {
+            out.append("TLS certificate reloaded from \(b.certificateFile)")
+        }
         if old.drainSeconds != new.drainSeconds {
             out.append("--drain-timeout \(old.drainSeconds) → \(new.drainSeconds) s")
         }
@@ -197,6 +203,14 @@ public struct Reloader: Sendable {
         ("--gro-buffers", { "\($0.engine.groBuffers)" }),
         ("--user-quota", { "\($0.userQuota)" }),
         ("--total-quota", { "\($0.totalQuota)" }),
+        ("--no-tcp", { "\($0.engine.tcpListen.isEmpty)" }),
+        ("TLS listeners", { $0.engine.tlsListen.map(\.description).joined(separator: ", ") }),
+        ("--tcp-connections", { "\($0.engine.streamConnections)" }),
+        ("--tcp-connections-per-ip", { "\($0.engine.streamConnectionsPerIP)" }),
+        ("--tcp-send-queue", { "\($0.engine.streamSendQueue)" }),
+        ("--tcp-idle-timeout", { "\($0.engine.streamIdleSeconds)" }),
+        ("--tls-handshake-timeout", { "\($0.engine.tlsHandshakeSeconds)" }),
+        ("--tcp-stall-timeout", { "\($0.engine.streamStallSeconds)" }),
         ("--metrics-listen", { $0.metricsListen?.description ?? "off" }),
         ("--log-level", { $0.logLevel.rawValue }),
         ("--log-file", {

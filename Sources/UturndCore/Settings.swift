@@ -218,9 +218,41 @@ extension Settings {
         turn.strictChannelNumbers = l.strictChannelNumbers
         turn.relayFamilies = Set(relays.map(\.family))
 
-        // Transports uturn does not have.
-        if o.compatibility.noTLS || o.compatibility.noDTLS {
-            notices.append("--no-tls/--no-dtls: uturn has no TLS or DTLS listener anyway (not implemented)")
+        // TCP and TLS listeners.
+        let st = o.streams
+        if !st.noTCP { engine.tcpListen = engine.listen }
+        switch (st.cert, st.pkey) {
+        case (nil, nil):
+            break
+        case (nil, _?):
+            throw ValidationError("--pkey is given without --cert; TLS needs both.")
+        case (_?, nil):
+            throw ValidationError("--cert is given without --pkey; TLS needs both.")
+        case (let cert?, let key?):
+            if st.noTLS {
+                notices.append("--no-tls: no TLS listener although --cert and --pkey are given")
+            } else {
+                let tlsPort = try Settings.port(st.tlsListeningPort, flag: "--tls-listening-port")
+                if tlsPort == port && !st.noTCP {
+                    throw ValidationError(
+                        "--tls-listening-port \(tlsPort) is also the TCP listening port; choose another (coturn's default is 5349) or add --no-tcp.")
+                }
+                do {
+                    engine.tls = try TLSServerContext(certificateFile: cert, privateKeyFile: key)
+                } catch {
+                    throw ValidationError("--cert \(cert) / --pkey \(key): \(error.description)")
+                }
+                engine.tlsListen = listenIPs.map { TransportAddress(ip: $0, port: tlsPort) }
+            }
+        }
+        engine.streamConnections = st.tcpConnections
+        engine.streamConnectionsPerIP = st.tcpConnectionsPerIP
+        engine.streamSendQueue = st.tcpSendQueue
+        engine.streamIdleSeconds = st.tcpIdleTimeout
+        engine.tlsHandshakeSeconds = st.tlsHandshakeTimeout
+        engine.streamStallSeconds = st.tcpStallTimeout
+        if o.compatibility.noDTLS {
+            notices.append("--no-dtls: uturn has no DTLS listener anyway (not implemented)")
         }
 
         // Logging.
@@ -312,6 +344,8 @@ extension Settings {
     public var summary: [String] {
         var lines: [String] = []
         for a in engine.listen { lines.append("listening on udp \(a)") }
+        for a in engine.tcpListen { lines.append("listening on tcp \(a)") }
+        for a in engine.tlsListen { lines.append("listening on tls \(a) (certificate \(engine.tls?.certificateFile ?? "?"))") }
         let relays = [engine.relayIPv4, engine.relayIPv6].compactMap { $0?.description }.joined(separator: " and ")
         var relay = "relaying from \(relays), ports \(engine.minPort)-\(engine.maxPort)"
         if let external = engine.externalIPv4 { relay += ", advertised as \(external)" }

@@ -39,6 +39,7 @@ public struct Uturnd: ParsableCommand {
     @OptionGroup(title: "Credentials") public var auth: AuthOptions
     @OptionGroup(title: "Peers") public var peers: PeerOptions
     @OptionGroup(title: "Lifetimes and quotas") public var limits: LimitOptions
+    @OptionGroup(title: "TCP and TLS") public var streams: StreamOptions
     @OptionGroup(title: "Logging") public var logging: LoggingOptions
     @OptionGroup(title: "Engine (io_uring)") public var engine: EngineOptions
     @OptionGroup(title: "coturn compatibility (no effect)") public var compatibility: CompatibilityOptions

@@ -42,11 +42,11 @@ struct ConfigFileTests {
 
     @Test func unsupportedCoturnKeysAreReportedAndSkipped() throws {
         let file = try ConfigFile(
-            path: "/etc/turnserver.conf", text: "fingerprint\ncert=/etc/ssl/turn.pem\nrealm=x\nno-cli\n")
+            path: "/etc/turnserver.conf", text: "fingerprint\ncipher-list=DEFAULT\nrealm=x\nno-cli\n")
         #expect(file.arguments == ["--realm=x"])
         #expect(file.ignored.count == 3)
         #expect(file.ignored[0].hasPrefix("/etc/turnserver.conf:1: ignored: option 'fingerprint' is not supported by uturn"))
-        #expect(file.ignored[1].contains(":2: ignored: option 'cert'"))
+        #expect(file.ignored[1].contains(":2: ignored: option 'cipher-list'"))
         #expect(file.ignored[1].contains("TLS"))
     }
 
@@ -97,10 +97,10 @@ struct ConfigFileTests {
 
     @Test func unsupportedCoturnFlagOnTheCommandLineIsNamed() {
         do {
-            _ = try LaunchArguments.assemble(commandLine: ["--user", "a:b", "--cert", "x.pem"])
+            _ = try LaunchArguments.assemble(commandLine: ["--user", "a:b", "--pkey-pwd", "x"])
             Issue.record("expected an error")
         } catch {
-            #expect("\(error)".contains("--cert is a coturn option that uturn does not support"))
+            #expect("\(error)".contains("--pkey-pwd is a coturn option that uturn does not support"))
         }
     }
 

@@ -193,10 +193,34 @@ class TurnServer:
         return "\n".join(self.output().splitlines()[-n:])
 
 
+def write_self_signed(workdir: Path) -> tuple[Path, Path]:
+    """A throwaway EC P-256 certificate for CN=localhost, valid one day."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = workdir / "cert.pem", workdir / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
 def build_argv(kind: str, binary: str, port: int, hosts: list[str], relay: tuple[int, int],
-               auth: str, allow_loopback: bool, workdir: Path) -> list[str]:
+               auth: str, allow_loopback: bool, workdir: Path,
+               tls: tuple[Path, Path, int] | None = None) -> list[str]:
     if kind == "coturn":
-        argv = [binary, "-n", "--no-cli", "--no-tls", "--no-dtls", "--no-rfc5780",
+        argv = [binary, "-n", "--no-cli", "--no-dtls", "--no-rfc5780",
                 "-p", str(port), "--min-port", str(relay[0]), "--max-port", str(relay[1]),
                 "-r", REALM, "--lt-cred-mech",
                 "--log-file", "stdout", "--simple-log",
@@ -210,6 +234,10 @@ def build_argv(kind: str, binary: str, port: int, hosts: list[str], relay: tuple
             argv += ["-u", f"{USER}:{PASSWORD}"]
         if allow_loopback:
             argv.append("--allow-loopback-peers")
+        if tls is None:
+            argv.append("--no-tls")
+        else:
+            argv += ["--cert", str(tls[0]), "--pkey", str(tls[1]), "--tls-listening-port", str(tls[2])]
     else:
         argv = [binary]
         for h in hosts:
@@ -224,11 +252,14 @@ def build_argv(kind: str, binary: str, port: int, hosts: list[str], relay: tuple
             argv += ["--use-auth-secret", "--static-auth-secret", REST_SECRET]
         if allow_loopback:
             argv.append("--allow-loopback-peers")
+        if tls is not None:
+            argv += ["--cert", str(tls[0]), "--pkey", str(tls[1]), "--tls-listening-port", str(tls[2])]
     argv += shlex.split(os.environ.get("UTURN_E2E_EXTRA_ARGS", ""))
     return argv
 
 
-def start_server(workdir: Path, *, auth: str = "lt", allow_loopback: bool = True) -> TurnServer:
+def start_server(workdir: Path, *, auth: str = "lt", allow_loopback: bool = True,
+                 tls: bool = False) -> TurnServer:
     kind = server_kind()
     binary = server_binary(kind)
     if binary is None:
@@ -240,9 +271,15 @@ def start_server(workdir: Path, *, auth: str = "lt", allow_loopback: bool = True
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port(span=2)
     relay = free_port_range()
-    argv = build_argv(kind, binary, port, LOOPBACKS, relay, auth, allow_loopback, workdir)
+    tls_args = None
+    if tls:
+        cert, key = write_self_signed(workdir)
+        tls_args = (cert, key, free_port(span=1))
+    argv = build_argv(kind, binary, port, LOOPBACKS, relay, auth, allow_loopback, workdir, tls_args)
     log = workdir / "server.log"
     srv = TurnServer(kind, port, list(LOOPBACKS), relay, auth, allow_loopback, argv, log)
+    if tls_args:
+        srv.extra.update(cert=tls_args[0], key=tls_args[1], tls_port=tls_args[2])
     with open(log, "wb") as out:
         srv.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, cwd=workdir)

@@ -258,8 +258,7 @@ class TurnClient:
             if self.key is not None:
                 msg.add(USERNAME, self.username.encode())
                 msg.add(REALM, self.realm).add(NONCE, self.nonce)
-            resp = transact(self.sock, self.server, msg.encode(self.key, fingerprint=True),
-                            msg.txid, timeout)
+            resp = self._transact(msg.encode(self.key, fingerprint=True), msg.txid, timeout)
             if resp is None:
                 raise TimeoutError(f"no response to method {method:#x} from {self.server}")
             if resp.cls == ERROR and resp.error_code in (401, 438) and attempt == 0 \
@@ -270,6 +269,12 @@ class TurnClient:
                 continue
             return resp
         return resp
+
+    def _transact(self, data: bytes, txid: bytes, timeout: float) -> Message | None:
+        return transact(self.sock, self.server, data, txid, timeout)
+
+    def _send(self, data: bytes) -> None:
+        self.sock.sendto(data, self.server)
 
     def allocate(self, lifetime: int = 600, family: int | None = None,
                  additional_family: int | None = None) -> Message:
@@ -314,11 +319,11 @@ class TurnClient:
         """Send indication (RFC 8656 §11.4): never answered."""
         msg = Message(SEND, INDICATION)
         msg.add(XOR_PEER_ADDRESS, encode_xor_address(peer, msg.txid)).add(DATA_ATTR, payload)
-        self.sock.sendto(msg.encode(), self.server)
+        self._send(msg.encode())
 
     def send_channel_data(self, channel: int, payload: bytes) -> None:
         # Over UDP the padding to 4 bytes is optional (RFC 8656 §12.5); send none.
-        self.sock.sendto(struct.pack("!HH", channel, len(payload)) + payload, self.server)
+        self._send(struct.pack("!HH", channel, len(payload)) + payload)
 
     def recv_channel_data(self, timeout: float = 2.0) -> tuple[int, bytes]:
         """Next ChannelData frame from the server (STUN messages are skipped)."""
@@ -329,6 +334,94 @@ class TurnClient:
             if len(data) >= 4 and 0x40 <= data[0] <= 0x7F:
                 channel, length = struct.unpack("!HH", data[:4])
                 return channel, data[4:4 + length]
+        raise TimeoutError("no ChannelData from the server")
+
+
+def frame_length(buf: bytes) -> int | None:
+    """Bytes the first frame of a TURN byte stream takes (RFC 8656 §12.5:
+    ChannelData padded to 4 over streams), or None if more are needed."""
+    if len(buf) < 4:
+        return None
+    length = struct.unpack("!H", buf[2:4])[0]
+    if buf[0] < 0x40:
+        total = 20 + length
+    elif buf[0] < 0x80:
+        total = 4 + length + _pad4(length)
+    else:
+        raise ValueError(f"not STUN or ChannelData: first byte {buf[0]:#x}")
+    return total if len(buf) >= total else None
+
+
+class StreamTurnClient(TurnClient):
+    """TurnClient over TCP, or TLS (`tls=True`, any certificate accepted):
+    the same requests, framed on a byte stream."""
+
+    def __init__(self, server: tuple[str, int], username: str, password: str, *,
+                 tls: bool = False, alpn: list[str] | None = None, timeout: float = 5.0):
+        import ssl
+        self.server, self.username, self.password = server, username, password
+        self.realm = self.nonce = None
+        self.key = None
+        raw = socket.create_connection(server, timeout=timeout)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            if alpn:
+                ctx.set_alpn_protocols(alpn)
+            self.sock = ctx.wrap_socket(raw)
+        else:
+            self.sock = raw
+        self.buffer = b""
+
+    def _send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_frame(self, timeout: float = 3.0) -> bytes:
+        """The next frame (a ChannelData frame keeps its padding). Raises
+        TimeoutError, or ConnectionError when the server closes."""
+        deadline = time.monotonic() + timeout
+        while (n := frame_length(self.buffer)) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no whole frame from the server")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                raise TimeoutError("no whole frame from the server") from None
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            self.buffer += chunk
+        frame, self.buffer = self.buffer[:n], self.buffer[n:]
+        return frame
+
+    def _transact(self, data: bytes, txid: bytes, timeout: float) -> Message | None:
+        self.sock.sendall(data)  # a stream needs no retransmission
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                frame = self.read_frame(left)
+            except TimeoutError:
+                return None
+            if frame[0] < 0x40:
+                msg = parse(frame)
+                if msg.txid == txid:
+                    return msg
+        return None
+
+    def send_channel_data(self, channel: int, payload: bytes) -> None:
+        pad = b"\0" * _pad4(len(payload))
+        self._send(struct.pack("!HH", channel, len(payload)) + payload + pad)
+
+    def recv_channel_data(self, timeout: float = 2.0) -> tuple[int, bytes]:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            frame = self.read_frame(left)
+            if 0x40 <= frame[0] <= 0x7F:
+                channel, length = struct.unpack("!HH", frame[:4])
+                return channel, frame[4:4 + length]
         raise TimeoutError("no ChannelData from the server")
 
 

@@ -43,12 +43,16 @@ class Collector(asyncio.DatagramProtocol):
         self.queue.put_nowait((exc, None))
 
 
-async def relay_echo(server_addr, username, password, peer_host="127.0.0.1", count=20):
+async def relay_echo(server_addr, username, password, peer_host="127.0.0.1", count=20,
+                     transport="udp", ssl=None):
+    """transport "tcp" (with ssl an SSLContext for TLS): aioice talks to the
+    server over a stream; relaying to the peer is UDP either way."""
     loop = asyncio.get_running_loop()
     peer_t, peer = await loop.create_datagram_endpoint(EchoPeer, local_addr=(peer_host, 0))
     peer_addr = peer_t.get_extra_info("sockname")[:2]
     turn_t, client = await asyncio.wait_for(
-        aioice_turn.create_turn_endpoint(Collector, server_addr, username, password), 10)
+        aioice_turn.create_turn_endpoint(Collector, server_addr, username, password,
+                                         transport=transport, ssl=ssl), 10)
     try:
         relayed = turn_t.get_extra_info("sockname")
         sent = {b"uturn-e2e-%03d-" % i + bytes(range(64)) for i in range(count)}

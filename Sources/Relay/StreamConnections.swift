@@ -1,0 +1,242 @@
+import Glibc
+import STUN
+import TURN
+import URing
+
+/// One client connection over TCP or TLS (RFC 8656 §3.1), owned by a worker.
+///
+/// Bytes arrive in the worker's receive buffers. Whole frames (STUN
+/// messages, ChannelData) found there are handled in place; a frame split
+/// across receives is gathered in `inbox`. Over TLS every frame goes
+/// through `inbox`, as decrypted plaintext.
+///
+/// Bytes for the client are copied into `outbox`, a ring of fixed size,
+/// and sent one SEND at a time from there. A full outbox drops whole
+/// messages (never part of one, which would break the framing); a
+/// connection whose outbox makes no progress for `stallSeconds` is closed.
+/// That bounds what a slow reader can cost: `outboxCapacity` bytes.
+struct StreamConnection {
+    /// -1: the slot is free.
+    var fd: Int32 = -1
+    var generation: UInt32 = 0
+    var fiveTuple = FiveTuple(client: .init(ip: IPAddress(v4: 0), port: 0), server: .init(ip: IPAddress(v4: 0), port: 0))
+    var tls: TLSStream?
+    /// The allocation made over this connection (its 5-tuple's), if any.
+    var allocation: AllocationID?
+
+    var inbox: UnsafeMutableRawPointer? = nil
+    var inboxCapacity = 0
+    var inboxCount = 0
+
+    var outbox: UnsafeMutableRawPointer? = nil
+    var outboxCapacity = 0
+    var outboxHead = 0
+    var outboxCount = 0
+    /// Bytes handed to the SEND in flight (0: none).
+    var sending = 0
+
+    /// The receive ended (or was never armed) and must be armed at the next flush.
+    var needsReceive = false
+    /// A receive (multishot or single-shot) is armed and has not ended.
+    var receiving = false
+    /// Closed: the socket is shut down and closed; the slot is freed once
+    /// the receive and the send in flight have completed.
+    var closed = false
+
+    /// Monotonic seconds.
+    var opened: UInt32 = 0
+    var lastReceive: UInt32 = 0
+    /// Last time the outbox was empty or a send completed.
+    var lastSendProgress: UInt32 = 0
+
+    var isTLS: Bool { tls != nil }
+
+    var outboxFree: Int { outboxCapacity - outboxCount }
+
+    /// Appends `count` bytes to the outbox (the caller checked the room).
+    mutating func append(_ bytes: UnsafeRawPointer, count: Int) {
+        guard count > 0, let out = outbox else { return }
+        let tail = (outboxHead + outboxCount) % outboxCapacity
+        let first = min(count, outboxCapacity - tail)
+        (out + tail).copyMemory(from: bytes, byteCount: first)
+        if first < count { out.copyMemory(from: bytes + first, byteCount: count - first) }
+        outboxCount += count
+    }
+
+    /// Appends `count` zero bytes (ChannelData padding).
+    mutating func appendZeros(_ count: Int) {
+        var zeros: UInt32 = 0
+        withUnsafeBytes(of: &zeros) { append($0.baseAddress!, count: min(count, 4)) }
+    }
+
+    /// The contiguous run of queued bytes from the head (what one SEND takes).
+    var sendableRun: (UnsafeRawPointer, Int)? {
+        guard outboxCount > 0, let out = outbox else { return nil }
+        return (UnsafeRawPointer(out + outboxHead), min(outboxCount, outboxCapacity - outboxHead))
+    }
+
+    mutating func consumeSent(_ n: Int) {
+        outboxHead = (outboxHead + n) % outboxCapacity
+        outboxCount -= n
+        if outboxCount == 0 { outboxHead = 0 }
+    }
+}
+
+/// A worker's stream connections: a fixed table (sized by
+/// `--tcp-connections`), a free list, and the list of connections with
+/// bytes waiting for a SEND. Buffers are allocated when a connection is
+/// accepted and freed when its slot is released: the control path, not
+/// per packet.
+struct StreamConnections: ~Copyable {
+    let capacity: Int
+    let outboxCapacity: Int
+    let slots: UnsafeMutablePointer<StreamConnection>
+    private let free: UnsafeMutablePointer<UInt32>
+    private var freeCount: Int
+    /// Slots with queued bytes and no SEND in flight, to flush at the end of the batch.
+    let dirty: UnsafeMutablePointer<UInt32>
+    var dirtyCount = 0
+    private let isDirty: UnsafeMutablePointer<Bool>
+    /// Open connections (not closed).
+    private(set) var openCount = 0
+
+    /// First size of a connection's inbox; it grows (up to the largest
+    /// frame) only when a frame bigger than this is split across reads.
+    static let inboxInitial = 4096
+    static let inboxMaximum = StreamFraming.maxFrameLength + 4096
+
+    init(capacity: Int, outboxCapacity: Int) {
+        self.capacity = capacity
+        self.outboxCapacity = outboxCapacity
+        slots = .allocate(capacity: max(1, capacity))
+        slots.initialize(repeating: StreamConnection(), count: max(1, capacity))
+        free = .allocate(capacity: max(1, capacity))
+        for i in 0..<capacity { free[i] = UInt32(capacity - 1 - i) }
+        freeCount = capacity
+        dirty = .allocate(capacity: max(1, capacity))
+        isDirty = .allocate(capacity: max(1, capacity))
+        isDirty.initialize(repeating: false, count: max(1, capacity))
+    }
+
+    deinit {
+        for i in 0..<capacity where slots[i].fd >= 0 || slots[i].closed { releaseMemory(UInt32(i)) }
+        slots.deinitialize(count: max(1, capacity))
+        slots.deallocate()
+        free.deallocate()
+        dirty.deallocate()
+        isDirty.deallocate()
+    }
+
+    /// A slot for a new connection on `fd`, or nil when the table is full.
+    mutating func open(fd: Int32, fiveTuple: FiveTuple, tls: TLSStream?, now: UInt32) -> UInt32? {
+        guard freeCount > 0 else { return nil }
+        freeCount -= 1
+        let slot = free[freeCount]
+        let generation = UserData.nextGeneration(after: slots[Int(slot)].generation)
+        var c = StreamConnection()
+        c.fd = fd
+        c.generation = generation
+        c.fiveTuple = fiveTuple
+        c.tls = tls
+        c.inbox = .allocate(byteCount: Self.inboxInitial, alignment: 16)
+        c.inboxCapacity = Self.inboxInitial
+        c.outbox = .allocate(byteCount: outboxCapacity, alignment: 16)
+        c.outboxCapacity = outboxCapacity
+        c.opened = now
+        c.lastReceive = now
+        c.lastSendProgress = now
+        slots[Int(slot)] = c
+        openCount += 1
+        return slot
+    }
+
+    /// The open connection in `slot` if its generation is `generation`.
+    @inline(__always)
+    func isOpen(_ slot: UInt32, generation: UInt32) -> Bool {
+        Int(slot) < capacity && slots[Int(slot)].fd >= 0 && slots[Int(slot)].generation == generation
+    }
+
+    /// Connections from `ip` now open (a linear walk: accepting is the control path).
+    func count(from ip: IPAddress) -> Int {
+        var n = 0
+        for i in 0..<capacity where slots[i].fd >= 0 && slots[i].fiveTuple.client.ip == ip { n += 1 }
+        return n
+    }
+
+    /// Marks the connection closed (the caller has shut the socket down and
+    /// closed it). The slot is freed by `releaseIfDone` once nothing of the
+    /// kernel's still points into its buffers.
+    mutating func markClosed(_ slot: UInt32) {
+        let i = Int(slot)
+        slots[i].fd = -1
+        slots[i].closed = true
+        openCount -= 1
+        releaseIfDone(slot)
+    }
+
+    mutating func releaseIfDone(_ slot: UInt32) {
+        let i = Int(slot)
+        guard slots[i].closed, !slots[i].receiving, slots[i].sending == 0 else { return }
+        releaseMemory(slot)
+        let generation = slots[i].generation
+        slots[i] = StreamConnection()
+        slots[i].generation = generation
+        free[freeCount] = slot
+        freeCount += 1
+    }
+
+    private func releaseMemory(_ slot: UInt32) {
+        let i = Int(slot)
+        slots[i].inbox?.deallocate()
+        slots[i].inbox = nil
+        slots[i].outbox?.deallocate()
+        slots[i].outbox = nil
+        slots[i].tls?.free()
+        slots[i].tls = nil
+    }
+
+    /// Grows a connection's inbox to hold at least `needed` bytes (control
+    /// path: only a frame larger than `inboxInitial` split across reads).
+    mutating func growInbox(_ slot: UInt32, to needed: Int) -> Bool {
+        let i = Int(slot)
+        guard needed <= Self.inboxMaximum else { return false }
+        if needed <= slots[i].inboxCapacity { return true }
+        let capacity = min(Self.inboxMaximum, max(needed, slots[i].inboxCapacity * 2))
+        let bigger = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 16)
+        if let old = slots[i].inbox {
+            bigger.copyMemory(from: old, byteCount: slots[i].inboxCount)
+            old.deallocate()
+        }
+        slots[i].inbox = bigger
+        slots[i].inboxCapacity = capacity
+        return true
+    }
+
+    mutating func markDirty(_ slot: UInt32) {
+        guard !isDirty[Int(slot)] else { return }
+        isDirty[Int(slot)] = true
+        dirty[dirtyCount] = slot
+        dirtyCount += 1
+    }
+
+    /// Starts a flush: returns how many slots are listed (read them with
+    /// `dirty[k]`, clearing each with `clearDirty`) and empties the list.
+    /// Slots re-marked while flushing are listed again from index 0; each
+    /// slot is re-marked at most once per slot read, so the writes never
+    /// overtake the reads.
+    mutating func beginFlush() -> Int {
+        defer { dirtyCount = 0 }
+        return dirtyCount
+    }
+
+    mutating func clearDirty(_ slot: UInt32) { isDirty[Int(slot)] = false }
+}
+
+extension UserData.Kind {
+    /// A multishot ACCEPT on a stream listener; slot = stream listener index.
+    static var streamAccept: UserData.Kind { UserData.Kind(rawValue: 5) }
+    /// A RECV on a client connection; slot, generation = the connection's.
+    static var streamReceive: UserData.Kind { UserData.Kind(rawValue: 6) }
+    /// A SEND on a client connection; slot, generation = the connection's.
+    static var streamSend: UserData.Kind { UserData.Kind(rawValue: 7) }
+}
