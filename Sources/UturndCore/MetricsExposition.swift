@@ -92,6 +92,26 @@ public final class MetricsExposition: Sendable {
             name: "uturn_stun_requests_total",
             help: "STUN requests handled (Binding, Allocate, Refresh, CreatePermission, ChannelBind).",
             series: [("", "stunRequests")]),
+        // TURN over TCP and TLS.
+        Family(
+            name: "uturn_stream_connections_total",
+            help: "Client connections over TCP and TLS, by event: accepted, refused (--tcp-connections, --tcp-connections-per-ip, no certificate), closed (by either side, for any reason), timed_out (idle, stalled reader or unfinished TLS handshake; also counted in closed).",
+            label: "event",
+            series: [
+                ("accepted", "streamAccepted"), ("refused", "streamRefused"), ("closed", "streamClosed"),
+                ("timed_out", "streamTimeouts"),
+            ]),
+        Family(
+            name: "uturn_stream_bytes_total",
+            help: "Bytes over TCP and TLS client connections as the socket sees them (TLS: ciphertext in, plaintext out).",
+            label: "direction", series: [("received", "bytesFromStreams"), ("queued", "bytesToStreams")]),
+        Family(
+            name: "uturn_stream_dropped_messages_total",
+            help: "Messages for a TCP or TLS client dropped whole because its send queue was full (a slow reader; see --tcp-send-queue).",
+            series: [("", "streamDropsFull")]),
+        Family(
+            name: "uturn_tls_failures_total", help: "TLS connections ended by a TLS error (handshake or record).",
+            series: [("", "tlsFailures")]),
         // Each worker's io_uring loop.
         Family(
             name: "uturn_ring_completions_total",

@@ -208,6 +208,7 @@ def write_self_signed(workdir: Path) -> tuple[Path, Path]:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
             .sign(key, hashes.SHA256()))
+    workdir.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = workdir / "cert.pem", workdir / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,

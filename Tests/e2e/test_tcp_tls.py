@@ -307,3 +307,41 @@ def test_tls_alpn_stun_turn(tls_server):
     resp = c._transact(req.encode(), req.txid, 3)
     c.close()
     assert resp is not None and resp.cls == stun.SUCCESS
+
+
+def test_sighup_reloads_the_certificate(server_factory):
+    """SIGHUP re-reads --cert/--pkey: connections made afterwards get the new
+    certificate, and an allocation made over TLS before the reload keeps working."""
+    if server_kind() != "uturnd":
+        pytest.skip("uturnd's reload")
+    import signal
+    from conftest import write_self_signed
+    srv = server_factory("turn-tls-reload", tls=True)
+    addr = tls_addr(srv)
+
+    def served_certificate() -> bytes:
+        c = stun.StreamTurnClient(addr, "x", "y", tls=True)
+        try:
+            return c.sock.getpeercert(binary_form=True)
+        finally:
+            c.close()
+
+    before = served_certificate()
+    assert before == ssl.PEM_cert_to_DER_cert(srv.extra["cert"].read_text())
+    peer = stun.EchoPeer(max_seconds=30)
+    old = allocated_client(srv, tls=True)
+    try:
+        assert old.channel_bind(0x4003, peer.addr).cls == stun.SUCCESS
+        # A new pair written over the old files, as a certificate renewal does.
+        new_cert, new_key = write_self_signed(srv.extra["cert"].parent / "renewed")
+        srv.extra["cert"].write_bytes(new_cert.read_bytes())
+        srv.extra["key"].write_bytes(new_key.read_bytes())
+        os.kill(srv.proc.pid, signal.SIGHUP)
+        assert stun.wait_until(lambda: "TLS certificate reloaded" in srv.output(), 5), srv.output_tail(10)
+        assert stun.wait_until(lambda: served_certificate() != before, 5)
+        assert served_certificate() == ssl.PEM_cert_to_DER_cert(new_cert.read_text())
+        old.send_channel_data(0x4003, b"still here")
+        assert old.recv_channel_data(3) == (0x4003, b"still here")
+    finally:
+        old.close()
+        peer.close()
