@@ -62,7 +62,7 @@ public struct EngineConfig: Sendable {
     /// Client connections per worker (TCP and TLS together).
     public var streamConnections = 1024
     /// Connections from one IP address per worker (0: no limit).
-    public var streamConnectionsPerIP = 64
+    public var streamConnectionsPerIP = 256
     /// Bytes queued per connection for its client; past that, messages are
     /// dropped whole, and a client that reads nothing for `streamStallSeconds` is closed.
     public var streamSendQueue = 65_536

@@ -152,7 +152,7 @@ public struct StreamOptions: ParsableArguments {
     public var tcpConnections: Int = 1024
 
     @Option(name: .customLong("tcp-connections-per-ip"), help: ArgumentHelp("Most connections from one client IP address per worker (0: no limit).", valueName: "n"))
-    public var tcpConnectionsPerIP: Int = 64
+    public var tcpConnectionsPerIP: Int = 256
 
     @Option(name: .customLong("tcp-send-queue"), help: ArgumentHelp("Bytes queued per connection for a client that reads slowly; past it, messages are dropped whole.", valueName: "bytes"))
     public var tcpSendQueue: Int = 65_536

@@ -22,7 +22,7 @@ struct StreamSettingsTests {
         #expect(s.engine.tcpListen == [TransportAddress("127.0.0.1:4000")!])
         #expect(s.engine.tlsListen.isEmpty && s.engine.tls == nil)
         #expect(s.summary.contains("listening on tcp 127.0.0.1:4000"))
-        #expect(s.engine.streamConnections == 1024 && s.engine.streamConnectionsPerIP == 64)
+        #expect(s.engine.streamConnections == 1024 && s.engine.streamConnectionsPerIP == 256)
     }
 
     @Test func noTCP() throws {
