@@ -466,6 +466,8 @@ extension Worker {
     mutating func closeStream(_ slot: UInt32, why: String?) {
         let c = streams.slots[Int(slot)]
         guard c.fd >= 0 else { return }
+        // Logged first, so whoever sees the connection end can find why.
+        if let why { log(.info, "connection \(c.fiveTuple.client) \(c.fiveTuple.transport == .tls ? "TLS" : "TCP"): \(why)") }
         Glibc.shutdown(c.fd, Int32(SHUT_RDWR))
         if c.receiving {
             _ = ring.prepareCancel(
@@ -473,7 +475,6 @@ extension Worker {
                 userData: UserData(kind: .housekeeping, slot: 0))
         }
         close(c.fd)
-        if let why { log(.info, "connection \(c.fiveTuple.client) \(c.fiveTuple.transport == .tls ? "TLS" : "TCP"): \(why)") }
         if let a = c.allocation, turn.tables.isLive(a), turn.tables.fiveTuple(of: a) == c.fiveTuple,
             let removed = turn.removeAllocation(a)
         {
