@@ -1,7 +1,7 @@
 import STUN
 
 public enum BenchMode: String, Sendable, CaseIterable {
-    case flood, rate, alloc
+    case flood, rate, alloc, invalid
 }
 
 public struct BenchOptionsError: Error, CustomStringConvertible, Equatable {
@@ -29,13 +29,31 @@ public struct BenchOptions: Sendable, Equatable {
     public var peer: TransportAddress?
     public var peerPort: UInt16 = 0
     public var quiet = false
+    /// flood/rate: no TURN (no Allocate, no ChannelBind): ChannelData on
+    /// channel 0x4000 straight to --server, for the bare reflector
+    /// scripts/bench/cdreflect.c (the harness ceiling).
+    public var noTurn = false
+    /// invalid: the junk kinds, sent round-robin.
+    public var kinds: [InvalidKind] = InvalidKind.allCases
+    /// invalid: packets/s of the legitimate session relaying beside the junk.
+    public var legitRate = 50
+    /// invalid: seed of the junk generator (nil: a random one).
+    public var seed: UInt64?
 
     public init() {}
 
     public static let usage = """
-        usage: uturn-bench <flood|rate|alloc> --server HOST:PORT [--user U] [--password P] [--realm R]
+        usage: uturn-bench <flood|rate|alloc|invalid> --server HOST:PORT [--user U] [--password P] [--realm R]
                            [--sessions M] [--payload BYTES] [--window N] [--rate PPS] [--duration S] [--warmup S]
                            [--cpu N] [--relay-pid PID] [--json PATH] [--peer HOST:PORT | --peer-port PORT] [--quiet]
+                           [--no-turn]                                  (flood, rate: for the bare reflector)
+                           [--kinds K1,K2,...|all] [--legit-rate PPS] [--seed N]          (invalid)
+          flood    keep --window datagrams in flight per session
+          rate     --rate packets/s per session (sessions evenly phased)
+          alloc    Allocate / Refresh / Refresh 0 cycles, one at a time, over --sessions 5-tuples
+          invalid  --rate junk packets/s in all (kinds round-robin, one source port per kind) while one
+                   legitimate session relays --legit-rate packets/s; counts the answers by class.
+                   Kinds: \(InvalidKind.allCases.map(\.rawValue).joined(separator: ", "))
         """
 
     /// Minimum payload: sequence number, send timestamp, session index.
@@ -55,7 +73,9 @@ public struct BenchOptions: Sendable, Equatable {
         }
         func seconds(_ name: String) throws(BenchOptionsError) -> Double {
             let v = try value(name)
-            guard let n = Double(v), n >= 0, n <= 86400 else { throw BenchOptionsError("\(name): not a duration in seconds: \(v)") }
+            guard let n = Double(v), n >= 0, n <= 86400 else {
+                throw BenchOptionsError("\(name): not a duration in seconds: \(v)")
+            }
             return n
         }
         func address(_ name: String) throws(BenchOptionsError) -> TransportAddress {
@@ -89,6 +109,22 @@ public struct BenchOptions: Sendable, Equatable {
                 guard n <= 65535 else { throw BenchOptionsError("--peer-port: out of range") }
                 peerPort = UInt16(n)
             case "--quiet": quiet = true
+            case "--no-turn": noTurn = true
+            case "--kinds":
+                let v = try value(a)
+                guard let k = InvalidKind.list(v) else {
+                    throw BenchOptionsError(
+                        "--kinds: a comma-separated list of \(InvalidKind.allCases.map(\.rawValue).joined(separator: ", ")) or all"
+                    )
+                }
+                kinds = k
+            case "--legit-rate":
+                legitRate = try int(a)
+                guard legitRate >= 1 else { throw BenchOptionsError("--legit-rate: at least 1 packet/s") }
+            case "--seed":
+                let v = try value(a)
+                guard let n = UInt64(v) else { throw BenchOptionsError("--seed: not an unsigned integer: \(v)") }
+                seed = n
             case "--mode":
                 let v = try value(a)
                 guard let m = BenchMode(rawValue: v) else { throw BenchOptionsError("unknown mode \(v)") }
@@ -112,5 +148,9 @@ public struct BenchOptions: Sendable, Equatable {
         guard window >= 1, window <= 4096 else { throw BenchOptionsError("--window: 1...4096") }
         guard rate >= 1 else { throw BenchOptionsError("--rate: at least 1 packet/s") }
         guard duration > 0 else { throw BenchOptionsError("--duration must be > 0") }
+        if noTurn, mode != .flood, mode != .rate { throw BenchOptionsError("--no-turn: flood and rate only") }
+        if noTurn, peer != nil {
+            throw BenchOptionsError("--no-turn: the reflector forwards to --peer-port, not --peer")
+        }
     }
 }

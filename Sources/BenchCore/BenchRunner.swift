@@ -1,7 +1,7 @@
+import CURing
 import Foundation
 import STUN
 import URing
-import CURing
 
 /// Runs one benchmark: sessions, the peer reflector, the chosen mode, the summary.
 public struct BenchRunner {
@@ -19,10 +19,31 @@ public struct BenchRunner {
         if let cpu = options.cpu, curing_pin_current_thread(Int32(cpu)) != 0 {
             log("warning: could not pin to CPU \(cpu)")
         }
+        raiseOpenFileLimit()
         switch options.mode {
         case .alloc: return try runAlloc(server: server)
         case .flood, .rate: return try runTraffic(server: server)
+        case .invalid: return try runInvalid(server: server)
         }
+    }
+
+    /// One descriptor per session: lift the soft limit to the hard one.
+    private func raiseOpenFileLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+
+    /// The peer: --peer, or our own reflector on --peer-port (0: any port).
+    private func startPeer(server: SocketAddress) throws -> (TransportAddress, Reflector?) {
+        if let external = options.peer { return (external, nil) }
+        let bind =
+            server.family == .v4
+            ? SocketAddress.loopbackV4(port: options.peerPort) : SocketAddress.loopbackV6(port: options.peerPort)
+        let r = try Reflector(bind: bind)
+        r.start()
+        return (r.address.transportAddress, r)
     }
 
     private func openSessions(server: SocketAddress) throws -> [TURNSession] {
@@ -35,33 +56,31 @@ public struct BenchRunner {
     }
 
     private func runTraffic(server: SocketAddress) throws -> BenchSummary {
-        var reflector: Reflector?
-        let peer: TransportAddress
-        if let external = options.peer {
-            peer = external
-        } else {
-            let bind = server.family == .v4 ? SocketAddress.loopbackV4(port: options.peerPort) : SocketAddress.loopbackV6(port: options.peerPort)
-            let r = try Reflector(bind: bind)
-            r.start()
-            reflector = r
-            peer = r.address.transportAddress
-        }
+        let (peer, reflector) = try startPeer(server: server)
         defer { reflector?.stop() }
         let sessions = try openSessions(server: server)
         defer { for s in sessions { s.close() } }
-        let setupStart = monotonicNanos()
-        for s in sessions {
-            try s.allocate()
-            try s.channelBind(peer: peer)
-        }
-        let setupMs = Double(monotonicNanos() - setupStart) / 1e6
-        if !options.quiet {
-            log("\(sessions.count) sessions allocated and bound to peer \(peer) in \(fmt2(setupMs)) ms (first relayed address \(sessions.first?.relayed.map { "\($0)" } ?? "?"))")
+        if options.noTurn {
+            if !options.quiet {
+                log("\(sessions.count) sessions, no TURN: ChannelData 0x4000 straight to \(serverT(server))")
+            }
+        } else {
+            let setupStart = monotonicNanos()
+            for s in sessions {
+                try s.allocate()
+                try s.channelBind(peer: peer)
+            }
+            let setupMs = Double(monotonicNanos() - setupStart) / 1e6
+            if !options.quiet {
+                log(
+                    "\(sessions.count) sessions allocated and bound to peer \(peer) in \(fmt2(setupMs)) ms (first relayed address \(sessions.first?.relayed.map { "\($0)" } ?? "?"))"
+                )
+            }
         }
         let engine = TrafficEngine(options: options, server: server, log: log)
         let r = try engine.run(sessions: sessions)
         // Release the allocations (best effort; the server expires them anyway).
-        for s in sessions { try? s.refresh(lifetime: 0) }
+        if !options.noTurn { for s in sessions { try? s.refresh(lifetime: 0) } }
         var summary = BenchSummary(
             mode: options.mode.rawValue, sessions: options.sessions, payloadBytes: options.payload,
             durationSeconds: options.duration)
@@ -77,7 +96,87 @@ public struct BenchRunner {
         summary.latencyP99Micros = Double(r.latency.valueAtPercentile(99)) / 1000
         summary.latencyP999Micros = Double(r.latency.valueAtPercentile(99.9)) / 1000
         summary.malformed = r.malformed
-        if let cpu = r.relayCPUMicros, r.received > 0 { summary.relayCPUMicrosPerRoundTrip = cpu / Double(r.received) }
+        if let cpu = r.cpu.relayMicros, r.received > 0 { summary.relayCPUMicrosPerRoundTrip = cpu / Double(r.received) }
+        fill(&summary, cpu: r.cpu)
+        return summary
+    }
+
+    private func fill(_ summary: inout BenchSummary, cpu: CPUWindow) {
+        summary.harness = "single"
+        summary.relayCPUPercent = cpu.relayPercent
+        if !cpu.busyPercent.isEmpty {
+            summary.cpuBusyMicros = cpu.busyMicros
+            summary.cpuBusyPercent = cpu.busyPercent
+        }
+    }
+
+    private func serverT(_ a: SocketAddress) -> String { "\(a.transportAddress)" }
+
+    /// Junk at --rate packets/s from one socket per kind, while one
+    /// legitimate session relays --legit-rate packets/s to the peer.
+    private func runInvalid(server: SocketAddress) throws -> BenchSummary {
+        let (peer, reflector) = try startPeer(server: server)
+        defer { reflector?.stop() }
+        let legit = try TURNSession(
+            server: server, user: options.user, password: options.password, realm: options.realm)
+        defer { legit.close() }
+        try legit.allocate()
+        try legit.channelBind(peer: peer)
+        var seed = options.seed ?? UInt64.random(in: 0...UInt64.max)
+        if options.seed == nil, seed == 0 { seed = 1 }
+        var builder = InvalidPacketBuilder(seed: seed, payload: options.payload, user: options.user)
+        builder.avoidChannel = legit.channel
+        var sessions = [TURNSession]()
+        defer { for s in sessions { s.close() } }
+        var sources = [InvalidEngine.Source]()
+        for kind in options.kinds {
+            let s = try TURNSession(
+                server: server, user: options.user, password: options.password, realm: options.realm)
+            sessions.append(s)
+            if kind.needsAllocation { try s.allocate() }
+            if kind.needsChallenge {
+                let (realm, nonce) = try s.challenge()
+                try builder.setChallenge(realm: realm, nonce: nonce, password: options.password)
+            }
+            sources.append(.init(kind: kind, fd: s.socket.rawValue))
+        }
+        if !options.quiet {
+            log(
+                "legitimate session relayed at \(legit.relayed.map { "\($0)" } ?? "?") bound to peer \(peer); junk: \(options.kinds.map(\.rawValue).joined(separator: ", ")) at \(options.rate) packets/s (seed \(seed))"
+            )
+        }
+        let engine = InvalidEngine(options: options, server: server, log: log)
+        let r = try engine.run(legit: legit, sources: sources, builder: builder)
+        try? legit.refresh(lifetime: 0)
+        for (s, kind) in zip(sessions, options.kinds) where kind.needsAllocation { try? s.refresh(lifetime: 0) }
+
+        var summary = BenchSummary(
+            mode: "invalid", sessions: 1, payloadBytes: options.payload, durationSeconds: options.duration)
+        summary.perSecond = r.perSecond
+        summary.roundTripsPerSecond = BenchSummary.median(r.perSecond)
+        summary.sent = r.legitSent
+        summary.received = r.legitReceived
+        summary.lossPercent = BenchSummary.loss(sent: r.legitSent, received: r.legitReceived)
+        summary.latencyP50Micros = Double(r.latency.valueAtPercentile(50)) / 1000
+        summary.latencyP99Micros = Double(r.latency.valueAtPercentile(99)) / 1000
+        summary.latencyP999Micros = Double(r.latency.valueAtPercentile(99.9)) / 1000
+        summary.malformed = r.legitMalformed
+        var kinds = [InvalidKindSummary]()
+        for (i, source) in sources.enumerated() {
+            var errors = [String: UInt64]()
+            for (code, n) in r.errors[i] { errors[String(code)] = n }
+            kinds.append(
+                InvalidKindSummary(
+                    kind: source.kind.rawValue, sent: r.sent[i], success: r.success[i], errors: errors,
+                    other: r.other[i]))
+        }
+        var invalid = InvalidSummary(
+            junkRate: options.rate, legitRate: options.legitRate, kinds: kinds, junkSendErrors: r.junkSendErrors)
+        if let cpu = r.cpu.relayMicros, invalid.junkSent > 0 {
+            invalid.relayCPUMicrosPerJunkPacket = cpu / Double(invalid.junkSent)
+        }
+        summary.invalid = invalid
+        fill(&summary, cpu: r.cpu)
         return summary
     }
 
@@ -91,27 +190,34 @@ public struct BenchRunner {
         let windowEnd = windowStart + UInt64(options.duration * 1e9)
         var nextTick = start + 1_000_000_000
         var tick = 1
-        var second = 0, secondFailures = 0
+        var second = 0
+        var secondFailures = 0
         var perSecond = [Double]()
         var failures: UInt64 = 0
-        var cpuAtStart: Double?
-        var cpuUsed: Double?
+        var cpu = CPUWindow(relayPID: options.relayPID)
         var completedInWindow: UInt64 = 0
         var i = 0
         while true {
             let now = monotonicNanos()
-            if cpuAtStart == nil, now >= windowStart, let pid = options.relayPID { cpuAtStart = processCPUMicros(pid: pid) }
+            if !cpu.started, now >= windowStart { cpu.start(now: now) }
             if now >= nextTick {
-                if nextTick - 1_000_000_000 >= windowStart && nextTick <= windowEnd + 1_000_000 { perSecond.append(Double(second)) }
+                if nextTick - 1_000_000_000 >= windowStart && nextTick <= windowEnd + 1_000_000 {
+                    perSecond.append(Double(second))
+                }
                 if !options.quiet {
-                    log("t=\(tick) alloc/s=\(second) failures=\(secondFailures)\(nextTick <= windowStart ? " (warmup)" : "")")
+                    log(
+                        "t=\(tick) alloc/s=\(second) failures=\(secondFailures)\(nextTick <= windowStart ? " (warmup)" : "")"
+                    )
                 }
                 second = 0
                 secondFailures = 0
                 nextTick += 1_000_000_000
                 tick += 1
             }
-            if now >= windowEnd { break }
+            if now >= windowEnd {
+                cpu.finish(now: now)
+                break
+            }
             let s = sessions[i % sessions.count]
             i += 1
             do {
@@ -127,14 +233,16 @@ public struct BenchRunner {
                 if failures <= 3 { log("alloc cycle failed: \(error)") }
             }
         }
-        if let pid = options.relayPID, let c0 = cpuAtStart, let c1 = processCPUMicros(pid: pid) { cpuUsed = c1 - c0 }
         var summary = BenchSummary(
             mode: "alloc", sessions: options.sessions, payloadBytes: options.payload, durationSeconds: options.duration)
         summary.perSecond = perSecond
         summary.allocationsPerSecond =
             perSecond.isEmpty ? Double(completedInWindow) / options.duration : BenchSummary.median(perSecond)
         summary.allocationFailures = failures
-        if let cpuUsed, completedInWindow > 0 { summary.relayCPUMicrosPerRoundTrip = cpuUsed / Double(completedInWindow) }
+        if let cpuUsed = cpu.relayMicros, completedInWindow > 0 {
+            summary.relayCPUMicrosPerRoundTrip = cpuUsed / Double(completedInWindow)
+        }
+        fill(&summary, cpu: cpu)
         return summary
     }
 }

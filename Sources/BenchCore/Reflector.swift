@@ -1,10 +1,10 @@
+import CURing
 import Foundation
 import Synchronization
 import URing
-import CURing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The peer: a UDP echo on its own thread, a recvfrom/sendto loop (a receive timeout lets it see stop()) that

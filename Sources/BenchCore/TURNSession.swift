@@ -2,7 +2,7 @@ import STUN
 import URing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension SocketAddress {
@@ -50,7 +50,7 @@ final class TURNSession {
     var key: IntegrityKey?
     var relayed: TransportAddress?
     let channel: UInt16 = 0x4000
-    private var sendBuffer = [UInt8](repeating: 0, count: 1500)
+    fileprivate var sendBuffer = [UInt8](repeating: 0, count: 1500)
     private var receiveBuffer = [UInt8](repeating: 0, count: 2048)
     /// Requests sent and retransmitted, responses with unexpected content.
     var retransmits = 0
@@ -99,7 +99,10 @@ final class TURNSession {
     private func build(
         _ method: STUNMethod, _ tid: TransactionID, _ extras: (inout STUNEncoder) throws(STUNError) -> Void
     ) throws -> Int {
-        let key = key, realm = realm, nonce = nonce, user = user
+        let key = key
+        let realm = realm
+        let nonce = nonce
+        let user = user
         return try sendBuffer.withUnsafeMutableBytes { buf throws -> Int in
             var e = try STUNEncoder(into: buf, method: method, class: .request, transactionID: tid)
             try extras(&e)
@@ -114,7 +117,7 @@ final class TURNSession {
         }
     }
 
-    private func exchange(length: Int, tid: TransactionID) throws -> TURNResponse? {
+    fileprivate func exchange(length: Int, tid: TransactionID) throws -> TURNResponse? {
         for attempt in 0..<4 {
             if attempt > 0 { retransmits += 1 }
             _ = try sendBuffer.withUnsafeBytes { b in
@@ -149,7 +152,9 @@ final class TURNSession {
 
     func refresh(lifetime: UInt32) throws {
         let r = try transact(.refresh) { (e: inout STUNEncoder) throws(STUNError) in try e.appendLifetime(lifetime) }
-        guard r.isSuccess else { throw TURNError("Refresh(\(lifetime)) failed: \(r.errorCode.map(String.init) ?? "?")") }
+        guard r.isSuccess else {
+            throw TURNError("Refresh(\(lifetime)) failed: \(r.errorCode.map(String.init) ?? "?")")
+        }
     }
 
     func channelBind(peer: TransportAddress) throws {
@@ -159,5 +164,29 @@ final class TURNSession {
             try e.append(.xorPeerAddress, xorAddress: peer)
         }
         guard r.isSuccess else { throw TURNError("ChannelBind failed: \(r.errorCode.map(String.init) ?? "?")") }
+    }
+}
+
+extension TURNSession {
+    /// Sends one Allocate without credentials and keeps the REALM and NONCE
+    /// of the 401 it must get: what a client learns before it signs, and what
+    /// `invalid`'s wrong-integrity packets need to reach the integrity check.
+    func challenge() throws -> (realm: String, nonce: String) {
+        let tid = TransactionID.random()
+        let length = try sendBuffer.withUnsafeMutableBytes { buf throws -> Int in
+            var e = try STUNEncoder(into: buf, method: .allocate, class: .request, transactionID: tid)
+            try e.appendRequestedTransport(17)
+            try e.appendFingerprint()
+            return e.count
+        }
+        guard let r = try exchange(length: length, tid: tid) else {
+            throw TURNError("Allocate to \(server): no response")
+        }
+        guard r.errorCode == 401, let realm = r.realm, let nonce = r.nonce else {
+            throw TURNError(
+                "unauthenticated Allocate: expected 401 with REALM and NONCE, got \(r.errorCode.map(String.init) ?? "success")"
+            )
+        }
+        return (realm, nonce)
     }
 }

@@ -1,10 +1,10 @@
+import CURing
 import Foundation
 import STUN
 import URing
-import CURing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @inline(__always)
@@ -12,22 +12,6 @@ func monotonicNanos() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
-}
-
-/// Relay CPU (utime + stime) of a process, in microseconds, from /proc/PID/stat.
-public func processCPUMicros(pid: Int32) -> Double? {
-    guard let f = fopen("/proc/\(pid)/stat", "r") else { return nil }
-    defer { fclose(f) }
-    var buf = [CChar](repeating: 0, count: 4096)
-    guard fgets(&buf, Int32(buf.count), f) != nil else { return nil }
-    let line = String(decoding: buf.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    // Fields after the parenthesised command name (which may contain spaces).
-    guard let close = line.lastIndex(of: ")") else { return nil }
-    let rest = line[line.index(after: close)...].split(separator: " ")
-    // rest[0] is field 3 (state); utime is field 14, stime field 15.
-    guard rest.count > 12, let u = Double(rest[11]), let s = Double(rest[12]) else { return nil }
-    let hz = Double(sysconf(Int32(_SC_CLK_TCK)))
-    return (u + s) * 1_000_000 / hz
 }
 
 /// What the data path measured.
@@ -39,7 +23,7 @@ struct TrafficResult {
     var sendErrors: UInt64 = 0
     var latency = LatencyHistogram()
     var perSecond: [Double] = []
-    var relayCPUMicros: Double?
+    var cpu = CPUWindow(relayPID: nil)
     var windowSeconds: Double = 0
 }
 
@@ -78,7 +62,8 @@ struct TrafficEngine {
         let sendData = UnsafeMutableRawPointer.allocate(byteCount: slotCount * frameSize, alignment: 16)
         sendData.initializeMemory(as: UInt8.self, repeating: 0xA5, count: slotCount * frameSize)
         defer { sendData.deallocate() }
-        var freeSlots = [Int32](); freeSlots.reserveCapacity(slotCount)
+        var freeSlots = [Int32]()
+        freeSlots.reserveCapacity(slotCount)
         for s in (0..<slotCount).reversed() { freeSlots.append(Int32(s)) }
         var slotSession = [Int32](repeating: 0, count: slotCount)
         var slotStamp = [UInt64](repeating: 0, count: slotCount)
@@ -105,8 +90,7 @@ struct TrafficEngine {
         var secondReceived: UInt64 = 0
         var secondSent: UInt64 = 0
         var secondLatency = LatencyHistogram()
-        var cpuAtStart: Double?
-        if warmupNs == 0, let pid = options.relayPID { cpuAtStart = processCPUMicros(pid: pid) }
+        result.cpu = CPUWindow(relayPID: options.relayPID)
         let stallNs: UInt64 = 200_000_000
         let ratePerSession = Double(options.rate)
         var rearmList = [Int]()
@@ -128,7 +112,9 @@ struct TrafficEngine {
                     let p50 = Double(secondLatency.valueAtPercentile(50)) / 1000
                     let p99 = Double(secondLatency.valueAtPercentile(99)) / 1000
                     let tag = nextTick <= windowStart ? " (warmup)" : (inWindow ? "" : " (drain)")
-                    log("t=\(tickIndex) rt/s=\(secondReceived) sent/s=\(secondSent) loss=\(fmt2(loss))% p50=\(fmt2(p50))us p99=\(fmt2(p99))us\(tag)")
+                    log(
+                        "t=\(tickIndex) rt/s=\(secondReceived) sent/s=\(secondSent) loss=\(fmt2(loss))% p50=\(fmt2(p50))us p99=\(fmt2(p99))us\(tag)"
+                    )
                 }
                 secondReceived = 0
                 secondSent = 0
@@ -136,14 +122,8 @@ struct TrafficEngine {
                 nextTick += 1_000_000_000
                 tickIndex += 1
             }
-            if cpuAtStart == nil, now >= windowStart, let pid = options.relayPID {
-                cpuAtStart = processCPUMicros(pid: pid)
-            }
-            if result.relayCPUMicros == nil, now >= windowEnd, let pid = options.relayPID, let c0 = cpuAtStart,
-                let c1 = processCPUMicros(pid: pid)
-            {
-                result.relayCPUMicros = c1 - c0
-            }
+            if !result.cpu.started, now >= windowStart { result.cpu.start(now: now) }
+            if now >= windowEnd { result.cpu.finish(now: now) }
 
             // Sends: rotate the starting session so no one starves when slots run out.
             if sending {
@@ -161,14 +141,19 @@ struct TrafficEngine {
                         }
                         want = options.window - sessions[i].inFlight
                     case .rate:
-                        want = Int(elapsed * ratePerSession) - Int(sessions[i].sentTotal)
-                    case .alloc:
+                        // Session i runs i/m of a packet interval behind session 0, so m
+                        // sessions at r packets/s make an even stream, not m-packet bursts.
+                        want =
+                            Int((elapsed * ratePerSession - Double(i) / Double(m)).rounded(.down)) + 1
+                            - Int(sessions[i].sentTotal)
+                    case .alloc, .invalid:
                         want = 0
                     }
                     while want > 0, let slot = freeSlots.last, ring.submissionSpaceLeft > 0 {
                         freeSlots.removeLast()
                         let frame = sendData + Int(slot) * frameSize
-                        ChannelData.writeHeader(channel: sessions[i].channel, payloadLength: UInt16(options.payload), to: frame)
+                        ChannelData.writeHeader(
+                            channel: sessions[i].channel, payloadLength: UInt16(options.payload), to: frame)
                         let stamp = monotonicNanos()
                         (frame + 4).storeBytes(of: seq.littleEndian, toByteOffset: 0, as: UInt64.self)
                         (frame + 4).storeBytes(of: stamp.littleEndian, toByteOffset: 8, as: UInt64.self)
@@ -231,7 +216,10 @@ struct TrafficEngine {
                         }
                         buffers.recycle(id)
                     }
-                    if !cqe.hasMore { sessions[i].rearm = true; rearmList.append(i) }
+                    if !cqe.hasMore {
+                        sessions[i].rearm = true
+                        rearmList.append(i)
+                    }
                 case Self.sendKind:
                     let slot = Int(cqe.userData.slot)
                     freeSlots.append(Int32(slot))
@@ -258,13 +246,12 @@ struct TrafficEngine {
             }
             rearmList.removeAll(where: { !sessions[$0].rearm })
         }
-        if result.relayCPUMicros == nil, let pid = options.relayPID, let c0 = cpuAtStart,
-            let c1 = processCPUMicros(pid: pid)
-        {
-            result.relayCPUMicros = c1 - c0
-        }
+        result.cpu.finish(now: monotonicNanos())
         // Cancel the receives so the sockets can be closed cleanly, and let in-flight sends finish.
-        for i in 0..<m { _ = ring.prepareCancel(fileDescriptor: sessions[i].fd, userData: UserData(kind: .init(rawValue: 3), slot: 0)) }
+        for i in 0..<m {
+            _ = ring.prepareCancel(
+                fileDescriptor: sessions[i].fd, userData: UserData(kind: .init(rawValue: 3), slot: 0))
+        }
         _ = try? ring.submitAndWait(minComplete: 1, timeout: .milliseconds(50))
         _ = ring.reapCompletions(into: cqes)
         buffers.unregister(from: &ring)

@@ -1,4 +1,4 @@
-// uturn-bench: a TURN load generator over io_uring (flood, rate, alloc).
+// uturn-bench: a TURN load generator over io_uring (flood, rate, alloc, invalid).
 import BenchCore
 import Foundation
 

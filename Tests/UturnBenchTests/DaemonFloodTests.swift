@@ -5,7 +5,7 @@ import URing
 @testable import BenchCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// uturnd from the same build: $UTURND, else next to the test bundle
@@ -36,12 +36,74 @@ func freePortRange(count: UInt16) throws -> ClosedRange<UInt16> {
         let base = UInt16.random(in: 20000...(60000 - count))
         var ok = true
         for p in base..<(base + count) {
-            guard let s = try? UDPSocket.bound(to: .loopbackV4(port: p)) else { ok = false; break }
+            guard let s = try? UDPSocket.bound(to: .loopbackV4(port: p)) else {
+                ok = false
+                break
+            }
             s.close()
         }
         if ok { return base...(base + count - 1) }
     }
     throw TURNError("no free port range")
+}
+
+/// A uturnd child process on 127.0.0.1 (free ports, one worker, UDP only),
+/// stopped by its PID with SIGTERM (SIGKILL after 5 s).
+final class UturndChild {
+    let process = Process()
+    let port: UInt16
+    var pid: Int32 { process.processIdentifier }
+
+    init(binary: String) throws {
+        port = try freeUDPPort()
+        let relay = try freePortRange(count: 64)
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = [
+            "--listening-ip", "127.0.0.1", "--listening-port", "\(port)", "--relay-ip", "127.0.0.1",
+            "--min-port", "\(relay.lowerBound)", "--max-port", "\(relay.upperBound)",
+            "--allow-loopback-peers", "--user", "bench:bench", "--realm", "bench.local", "--workers", "1", "--no-tcp",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        do {
+            try waitUntilAnswering(port: port)
+        } catch {
+            stop()
+            throw error
+        }
+    }
+
+    func stop() {
+        guard process.isRunning else { return }
+        kill(pid, SIGTERM)
+        let deadline = Date().addingTimeInterval(5)
+        while process.isRunning, Date() < deadline { usleep(10_000) }
+        if process.isRunning { kill(pid, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    deinit { stop() }
+}
+
+/// Sends STUN Binding requests until the server on `port` answers (up to 10 s).
+func waitUntilAnswering(port: UInt16) throws {
+    let s = try UDPSocket.bound(to: .loopbackV4(port: 0))
+    defer { s.close() }
+    try s.setReceiveTimeout(.milliseconds(100))
+    var request = [UInt8](repeating: 0, count: 20)
+    request[1] = 0x01  // Binding request
+    request[4] = 0x21
+    request[5] = 0x12
+    request[6] = 0xA4
+    request[7] = 0x42
+    for i in 8..<20 { request[i] = UInt8.random(in: 0...255) }
+    var reply = [UInt8](repeating: 0, count: 512)
+    for _ in 0..<100 {
+        try request.withUnsafeBytes { _ = try s.send($0, to: .loopbackV4(port: port)) }
+        if (try reply.withUnsafeMutableBytes({ try s.receive(into: $0) })) != nil { return }
+    }
+    throw TURNError("uturnd did not answer on port \(port)")
 }
 
 @Suite(.serialized) struct DaemonFloodTests {
@@ -50,27 +112,10 @@ func freePortRange(count: UInt16) throws -> ClosedRange<UInt16> {
             print("skipping floodAgainstRealUturnd: uturnd not found (set UTURND or build it next to the tests)")
             return
         }
-        let port = try freeUDPPort()
-        let relay = try freePortRange(count: 64)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: uturnd)
-        process.arguments = [
-            "--listening-ip", "127.0.0.1", "--listening-port", "\(port)", "--relay-ip", "127.0.0.1",
-            "--min-port", "\(relay.lowerBound)", "--max-port", "\(relay.upperBound)",
-            "--allow-loopback-peers", "--user", "bench:bench", "--realm", "bench.local", "--workers", "1",
-        ]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let pid = process.processIdentifier
-        defer {
-            kill(pid, SIGTERM)
-            let deadline = Date().addingTimeInterval(5)
-            while process.isRunning, Date() < deadline { usleep(10_000) }
-            if process.isRunning { kill(pid, SIGKILL) }
-            process.waitUntilExit()
-        }
-        try waitUntilAnswering(port: port)
+        let daemon = try UturndChild(binary: uturnd)
+        defer { daemon.stop() }
+        let port = daemon.port
+        let pid = daemon.pid
 
         var options = try BenchOptions(arguments: [
             "flood", "--server", "127.0.0.1:\(port)", "--sessions", "2", "--duration", "1", "--warmup", "0",
@@ -98,20 +143,56 @@ func freePortRange(count: UInt16) throws -> ClosedRange<UInt16> {
         #expect(churn.allocationFailures == 0)
     }
 
-    /// Sends STUN Binding requests until uturnd answers (up to 10 s).
-    func waitUntilAnswering(port: UInt16) throws {
-        let s = try UDPSocket.bound(to: .loopbackV4(port: 0))
-        defer { s.close() }
-        try s.setReceiveTimeout(.milliseconds(100))
-        var request = [UInt8](repeating: 0, count: 20)
-        request[1] = 0x01  // Binding request
-        request[4] = 0x21; request[5] = 0x12; request[6] = 0xA4; request[7] = 0x42
-        for i in 8..<20 { request[i] = UInt8.random(in: 0...255) }
-        var reply = [UInt8](repeating: 0, count: 512)
-        for _ in 0..<100 {
-            try request.withUnsafeBytes { _ = try s.send($0, to: .loopbackV4(port: port)) }
-            if let _ = try reply.withUnsafeMutableBytes({ try s.receive(into: $0) }) { return }
+    /// Junk of every kind beside one legitimate session: what each kind
+    /// provoked is what uturnd answers (RFC 8489 §6.3, §9.2.4; RFC 8656 §12),
+    /// and the legitimate session lost nothing.
+    @Test(.timeLimit(.minutes(1))) func invalidAgainstRealUturnd() throws {
+        guard let uturnd = findUturnd() else {
+            print("skipping invalidAgainstRealUturnd: uturnd not found (set UTURND or build it next to the tests)")
+            return
         }
-        throw TURNError("uturnd did not answer on port \(port)")
+        let daemon = try UturndChild(binary: uturnd)
+        defer { daemon.stop() }
+        let options = try BenchOptions(arguments: [
+            "invalid", "--server", "127.0.0.1:\(daemon.port)", "--rate", "900", "--legit-rate", "100",
+            "--duration", "1.5", "--warmup", "0.5", "--relay-pid", "\(daemon.pid)", "--seed", "6",
+        ])
+        var lines = [String]()
+        let summary = try BenchRunner(options: options, log: { lines.append($0) }).run()
+        print(summary.text)
+        #expect(daemon.process.isRunning, "uturnd survived the junk")
+        let invalid = try #require(summary.invalid)
+        let byKind = Dictionary(uniqueKeysWithValues: invalid.kinds.map { ($0.kind, $0) })
+        #expect(invalid.kinds.map(\.kind) == InvalidKind.allCases.map(\.rawValue))
+        #expect(invalid.junkSendErrors == 0)
+        for k in invalid.kinds {
+            #expect(k.sent > 0, "\(k.kind) was sent")
+            #expect(k.success == 0, "junk never succeeds: \(k.kind)")
+            #expect(k.other == 0, "only STUN responses come back: \(k.kind)")
+        }
+        // Dropped without a word: not STUN, not a request we can answer, or no route.
+        for kind in [InvalidKind.truncatedHeader, .badCookie, .randomBytes, .unboundChannel, .channelWithoutAllocation]
+        {
+            let k = try #require(byKind[kind.rawValue])
+            #expect(k.errors.isEmpty && k.noAnswer == k.sent, "\(kind.rawValue): \(k.errorsText)")
+        }
+        // Broken lengths: dropped or 400 (RFC 8489 §6.3), nothing else.
+        for kind in [InvalidKind.lengthPastEnd, .attributePastEnd] {
+            let k = try #require(byKind[kind.rawValue])
+            #expect(Set(k.errors.keys).isSubset(of: ["400"]), "\(kind.rawValue): \(k.errorsText)")
+        }
+        // Requests that fail authentication: every one gets 401.
+        for kind in [InvalidKind.unauthenticatedAllocate, .wrongIntegrity] {
+            let k = try #require(byKind[kind.rawValue])
+            #expect(k.errors == ["401": k.sent], "\(kind.rawValue): \(k.errorsText)")
+        }
+        // The legitimate session relayed through all of it.
+        #expect(summary.sent > 0)
+        #expect(summary.received == summary.sent)
+        #expect(summary.malformed == 0)
+        #expect(invalid.relayCPUMicrosPerJunkPacket != nil)
+        #expect(lines.contains { $0.hasPrefix("t=1 junk/s=") })
+        let decoded = try JSONDecoder().decode(BenchSummary.self, from: try summary.json())
+        #expect(decoded.invalid?.kinds.count == InvalidKind.allCases.count)
     }
 }

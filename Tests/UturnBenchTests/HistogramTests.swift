@@ -58,7 +58,8 @@ import Testing
     }
 
     @Test func addAndReset() {
-        var a = LatencyHistogram(), b = LatencyHistogram()
+        var a = LatencyHistogram()
+        var b = LatencyHistogram()
         a.record(5)
         b.record(500)
         a.add(b)

@@ -68,3 +68,77 @@ import Testing
         #expect(throws: BenchOptionsError.self) { try BenchOptions(arguments: ["--bogus", "--server", "127.0.0.1:1"]) }
     }
 }
+
+@Suite struct InvalidSummaryAndOptionsTests {
+    func sample() -> BenchSummary {
+        var s = BenchSummary(
+            mode: "invalid", sessions: 1, payloadBytes: 120, durationSeconds: 2, roundTripsPerSecond: 50, sent: 100,
+            received: 99, lossPercent: 1, latencyP50Micros: 90, latencyP99Micros: 200, latencyP999Micros: 300)
+        s.invalid = InvalidSummary(
+            junkRate: 900, legitRate: 50,
+            kinds: [
+                InvalidKindSummary(kind: "bad-cookie", sent: 200),
+                InvalidKindSummary(kind: "unauthenticated-allocate", sent: 200, errors: ["401": 199]),
+                InvalidKindSummary(
+                    kind: "attribute-past-end", sent: 200, success: 150, errors: ["400": 20, "0": 1], other: 2),
+            ], relayCPUMicrosPerJunkPacket: 3.5)
+        return s
+    }
+
+    @Test func noAnswerIsSentMinusEveryAnswer() {
+        let k = sample().invalid!.kinds
+        #expect(k[0].noAnswer == 200)
+        #expect(k[1].noAnswer == 1)
+        #expect(k[2].noAnswer == 200 - 150 - 21 - 2)
+        // More answers than packets (a server answering twice) never underflows.
+        #expect(InvalidKindSummary(kind: "x", sent: 1, success: 3).noAnswer == 0)
+        #expect(sample().invalid!.junkSent == 600)
+    }
+
+    @Test func invalidTextRendering() {
+        let t = sample().text
+        #expect(t.contains("--- uturn-bench invalid: 1 sessions, 120-byte payloads, 2.0 s window"))
+        #expect(t.contains("junk: 900 packets/s over 3 kinds, 600 sent in the window"))
+        let row = t.split(separator: "\n").first { $0.hasPrefix("unauthenticated-allocate") }.map(String.init) ?? ""
+        #expect(row.split(separator: " ") == ["unauthenticated-allocate", "200", "0", "0", "1", "401:199"])
+        let row2 = t.split(separator: "\n").first { $0.hasPrefix("attribute-past-end") }.map(String.init) ?? ""
+        #expect(row2.hasSuffix("0:1 400:20"))
+        #expect(t.contains("legitimate session, one channel at 50 packets/s during the junk:"))
+        #expect(t.contains("  loss                   1.000 %"))
+        #expect(t.contains("relay CPU per junk packet 3.50 µs"))
+        #expect(!t.contains("round trips/s (median)"))
+    }
+
+    @Test func invalidJSON() throws {
+        let s = sample()
+        let object = try #require(try JSONSerialization.jsonObject(with: try s.json()) as? [String: Any])
+        let invalid = try #require(object["invalid"] as? [String: Any])
+        let kinds = try #require(invalid["kinds"] as? [[String: Any]])
+        #expect(kinds.count == 3)
+        #expect(kinds[1]["kind"] as? String == "unauthenticated-allocate")
+        #expect((kinds[1]["errors"] as? [String: Any])?["401"] as? Int == 199)
+        #expect(kinds[1]["noAnswer"] as? Int == 1)
+        #expect(invalid["relayCPUMicrosPerJunkPacket"] as? Double == 3.5)
+        #expect(try JSONDecoder().decode(BenchSummary.self, from: try s.json()) == s)
+    }
+
+    @Test func invalidOptions() throws {
+        let o = try BenchOptions(arguments: [
+            "invalid", "--server", "127.0.0.1:40000", "--rate", "5000", "--kinds", "bad-cookie,wrong-integrity",
+            "--legit-rate", "20", "--seed", "42",
+        ])
+        #expect(o.mode == .invalid && o.rate == 5000 && o.legitRate == 20 && o.seed == 42)
+        #expect(o.kinds == [.badCookie, .wrongIntegrity])
+        #expect(try BenchOptions(arguments: ["invalid", "--server", "127.0.0.1:1"]).kinds == InvalidKind.allCases)
+        #expect(throws: BenchOptionsError.self) {
+            try BenchOptions(arguments: ["invalid", "--server", "127.0.0.1:1", "--kinds", "nope"])
+        }
+        #expect(throws: BenchOptionsError.self) {
+            try BenchOptions(arguments: ["invalid", "--server", "127.0.0.1:1", "--legit-rate", "0"])
+        }
+        #expect(try BenchOptions(arguments: ["flood", "--server", "127.0.0.1:1", "--no-turn"]).noTurn)
+        #expect(throws: BenchOptionsError.self) {
+            try BenchOptions(arguments: ["alloc", "--server", "127.0.0.1:1", "--no-turn"])
+        }
+    }
+}
