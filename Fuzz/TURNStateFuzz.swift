@@ -4,8 +4,9 @@
 //
 // The input is a program in a small opcode language that drives ONE
 // TURNServer (fake relay provider, static users + REST secret, 8 allocation
-// slots, a per-user quota) through handleSTUN, routeChannelData,
-// routePeerData, nextExpired and removeAllocation with an advancing clock.
+// slots, a per-user quota, RFC 6062 TCP relaying on) through handleSTUN,
+// routeChannelData, routePeerData, nextExpired, removeAllocation and the
+// TCP relay engine calls with an advancing clock.
 // Requests are built with STUNEncoder and signed with the right long-term key
 // (nonces are learnt from the server's 401/438 answers), so fuzz bytes reach
 // allocations, permissions, channels, expiry and slot reuse.
@@ -17,7 +18,9 @@
 //   2     advance the clock, then collect expired allocations
 //   3     raw bytes as a packet from client k, or client k's last request
 //         with one byte changed
-//   4     ChannelData route query (client k, channel number)
+//   4     ChannelData route query (client k, channel number); with bit 3
+//         of the opcode set, a TCP relay engine call instead: connectCompleted,
+//         peerConnectionArrived, removeConnection or nextClosedConnection
 //   5     peer data route query (client k's allocation or a dead one, peer)
 //   6     the engine removes client k's allocation (relay socket error)
 //   7     client k retransmits its last request verbatim
@@ -35,8 +38,13 @@
 //     instant, with no other packet handled in between, gets the same bytes
 //     (only those answers are cached: CreatePermission and ChannelBind are
 //     idempotent and are simply processed again);
+//   * RFC 6062 connections follow the effects and engine calls: an ID is
+//     issued once, Connect is answered once (with its CONNECTION-ID, or 447),
+//     only a connection awaiting its bind binds, one past its 30 s is
+//     reported by nextExpiredConnection, and an allocation's connections are
+//     reported by nextClosedConnection once it goes, each exactly once;
 //   * once the clock passes every lifetime, tables.count == 0, no relay is
-//     open and the quota counters are back to 0.
+//     open, no connection is left and the quota counters are back to 0.
 
 import Glibc
 import STUN
@@ -51,6 +59,7 @@ private let restSecret = "rest-secret"
 private let unixTime: Int64 = 1_700_000_000
 private let serverAddress = TransportAddress("203.0.113.1:3478")!
 private let maxAllocations = 8
+private let maxConnectionsPerAllocation = 3
 private let responseCapacity = 548  // "548 bytes is always enough" (handleSTUN)
 
 private struct Identity {
@@ -88,6 +97,11 @@ private let clientTuples: [FiveTuple] = [
     FiveTuple(client: TransportAddress("198.51.100.7:40000")!, server: serverAddress, transport: .tcp),
     FiveTuple(client: TransportAddress("192.0.2.5:1")!, server: TransportAddress("[2001:db8::1]:3478")!),
 ] + (0..<6).map { FiveTuple(client: TransportAddress(ip: IPAddress("192.0.2.9")!, port: 1000 + UInt16($0)), server: serverAddress) }
+    // New connections from the TCP clients' hosts: where ConnectionBind comes from.
+    + [
+        FiveTuple(client: TransportAddress("198.51.100.8:40001")!, server: serverAddress, transport: .tcp),
+        FiveTuple(client: TransportAddress("198.51.100.7:40002")!, server: serverAddress, transport: .tls),
+    ]
 
 private let peerPool: [TransportAddress] = [
     TransportAddress("8.8.8.8:1000")!,
@@ -185,6 +199,10 @@ private struct FuzzRelays: RelayPortProvider {
         return e
     }
 
+    mutating func openTCPRelay(for id: AllocationID, family: IPAddress.Family) -> RelayEndpoint? {
+        openRelay(for: id, family: family, evenPort: false, reserveNext: false)
+    }
+
     mutating func openReservedRelay(for id: AllocationID, token: UInt64) -> RelayEndpoint? {
         guard let port = reservations.removeValue(forKey: token) else { return nil }
         let e = RelayEndpoint(address: TransportAddress(ip: IPAddress("203.0.113.1")!, port: port), handle: nextHandle)
@@ -221,6 +239,14 @@ private struct ClientState {
     var seenTransactions: Set<TransactionID> = []
 }
 
+/// What the effects and engine calls say of one RFC 6062 connection.
+private struct ConnectionModel {
+    var allocation: AllocationID
+    var peer: TransportAddress
+    var state: ConnectionState
+    var deadline: UInt32 = 0
+}
+
 private struct Run: ~Copyable {
     var server: TURNServer
     var relays = FuzzRelays()
@@ -230,6 +256,12 @@ private struct Run: ~Copyable {
     /// Allocations the effects announced, with their relays.
     var live: [AllocationID: [RelayEndpoint]] = [:]
     var reservedAt: MonotonicTime?
+    /// Live connections, and those whose allocation went (not yet collected).
+    var connections: [UInt32: ConnectionModel] = [:]
+    var closedConnections: [UInt32: AllocationID] = [:]
+    /// IDs in the order they were issued: inputs pick by position, so a run
+    /// does not depend on the random values.
+    var issued: [UInt32] = []
     var nextTransaction: UInt64 = 1
     var requestCount = 0
 
@@ -241,7 +273,10 @@ private struct Run: ~Copyable {
             peerPolicy: PeerPolicy(serverAddresses: [IPAddress("203.0.113.1")!, IPAddress("2001:db8::1")!]),
             nonces: NonceCodec(secret: Array(repeating: 7, count: 32), lifetime: 600))
         config.acceptUserHash = true
-        config.limits = TableLimits(maxAllocations: maxAllocations, maxPermissionsPerAllocation: 4, maxChannelsPerAllocation: 4)
+        config.tcpRelay = true
+        config.limits = TableLimits(
+            maxAllocations: maxAllocations, maxPermissionsPerAllocation: 4, maxChannelsPerAllocation: 4,
+            maxConnectionsPerAllocation: maxConnectionsPerAllocation, maxConnections: 2 * maxConnectionsPerAllocation)
         server = TURNServer(configuration: config, quotas: quotas, now: now)
     }
 
@@ -258,6 +293,17 @@ private struct Run: ~Copyable {
             held += endpoints.count
         }
         check(relays.open.count == held, "a relay socket is open that no allocation holds")
+        check(
+            server.connectionCount == connections.count + closedConnections.count,
+            "the connection table holds other connections than the model")
+        var perAllocation: [AllocationID: Int] = [:]
+        for (cid, m) in connections {
+            check(server.connection(cid) == ConnectionInfo(allocation: m.allocation, peer: m.peer, state: m.state), "connection \(cid) differs from the model")
+            check(live[m.allocation] != nil, "a connection outlived its allocation")
+            perAllocation[m.allocation, default: 0] += 1
+        }
+        check(perAllocation.values.allSatisfy { $0 <= maxConnectionsPerAllocation }, "an allocation holds too many connections")
+        for cid in closedConnections.keys { check(server.connection(cid) == nil, "a closed connection is still visible") }
     }
 
     mutating func forget(_ removed: RemovedAllocation, closeRelays: Bool) {
@@ -269,6 +315,10 @@ private struct Run: ~Copyable {
         if let v6 = removed.relayV6 { fromRemoval.append(v6) }
         check(Set(fromRemoval) == Set(endpoints), "removed allocation names other relays than it was created with")
         if closeRelays { for e in endpoints { relays.closeRelay(e) } }
+        for (cid, m) in connections where m.allocation == removed.id {
+            connections[cid] = nil
+            closedConnections[cid] = m.allocation
+        }
         for k in clientTuples.indices where clientTuples[k] == removed.fiveTuple { clients[k].deadIDs.append(removed.id) }
     }
 
@@ -279,6 +329,12 @@ private struct Run: ~Copyable {
             guardCount += 1
             check(guardCount <= maxAllocations, "nextExpired returned more allocations than exist")
         }
+        while let (cid, allocation) = server.nextExpiredConnection(now: now) {
+            if trace { print("engine: connection \(cid) of \(allocation) not bound in 30 s") }
+            guard let m = connections.removeValue(forKey: cid) else { fatalError("expired an unknown connection") }
+            check(m.allocation == allocation && m.state == .awaitingBind && m.deadline <= now.seconds, "expired a connection not past its bind deadline")
+        }
+        for m in connections.values { check(m.state != .awaitingBind || m.deadline > now.seconds, "a connection past its bind deadline was not reported") }
         if let at = reservedAt, now.nanoseconds >= at.nanoseconds &+ 30_000_000_000 {
             relays.dropReservations()
             reservedAt = nil
@@ -335,7 +391,7 @@ private struct Run: ~Copyable {
             }
         }
 
-        if trace { print("client \(k): \(describe(packet)) -> \(describe(response)) \(outcome.effect) [\(server.tables.count) allocations]") }
+        if trace { print("client \(k): \(describe(packet)) -> \(describe(response)) \(outcome.effect)\(outcome.tcpRelay.map { " \($0)" } ?? "") [\(server.tables.count) allocations]") }
         switch outcome.effect {
         case .allocationCreated(let id, let v4, let v6):
             check(live[id] == nil, "allocationCreated for an id already live")
@@ -357,6 +413,26 @@ private struct Run: ~Copyable {
         case .none, .dropped:
             break
         }
+        switch outcome.tcpRelay {
+        case .connectToPeer(let id, let peer, let cid)?:
+            check(response.isEmpty, "Connect answered before the connection was made")
+            check(live[id] != nil && server.tables.relayTransport(of: id) == .tcp, "Connect on a dead or UDP allocation")
+            check(server.tables.fiveTuple(of: id) == tuple, "Connect for another client's allocation")
+            check(cid != 0 && connections[cid] == nil && closedConnections[cid] == nil, "a CONNECTION-ID issued twice")
+            check(!connections.values.contains { $0.allocation == id && $0.peer == peer }, "a second connection to the same peer (446 missed)")
+            connections[cid] = ConnectionModel(allocation: id, peer: peer, state: .connecting)
+            issued.append(cid)
+        case .bindConnection(let cid, let id, let peer)?:
+            check(response.withUnsafeBytes { (try? STUNMessage(parsing: $0))?.messageClass == .successResponse }, "bound without a success response")
+            check(tuple.transport == .tcp || tuple.transport == .tls, "ConnectionBind accepted over UDP")
+            check(server.tables.allocation(for: tuple) == nil, "ConnectionBind accepted on a control connection")
+            guard let m = connections[cid] else { fatalError("bound an unknown connection") }
+            check(m.allocation == id && m.peer == peer, "bound the wrong connection")
+            check(m.state == .awaitingBind && m.deadline > now.seconds, "bound a connection not awaiting its bind")
+            connections[cid]?.state = .bound
+        case nil:
+            break
+        }
         checkTables()
         return response
     }
@@ -376,7 +452,12 @@ private struct Run: ~Copyable {
         case 3: method = .channelBind
         case 4: method = .binding
         case 5: method = .send; cls = .indication
-        case 6: method = STUNMethod(rawValue: UInt16(m >> 3) | UInt16(flags & 0x30) << 4)
+        case 6:
+            if flags & 0x40 != 0 {
+                method = [STUNMethod.connect, .connectionBind][Int(m >> 3) & 1]
+            } else {
+                method = STUNMethod(rawValue: UInt16(m >> 3) | UInt16(flags & 0x30) << 4)
+            }
         default:
             method = [STUNMethod.allocate, .refresh, .createPermission, .channelBind][Int(m >> 3) & 3]
             cls = [STUNClass.indication, .successResponse, .errorResponse, .request][Int(m >> 5) & 3]
@@ -437,6 +518,14 @@ private struct Run: ~Copyable {
         return TransportAddress(ip: IPAddress(v4: c.u32()), port: c.u16())
     }
 
+    /// A connection ID the model knows (live or closed), or any number.
+    func connectionID(_ c: inout Cursor) -> UInt32 {
+        let b = c.u8()
+        let known = issued.filter { connections[$0] != nil || closedConnections[$0] != nil }
+        if b & 0x80 == 0 && !known.isEmpty { return known[Int(b) % known.count] }
+        return b & 0x40 == 0 ? UInt32(b & 0x3F) : c.u32()
+    }
+
     func channelNumber(_ c: inout Cursor) -> UInt16 {
         let b = c.u8()
         if b & 0x80 == 0 { return 0x4000 + UInt16(b & 7) }
@@ -448,7 +537,7 @@ private struct Run: ~Copyable {
         case .allocate:
             if flags & 1 != 0 {
                 let t = c.u8()
-                try e.appendRequestedTransport(t < 0xF0 ? 17 : t)
+                try e.appendRequestedTransport(t < 0xC0 ? 17 : t < 0xF0 ? 6 : t)
             }
             if flags & 2 != 0 { try e.appendLifetime(lifetimes[Int(c.u8()) % lifetimes.count]) }
             if flags & 4 != 0 { try e.appendEvenPort(reserveNext: c.u8() & 1 != 0) }
@@ -470,6 +559,10 @@ private struct Run: ~Copyable {
             if flags & 1 != 0 { try e.appendChannelNumber(channelNumber(&c)) }
             if flags & 2 != 0 { try e.append(.xorPeerAddress, xorAddress: peer(&c)) }
             if flags & 4 != 0 { try e.append(.xorPeerAddress, xorAddress: peer(&c)) }
+        case .connect:
+            if flags & 2 != 0 { try e.append(.xorPeerAddress, xorAddress: peer(&c)) }
+        case .connectionBind:
+            if flags & 1 != 0 { try e.appendConnectionID(connectionID(&c)) }
         case .send:
             if flags & 2 != 0 { try e.append(.xorPeerAddress, xorAddress: peer(&c)) }
             if flags & 1 != 0 {
@@ -516,6 +609,8 @@ private struct Run: ~Copyable {
                 packet = c.take(Int(b >> 1))
             }
             send(packet, from: k)
+        case 4 where op & 8 != 0:
+            tcpEngineCall(&c, client: k)
         case 4:
             let number = channelNumber(&c)
             if let (id, peer) = server.routeChannelData(channel: number, from: clientTuples[k], now: now) {
@@ -574,6 +669,86 @@ private struct Run: ~Copyable {
         }
     }
 
+    /// What the engine does around RFC 6062 connections.
+    mutating func tcpEngineCall(_ c: inout Cursor, client k: Int) {
+        let sub = c.u8()
+        var out = [UInt8](repeating: 0, count: responseCapacity)
+        switch sub % 4 {
+        case 0:
+            let cid = connectionID(&c)
+            let success = sub & 0x10 != 0
+            let result = out.withUnsafeMutableBytes { server.connectCompleted(connectionID: cid, success: success, now: now, into: $0) }
+            if trace { print("engine: connect \(cid) \(success ? "succeeded" : "failed") -> \(result.map { "\($0.responseLength) bytes" } ?? "nil")") }
+            guard let m = connections[cid], m.state == .connecting else {
+                check(result == nil, "answered a Connect that is not in progress")
+                return
+            }
+            guard let (n, control) = result else { fatalError("no answer to a Connect in progress") }
+            check(control == server.tables.fiveTuple(of: m.allocation), "Connect answer for another control connection")
+            out.withUnsafeBytes { raw in
+                guard let r = try? STUNMessage(parsing: UnsafeRawBufferPointer(rebasing: raw[0..<n])) else {
+                    fatalError("Connect answer does not parse")
+                }
+                check(r.method == .connect, "Connect answer of another method")
+                if success {
+                    check(r.messageClass == .successResponse && r.connectionID == cid, "Connect success without its CONNECTION-ID")
+                } else {
+                    check(r.messageClass == .errorResponse && r.errorCode?.code == 447, "failed Connect not answered 447")
+                }
+            }
+            if success {
+                connections[cid]?.state = .awaitingBind
+                connections[cid]?.deadline = now.seconds &+ 30
+            } else {
+                connections[cid] = nil
+            }
+        case 1:
+            let b = c.u8()
+            let id: AllocationID?
+            if b & 1 == 0 {
+                id = server.allocation(for: clientTuples[k])
+            } else {
+                id = clients[k].deadIDs.isEmpty ? nil : clients[k].deadIDs[Int(b >> 1) % clients[k].deadIDs.count]
+            }
+            guard let id else { return }
+            let p = peer(&c)
+            let result = out.withUnsafeMutableBytes { server.peerConnectionArrived(allocation: id, peer: p, now: now, into: $0) }
+            guard let (cid, n, control) = result else { return }
+            check(live[id] != nil && server.tables.relayTransport(of: id) == .tcp, "peer connection accepted on a dead or UDP allocation")
+            check(server.tables.isPermitted(p.ip, in: id, now: now), "peer connection accepted without a permission")
+            check(control == clientTuples[k], "ConnectionAttempt for another control connection")
+            check(cid != 0 && connections[cid] == nil && closedConnections[cid] == nil, "a CONNECTION-ID issued twice")
+            out.withUnsafeBytes { raw in
+                guard let r = try? STUNMessage(parsing: UnsafeRawBufferPointer(rebasing: raw[0..<n])) else {
+                    fatalError("ConnectionAttempt does not parse")
+                }
+                check(r.method == .connectionAttempt && r.messageClass == .indication, "not a ConnectionAttempt indication")
+                check(r.connectionID == cid && r.xorPeerAddress == p, "ConnectionAttempt names another connection")
+            }
+            connections[cid] = ConnectionModel(allocation: id, peer: p, state: .awaitingBind, deadline: now.seconds &+ 30)
+            issued.append(cid)
+            if trace { print("engine: peer \(p) connected to \(id) -> connection \(cid)") }
+        case 2:
+            let cid = connectionID(&c)
+            server.removeConnection(cid)
+            if trace { print("engine: connection \(cid) closed") }
+            connections[cid] = nil
+            closedConnections[cid] = nil
+        default:
+            collectClosedConnections()
+        }
+        checkTables()
+    }
+
+    mutating func collectClosedConnections() {
+        while let (cid, allocation) = server.nextClosedConnection() {
+            if trace { print("engine: connection \(cid) of \(allocation) closed with its allocation") }
+            guard let a = closedConnections.removeValue(forKey: cid) else { fatalError("reported a connection not closed") }
+            check(a == allocation, "closed connection reported with another allocation")
+        }
+        check(closedConnections.isEmpty, "a closed connection was not reported")
+    }
+
     mutating func noteSent(_ k: Int) {  // after send(), which counted this packet
         clients[k].lastSentAt = now
         clients[k].requestsSinceLast = 0
@@ -586,6 +761,9 @@ private struct Run: ~Copyable {
         check(server.tables.count == 0, "allocations left after every lifetime ran out")
         check(live.isEmpty && relays.open.isEmpty, "relays left open after every allocation expired")
         check(quotas.allocationCount == 0, "quota counter not back to 0 after every allocation expired")
+        check(connections.isEmpty, "connections left after every allocation expired")
+        collectClosedConnections()
+        check(server.connectionCount == 0, "connection table not empty after every allocation expired")
         for id in identities { check(quotas.allocationCount(user: id.username) == 0, "per-user quota not given back") }
     }
 }

@@ -158,6 +158,13 @@ public struct STUNEncoder {
         _ = try reserve(.dontFragment, length: 0)
     }
 
+    /// CONNECTION-ID (RFC 6062 §6.2.1): the 32-bit number naming one peer
+    /// data connection of a TCP allocation.
+    @inlinable
+    public mutating func appendConnectionID(_ id: UInt32) throws(STUNError) {
+        try append(.connectionID, uint32: id)
+    }
+
     /// ICMP: 16 reserved bits, type, code, 32-bit error data.
     @inlinable
     public mutating func appendICMP(_ value: ICMPValue) throws(STUNError) {

@@ -171,7 +171,8 @@ extension STUNMessage {
         value(.icmp).map { ICMPValue(type: $0[2], code: $0[3], data: $0.be32(4)) }
     }
 
-    /// CONNECTION-ID (RFC 6062).
+    /// CONNECTION-ID (RFC 6062 §6.2.1): names a peer data connection in
+    /// Connect responses, ConnectionAttempt indications and ConnectionBind requests.
     @inlinable
     public var connectionID: UInt32? { value(.connectionID).map { $0.be32(0) } }
 }

@@ -1,7 +1,8 @@
 import STUN
 
 extension TURNServer {
-    /// Allocate (RFC 8656 §7.2; dual allocation RFC 8656 §7.2 / RFC 6156).
+    /// Allocate (RFC 8656 §7.2; dual allocation RFC 8656 §7.2 / RFC 6156; TCP
+    /// relays RFC 6062 §5.1 when `configuration.tcpRelay` is on).
     mutating func handleAllocate<Relays: RelayPortProvider & ~Copyable>(
         _ request: STUNMessage, auth: AuthContext, from fiveTuple: FiveTuple, now: MonotonicTime,
         into out: UnsafeMutableRawBufferPointer, relays: inout Relays
@@ -19,7 +20,21 @@ extension TURNServer {
         // answered a true retransmission, so this is a mismatch.
         if tables.allocation(for: fiveTuple) != nil { return fail(437) }
         guard let transport = request.requestedTransport else { return fail(400) }
-        guard transport == ClientTransport.udp.rawValue else { return fail(442) }
+        let relayTransport: RelayTransport
+        switch transport {
+        case RelayTransport.udp.rawValue:
+            relayTransport = .udp
+        case RelayTransport.tcp.rawValue where configuration.tcpRelay:
+            // RFC 6062 §5.1: only over a TCP or TLS control connection, and
+            // without DONT-FRAGMENT, EVEN-PORT or RESERVATION-TOKEN (all 400).
+            guard fiveTuple.transport == .tcp || fiveTuple.transport == .tls else { return fail(400) }
+            guard !request.dontFragment, request.evenPort == nil, request.reservationToken == nil else {
+                return fail(400)
+            }
+            relayTransport = .tcp
+        default:
+            return fail(442)
+        }
         if request.dontFragment && !configuration.supportsDontFragment {
             var unknown = UnknownAttributeList()
             unknown.insert(.dontFragment)
@@ -49,17 +64,26 @@ extension TURNServer {
             guard f == 0x02 else { return fail(400) }
             wantSecond = true
         }
+        // REQUESTED-ADDRESS-FAMILY applies to TCP relays as to UDP ones. A
+        // dual allocation does not: RFC 6062 gives a TCP allocation one
+        // relayed transport address, and RFC 8656 §7.2 says a server that
+        // cannot provide the additional family must not fail the request but
+        // answer with the first family only and ADDRESS-ERROR-CODE 440.
+        let secondUnsupported = wantSecond && relayTransport == .tcp
         if token == nil && !configuration.relayFamilies.contains(primary) { return fail(440) }
 
         let quotaUser = configuration.credentials.quotaUser(of: auth.username)
         guard quotas.acquire(user: quotaUser) else { return fail(486) }
         let lifetime = configuration.lifetime(requested: request.lifetime)
-        guard let id = tables.create(fiveTuple: fiveTuple, lifetime: lifetime, now: now) else {
+        guard let id = tables.create(fiveTuple: fiveTuple, lifetime: lifetime, now: now, relayTransport: relayTransport)
+        else {
             quotas.release(user: quotaUser)
             return fail(508)
         }
         let first: RelayEndpoint?
-        if let token {
+        if relayTransport == .tcp {
+            first = relays.openTCPRelay(for: id, family: primary)
+        } else if let token {
             first = relays.openReservedRelay(for: id, token: token)
         } else {
             first = relays.openRelay(
@@ -75,7 +99,7 @@ extension TURNServer {
         var second: RelayEndpoint?
         var secondError = 0
         if wantSecond {
-            if !configuration.relayFamilies.contains(.v6) {
+            if secondUnsupported || !configuration.relayFamilies.contains(.v6) {
                 secondError = 440
             } else if let r = relays.openRelay(for: id, family: .v6, evenPort: false, reserveNext: false) {
                 second = r
@@ -92,7 +116,10 @@ extension TURNServer {
             try enc.append(.xorRelayedAddress, xorAddress: first.address)
             if let second { try enc.append(.xorRelayedAddress, xorAddress: second.address) }
             try enc.appendLifetime(lifetime)
-            if first.reservationToken != 0 { try enc.append(.reservationToken, uint64: first.reservationToken) }
+            // Never for TCP (RFC 6062 §5.1), whatever the provider returned.
+            if first.reservationToken != 0 && relayTransport == .udp {
+                try enc.append(.reservationToken, uint64: first.reservationToken)
+            }
             try enc.append(.xorMappedAddress, xorAddress: fiveTuple.client)
             if secondError != 0 {
                 let reason = Array(reasonPhrase(secondError).utf8)

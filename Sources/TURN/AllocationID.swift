@@ -33,6 +33,13 @@ public enum ClientTransport: UInt8, Sendable {
     case dtls = 57
 }
 
+/// What an allocation relays (REQUESTED-TRANSPORT): UDP datagrams (RFC 8656)
+/// or TCP connections (RFC 6062). The raw value is the IP protocol number.
+public enum RelayTransport: UInt8, Sendable {
+    case udp = 17
+    case tcp = 6
+}
+
 /// Client address, server (listening) address and transport: what
 /// identifies an allocation (RFC 8656 §2.2).
 public struct FiveTuple: Hashable, Sendable, TableKey {

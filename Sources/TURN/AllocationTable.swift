@@ -9,11 +9,22 @@ public struct TableLimits: Sendable, Hashable {
     public var maxPermissionsPerAllocation: Int
     /// Channels per allocation, counting numbers still reserved after expiry; more get 508.
     public var maxChannelsPerAllocation: Int
+    /// RFC 6062 peer data connections (being made, awaiting ConnectionBind or
+    /// bound) one TCP allocation may hold; a Connect past it gets 508 and a
+    /// peer connection past it is refused.
+    public var maxConnectionsPerAllocation: Int
+    /// RFC 6062 peer data connections one worker can hold, all allocations together.
+    public var maxConnections: Int
 
-    public init(maxAllocations: Int = 4096, maxPermissionsPerAllocation: Int = 16, maxChannelsPerAllocation: Int = 16) {
+    public init(
+        maxAllocations: Int = 4096, maxPermissionsPerAllocation: Int = 16, maxChannelsPerAllocation: Int = 16,
+        maxConnectionsPerAllocation: Int = 16, maxConnections: Int = 1024
+    ) {
         self.maxAllocations = maxAllocations
         self.maxPermissionsPerAllocation = maxPermissionsPerAllocation
         self.maxChannelsPerAllocation = maxChannelsPerAllocation
+        self.maxConnectionsPerAllocation = maxConnectionsPerAllocation
+        self.maxConnections = maxConnections
     }
 }
 
@@ -24,6 +35,10 @@ public struct RemovedAllocation: Hashable, Sendable {
     /// Relay sockets to close (IPv4 and/or IPv6; both for a dual allocation).
     public var relayV4: RelayEndpoint?
     public var relayV6: RelayEndpoint?
+    /// What the relay carried: for `.tcp` the endpoint is a listening socket,
+    /// and the allocation's peer data connections are reported by
+    /// `TURNServer.nextClosedConnection()`.
+    public var relayTransport = RelayTransport.udp
     /// What the allocation relayed in its life (for the deletion log line).
     public var counters = TrafficCounters()
     /// Who owned it (filled in by `TURNServer`; the tables do not know users).
@@ -39,6 +54,7 @@ struct AllocationRecord {
         client: TransportAddress(ip: IPAddress(v4: 0), port: 0), server: TransportAddress(ip: IPAddress(v4: 0), port: 0))
     var relayV4: RelayEndpoint?
     var relayV6: RelayEndpoint?
+    var relayTransport = RelayTransport.udp
     var expiresAt: UInt32 = 0
     var permissionCount: UInt16 = 0
     var channelCount: UInt16 = 0
@@ -189,8 +205,11 @@ public struct AllocationTable: ~Copyable {
     }
 
     /// Creates an allocation for `fiveTuple` expiring `lifetime` seconds from
-    /// `now`. Nil when the worker is full or the 5-tuple already has one.
-    public mutating func create(fiveTuple: FiveTuple, lifetime: UInt32, now: MonotonicTime) -> AllocationID? {
+    /// `now`, relaying `relayTransport` (TCP: RFC 6062). Nil when the worker
+    /// is full or the 5-tuple already has one.
+    public mutating func create(
+        fiveTuple: FiveTuple, lifetime: UInt32, now: MonotonicTime, relayTransport: RelayTransport = .udp
+    ) -> AllocationID? {
         guard freeCount > 0, byFiveTuple.get(fiveTuple) == nil else { return nil }
         freeCount -= 1
         let slot = freeSlots[freeCount]
@@ -199,6 +218,7 @@ public struct AllocationTable: ~Copyable {
         r.pointee.fiveTuple = fiveTuple
         r.pointee.relayV4 = nil
         r.pointee.relayV6 = nil
+        r.pointee.relayTransport = relayTransport
         r.pointee.expiresAt = now.seconds &+ lifetime
         r.pointee.permissionCount = 0
         r.pointee.channelCount = 0
@@ -219,6 +239,13 @@ public struct AllocationTable: ~Copyable {
     public func relays(of id: AllocationID) -> (v4: RelayEndpoint?, v6: RelayEndpoint?)? {
         guard isLive(id) else { return nil }
         return (records[Int(id.slot)].relayV4, records[Int(id.slot)].relayV6)
+    }
+
+    /// What a live allocation's relay carries (UDP, or TCP per RFC 6062).
+    @inline(__always)
+    public func relayTransport(of id: AllocationID) -> RelayTransport? {
+        guard isLive(id) else { return nil }
+        return records[Int(id.slot)].relayTransport
     }
 
     /// The 5-tuple of a live allocation (where peer data goes back to).
@@ -255,7 +282,8 @@ public struct AllocationTable: ~Copyable {
         let r = records + Int(slot)
         let removed = RemovedAllocation(
             id: AllocationID(slot: slot, generation: r.pointee.generation), fiveTuple: r.pointee.fiveTuple,
-            relayV4: r.pointee.relayV4, relayV6: r.pointee.relayV6, counters: r.pointee.counters)
+            relayV4: r.pointee.relayV4, relayV6: r.pointee.relayV6, relayTransport: r.pointee.relayTransport,
+            counters: r.pointee.counters)
         byFiveTuple.remove(r.pointee.fiveTuple)
         let p = permissionsPerAllocation
         for i in Int(slot) * p..<(Int(slot) + 1) * p where permissions[i].live {

@@ -33,6 +33,9 @@ extension TURNServer {
         func fail(_ code: Int) -> STUNOutcome {
             STUNOutcome(responseLength: errorResponse(code, to: request, auth: auth, into: out), effect: .none)
         }
+        // Channels carry datagrams; a TCP allocation (RFC 6062) has none to
+        // carry, and RFC 6062 defines no channels for it.
+        guard tables.relayTransport(of: id) == .udp else { return fail(400) }
         guard let number = request.channelNumber, let peer = request.xorPeerAddress else { return fail(400) }
         let upper: UInt16 = configuration.strictChannelNumbers ? 0x4FFF : 0x7FFF
         guard number >= 0x4000, number <= upper else { return fail(400) }
@@ -55,6 +58,9 @@ extension TURNServer {
     func handleSendIndication(_ request: STUNMessage, from fiveTuple: FiveTuple, now: MonotonicTime) -> STUNOutcome {
         guard let id = tables.allocation(for: fiveTuple) else {
             return STUNOutcome(responseLength: 0, effect: .dropped(.noAllocation))
+        }
+        guard tables.relayTransport(of: id) == .udp else {
+            return STUNOutcome(responseLength: 0, effect: .dropped(.notUDPRelay))
         }
         guard let peer = request.xorPeerAddress, let data = request.data else {
             return STUNOutcome(responseLength: 0, effect: .dropped(.missingAttribute))

@@ -18,6 +18,19 @@ public protocol RelayPortProvider: ~Copyable {
     /// the token is unknown or its hold ran out.
     mutating func openReservedRelay(for id: AllocationID, token: UInt64) -> RelayEndpoint?
 
-    /// Closes a relay socket this provider opened.
+    /// Opens a TCP relay (RFC 6062 §5.1) of `family` for allocation `id`: a
+    /// socket bound to the relayed transport address and listening, from which
+    /// the engine also makes the outgoing connections Connect asks for. No
+    /// EVEN-PORT or reservation: RFC 6062 forbids both on TCP allocations.
+    /// `closeRelay` receives the endpoint back when the allocation goes.
+    mutating func openTCPRelay(for id: AllocationID, family: IPAddress.Family) -> RelayEndpoint?
+
+    /// Closes a relay socket this provider opened (UDP, or a TCP listener).
     mutating func closeRelay(_ endpoint: RelayEndpoint)
+}
+
+extension RelayPortProvider where Self: ~Copyable {
+    /// A provider without TCP relays: TCP allocations get 508. Engines that
+    /// predate RFC 6062 support keep compiling unchanged.
+    public mutating func openTCPRelay(for id: AllocationID, family: IPAddress.Family) -> RelayEndpoint? { nil }
 }

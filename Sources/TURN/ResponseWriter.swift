@@ -23,6 +23,8 @@ func reasonPhrase(_ code: Int) -> String {
     case 441: "Wrong Credentials"
     case 442: "Unsupported Transport Protocol"
     case 443: "Peer Address Family Mismatch"
+    case 446: "Connection Already Exists"  // RFC 6062 §6.3
+    case 447: "Connection Timeout or Failure"  // RFC 6062 §6.3
     case 486: "Allocation Quota Reached"
     case 508: "Insufficient Capacity"
     default: "Server Error"
@@ -42,15 +44,22 @@ extension TURNServer {
     /// Adds SOFTWARE, integrity (when authenticated) and FINGERPRINT (when the
     /// request had one); returns the response length.
     func finish(_ enc: inout STUNEncoder, request: STUNMessage, auth: AuthContext?) throws(STUNError) -> Int {
+        try finish(&enc, key: auth?.key, sha256: auth?.sha256 ?? false, fingerprint: request.contains(.fingerprint))
+    }
+
+    /// `finish` from what was kept of a request answered later (Connect).
+    func finish(
+        _ enc: inout STUNEncoder, key: IntegrityKey?, sha256: Bool, fingerprint: Bool
+    ) throws(STUNError) -> Int {
         if let software = configuration.software { try enc.append(.software, utf8: software) }
-        if let auth {
-            if auth.sha256 {
-                try enc.appendMessageIntegritySHA256(key: auth.key)
+        if let key {
+            if sha256 {
+                try enc.appendMessageIntegritySHA256(key: key)
             } else {
-                try enc.appendMessageIntegrity(key: auth.key)
+                try enc.appendMessageIntegrity(key: key)
             }
         }
-        if request.contains(.fingerprint) { try enc.appendFingerprint() }
+        if fingerprint { try enc.appendFingerprint() }
         return enc.count
     }
 

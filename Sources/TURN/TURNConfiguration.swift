@@ -21,6 +21,11 @@ public struct TURNConfiguration: Sendable {
     public var strictChannelNumbers = false
     /// Whether the engine can send with DF set; when false, DONT-FRAGMENT gets 420.
     public var supportsDontFragment = true
+    /// TURN TCP allocations (RFC 6062): Allocate with REQUESTED-TRANSPORT TCP
+    /// from a TCP or TLS client, and the Connect and ConnectionBind requests.
+    /// Off: TCP gets 442 and those methods 400, as a server without RFC 6062
+    /// answers. Needs an engine whose `RelayPortProvider` opens TCP relays.
+    public var tcpRelay = false
     /// Relay families this server can open.
     public var relayFamilies: Set<IPAddress.Family> = [.v4, .v6]
     /// When set, every Allocate is redirected here with 300 (ALTERNATE-SERVER).

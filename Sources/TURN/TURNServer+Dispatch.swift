@@ -9,7 +9,9 @@ extension TURNServer {
     ///   - now: monotonic clock reading; `unixTime`: wall clock seconds (REST API expiry).
     ///   - out: where the response is written (548 bytes is always enough).
     ///   - relays: the engine's relay socket provider.
-    /// - Returns: the response length (0: send nothing) and the effect to apply.
+    /// - Returns: the response length (0: send nothing) and the effect to apply;
+    ///   for RFC 6062 requests also `tcpRelay` (see `TCPRelayHandlers.swift`
+    ///   for the engine's side of TCP relaying).
     public mutating func handleSTUN<Relays: RelayPortProvider & ~Copyable>(
         _ packet: UnsafeRawBufferPointer, from fiveTuple: FiveTuple, now: MonotonicTime, unixTime: Int64,
         response out: UnsafeMutableRawBufferPointer, relays: inout Relays
@@ -41,7 +43,12 @@ extension TURNServer {
             return STUNOutcome(responseLength: n, effect: .none)
         }
         let method = request.method
-        guard method == .allocate || method == .refresh || method == .createPermission || method == .channelBind else {
+        // RFC 6062's requests exist only with TCP relaying on; otherwise they
+        // are unknown methods, as for a server without it.
+        let tcpMethod = configuration.tcpRelay && (method == .connect || method == .connectionBind)
+        guard method == .allocate || method == .refresh || method == .createPermission || method == .channelBind
+            || tcpMethod
+        else {
             return STUNOutcome(responseLength: errorResponse(400, to: request, auth: nil, into: out), effect: .none)
         }
         if let n = cache.lookup(fiveTuple, request.transactionID, method: method, now: now, into: out) {
@@ -61,6 +68,9 @@ extension TURNServer {
             outcome = STUNOutcome(responseLength: n, effect: .none)
         } else if method == .allocate {
             outcome = handleAllocate(request, auth: auth, from: fiveTuple, now: now, into: out, relays: &relays)
+        } else if method == .connectionBind {
+            // Comes on a connection of its own, with no allocation (RFC 6062 §4.4).
+            outcome = handleConnectionBind(request, auth: auth, from: fiveTuple, now: now, into: out)
         } else if let id = tables.allocation(for: fiveTuple) {
             if owners[Int(id.slot)].username != auth.username {
                 outcome = STUNOutcome(responseLength: errorResponse(441, to: request, auth: auth, into: out), effect: .none)
@@ -68,6 +78,8 @@ extension TURNServer {
                 outcome = handleRefresh(request, id: id, auth: auth, now: now, into: out, relays: &relays)
             } else if method == .createPermission {
                 outcome = handleCreatePermission(request, id: id, auth: auth, now: now, into: out)
+            } else if method == .connect {
+                outcome = handleConnect(request, id: id, auth: auth, now: now, into: out)
             } else {
                 outcome = handleChannelBind(request, id: id, auth: auth, now: now, into: out)
             }
@@ -76,6 +88,9 @@ extension TURNServer {
         }
         // Only Allocate and Refresh need the same answer on a retransmission
         // (a second allocation, or 437 after a delete, would be wrong).
+        // Connect and ConnectionBind are not cached: both only come over TCP
+        // or TLS (RFC 6062 §5.2, §5.4), where clients do not retransmit
+        // (RFC 8489 §6.2.2), and Connect's answer is not known yet.
         if outcome.responseLength > 0 && (method == .allocate || method == .refresh) {
             cache.store(
                 fiveTuple, request.transactionID, method: method,

@@ -15,6 +15,24 @@ public enum ServerEffect: Sendable, Equatable {
     case dropped(DropReason)
 }
 
+/// What the engine must do for an RFC 6062 request besides sending the
+/// response. Carried apart from `ServerEffect` (in `STUNOutcome.tcpRelay`)
+/// so that engines switching exhaustively over `ServerEffect` compile
+/// unchanged; with `TURNConfiguration.tcpRelay` off it is always nil.
+public enum TCPRelayEffect: Sendable, Equatable {
+    /// Connect accepted (RFC 6062 §5.2), no response yet: open a TCP
+    /// connection from the relayed transport address of `id` to `peer`, give
+    /// up after 30 s or more, then call `TURNServer.connectCompleted` with
+    /// `connectionID`, which writes the Connect response for the control
+    /// connection.
+    case connectToPeer(AllocationID, peer: TransportAddress, connectionID: UInt32)
+    /// ConnectionBind accepted (RFC 6062 §5.4): send the success response on
+    /// the connection the request came in on, then stop reading STUN from it
+    /// and relay bytes as they are between it and the peer data connection
+    /// `connectionID` (including what the peer sent before the bind).
+    case bindConnection(connectionID: UInt32, allocation: AllocationID, peer: TransportAddress)
+}
+
 /// Why a packet got no answer. For counters and debug logs.
 public enum DropReason: UInt8, Sendable, Equatable {
     case malformed
@@ -25,6 +43,8 @@ public enum DropReason: UInt8, Sendable, Equatable {
     case missingAttribute
     case bandwidthExceeded
     case responseBufferTooSmall
+    /// A Send indication on a TCP allocation (RFC 6062): it has no UDP relay.
+    case notUDPRelay
 }
 
 /// The answer to one STUN packet.
@@ -32,6 +52,8 @@ public struct STUNOutcome: Sendable, Equatable {
     /// Bytes of response written to the caller's buffer; 0 for none.
     public var responseLength: Int
     public var effect: ServerEffect
+    /// Set only for Connect and ConnectionBind requests that succeeded.
+    public var tcpRelay: TCPRelayEffect? = nil
 }
 
 /// Where data from a peer goes (RFC 8656 §11.5, §12.5).
@@ -62,6 +84,8 @@ public struct TURNServer: ~Copyable {
     public let quotas: AllocationQuotas
     public var tables: AllocationTable
     var cache: ResponseCache
+    /// RFC 6062 peer data connections of the TCP allocations.
+    var connections: ConnectionTable
     /// Username and quota user per slot (cold; control path only).
     var owners: [Owner]
 
@@ -77,6 +101,7 @@ public struct TURNServer: ~Copyable {
             limits: configuration.limits, maxLifetime: configuration.maxLifetime,
             bandwidthBytesPerSecond: configuration.bandwidthBytesPerSecond, now: now)
         self.cache = ResponseCache(capacity: 1024)
+        self.connections = ConnectionTable(limits: configuration.limits, now: now)
         self.owners = Array(repeating: Owner(username: "", quotaUser: ""), count: configuration.limits.maxAllocations)
     }
 
@@ -118,19 +143,25 @@ public struct TURNServer: ~Copyable {
 
     /// One allocation whose lifetime has run out, already removed, with its
     /// quota given back; the engine closes its relays. Call until nil on each tick.
+    /// A TCP allocation's peer data connections are closed with it: collect
+    /// their IDs with `nextClosedConnection()`.
     public mutating func nextExpired(now: MonotonicTime) -> RemovedAllocation? {
         guard var removed = tables.nextExpired(now: now) else { return nil }
         quotas.release(user: owners[Int(removed.id.slot)].quotaUser)
         removed.username = owners[Int(removed.id.slot)].username
+        connections.closeAll(slot: removed.id.slot)
         return removed
     }
 
     /// Deletes an allocation on the engine's initiative (relay socket error,
-    /// shutdown), giving back its quota. The engine closes the relays itself.
+    /// control connection closed, shutdown), giving back its quota. The engine
+    /// closes the relays itself, and the peer data connections that
+    /// `nextClosedConnection()` then reports.
     public mutating func removeAllocation(_ id: AllocationID) -> RemovedAllocation? {
         guard var removed = tables.remove(id) else { return nil }
         quotas.release(user: owners[Int(id.slot)].quotaUser)
         removed.username = owners[Int(id.slot)].username
+        connections.closeAll(slot: id.slot)
         return removed
     }
 }

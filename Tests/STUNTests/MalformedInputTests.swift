@@ -93,7 +93,7 @@ struct MalformedInputTests {
     @Test("duplicates of security-relevant attributes are rejected", arguments: [
         (STUNAttributeType.username, [UInt8](repeating: 0x61, count: 4)), (.realm, [0x61]), (.nonce, [0x61]),
         (.lifetime, [0, 0, 0, 1]), (.channelNumber, [0x40, 0, 0, 0]), (.requestedTransport, [17, 0, 0, 0]),
-        (.data, [1]), (.userHash, [UInt8](repeating: 1, count: 32)),
+        (.data, [1]), (.userHash, [UInt8](repeating: 1, count: 32)), (.connectionID, [0, 0, 0, 1]),
     ])
     func duplicates(type: STUNAttributeType, value: [UInt8]) {
         #expect(parseError(rawMessage([(type.rawValue, value), (type.rawValue, value)])) == .duplicateAttribute(type))
@@ -210,10 +210,33 @@ struct EncoderLimitTests {
         (.allocate, .errorResponse, 0x0113), (.send, .indication, 0x0016), (.data, .indication, 0x0017),
         (.channelBind, .request, 0x0009), (.refresh, .successResponse, 0x0104), (.createPermission, .errorResponse, 0x0118),
         (STUNMethod(rawValue: 0xFFF), .errorResponse, 0x3FFF), (.connectionAttempt, .indication, 0x001C),
+        // RFC 6062 §6.1: Connect 0x000A, ConnectionBind 0x000B, ConnectionAttempt 0x000C.
+        (.connect, .request, 0x000A), (.connect, .successResponse, 0x010A), (.connect, .errorResponse, 0x011A),
+        (.connectionBind, .request, 0x000B), (.connectionBind, .successResponse, 0x010B),
     ])
     func messageType(method: STUNMethod, messageClass: STUNClass, raw: UInt16) {
         let t = STUNMessageType(method: method, class: messageClass)
         #expect(t.rawValue == raw)
         #expect(STUNMessageType(rawValue: raw) == t)
+    }
+
+    @Test("CONNECTION-ID (RFC 6062 §6.2.1): encoder and accessor, big-endian on the wire")
+    func connectionID() throws {
+        var buf = [UInt8](repeating: 0, count: 64)
+        try buf.withUnsafeMutableBytes { raw in
+            var e = try STUNEncoder(
+                into: raw, method: .connectionAttempt, class: .indication, transactionID: TransactionID(high: 1, low: 2))
+            try e.append(.xorPeerAddress, xorAddress: TransportAddress("192.0.2.1:4000")!)
+            try e.appendConnectionID(0xDEAD_BEEF)
+            #expect(Array(raw[32..<40]) == [0x00, 0x2A, 0x00, 0x04, 0xDE, 0xAD, 0xBE, 0xEF])
+            let m = try STUNMessage(parsing: UnsafeRawBufferPointer(e.message))
+            #expect(m.method == .connectionAttempt && m.messageClass == .indication)
+            #expect(m.connectionID == 0xDEAD_BEEF)
+            #expect(m.xorPeerAddress == TransportAddress("192.0.2.1:4000"))
+            #expect(STUNAttributeType.connectionID.isKnownToTURN && STUNAttributeType.connectionID.isComprehensionRequired)
+        }
+        let lifetimeOnly = rawMessage([(0x000D, [0, 0, 0, 1])])
+        let parsed = lifetimeOnly.withUnsafeBytes { (try? STUNMessage(parsing: $0)).map { ($0.lifetime, $0.connectionID) } }
+        #expect(parsed?.0 == 1 && parsed?.1 == nil)
     }
 }

@@ -124,7 +124,7 @@ struct Spec {
                 case 22: try e.appendDontFragment()
                 case 23: try e.append(.reservationToken, uint64: token)
                 case 24: try e.appendICMP(icmp)
-                case 25: try e.append(.connectionID, uint32: connectionID)
+                case 25: try e.appendConnectionID(connectionID)
                 default: break
                 }
             }

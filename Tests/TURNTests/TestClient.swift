@@ -34,6 +34,19 @@ struct FakeRelays: RelayPortProvider {
         return e
     }
 
+    /// TCP relays (RFC 6062) share the port pool; their handles have bit 32 set.
+    var tcpRelays = true
+
+    mutating func openTCPRelay(for id: AllocationID, family: IPAddress.Family) -> RelayEndpoint? {
+        guard tcpRelays, available > 0 else { return nil }
+        available -= 1
+        let ip = family == .v4 ? IPAddress("203.0.113.1")! : IPAddress("2001:db8::1")!
+        let e = RelayEndpoint(address: TransportAddress(ip: ip, port: nextPort), handle: 1 << 32 | UInt64(nextPort))
+        nextPort += 1
+        opened.append(e)
+        return e
+    }
+
     mutating func closeRelay(_ endpoint: RelayEndpoint) { closed.append(endpoint) }
 }
 
