@@ -50,7 +50,7 @@ public struct BenchOptions: Sendable, Equatable {
                            [--kinds K1,K2,...|all] [--legit-rate PPS] [--seed N]          (invalid)
           flood    keep --window datagrams in flight per session
           rate     --rate packets/s per session (sessions evenly phased)
-          alloc    Allocate / Refresh / Refresh 0 cycles, one at a time, over --sessions 5-tuples
+          alloc    one new client at a time (new 5-tuple): Allocate 401, Allocate, Refresh, Refresh 0
           invalid  --rate junk packets/s in all (kinds round-robin, one source port per kind) while one
                    legitimate session relays --legit-rate packets/s; counts the answers by class.
                    Kinds: \(InvalidKind.allCases.map(\.rawValue).joined(separator: ", "))

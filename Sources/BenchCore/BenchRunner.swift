@@ -180,11 +180,21 @@ public struct BenchRunner {
         return summary
     }
 
-    /// Allocation churn: each session in turn runs Allocate, Refresh, Refresh(0);
-    /// one completed cycle is one allocation. Blocking transactions, one at a time.
+    /// Allocation churn, one new client at a time: each cycle opens a fresh
+    /// 5-tuple and runs what a new client does, Allocate (401), Allocate with
+    /// credentials, Refresh, Refresh(0); one completed cycle is one allocation.
+    /// Blocking transactions, one at a time. A server may hold a deleted
+    /// allocation's 5-tuple for a while (coturn 4.6.1 answers 437 to a new
+    /// Allocate from it for about a second), so over IPv4 the source address
+    /// walks 127.1.0.1-127.1.255.254 and no 5-tuple comes back within 65,024
+    /// cycles; over IPv6 it is ::1 with a kernel-chosen port.
     private func runAlloc(server: SocketAddress) throws -> BenchSummary {
-        let sessions = try openSessions(server: server)
-        defer { for s in sessions { s.close() } }
+        var sourceIndex: UInt32 = 0
+        func nextSource() -> SocketAddress? {
+            guard server.family == .v4 else { return nil }
+            defer { sourceIndex = (sourceIndex + 1) % (256 * 254) }
+            return SocketAddress(v4: 0x7F01_0000 | (sourceIndex / 254) << 8 | (sourceIndex % 254 + 1), port: 0)
+        }
         let start = monotonicNanos()
         let windowStart = start + UInt64(options.warmup * 1e9)
         let windowEnd = windowStart + UInt64(options.duration * 1e9)
@@ -196,7 +206,6 @@ public struct BenchRunner {
         var failures: UInt64 = 0
         var cpu = CPUWindow(relayPID: options.relayPID)
         var completedInWindow: UInt64 = 0
-        var i = 0
         while true {
             let now = monotonicNanos()
             if !cpu.started, now >= windowStart { cpu.start(now: now) }
@@ -218,27 +227,32 @@ public struct BenchRunner {
                 cpu.finish(now: now)
                 break
             }
-            let s = sessions[i % sessions.count]
-            i += 1
             do {
-                try s.allocate()
-                try s.refresh(lifetime: 600)
-                try s.refresh(lifetime: 0)
-                second += 1
-                if now >= windowStart { completedInWindow += 1 }
-            } catch {
-                failures += 1
-                secondFailures += 1
-                try? s.refresh(lifetime: 0)
-                if failures <= 3 { log("alloc cycle failed: \(error)") }
+                let s = try TURNSession(
+                    server: server, user: options.user, password: options.password, realm: options.realm,
+                    local: nextSource())
+                defer { s.close() }
+                do {
+                    try s.allocate()
+                    try s.refresh(lifetime: 600)
+                    try s.refresh(lifetime: 0)
+                    second += 1
+                    if now >= windowStart { completedInWindow += 1 }
+                } catch {
+                    failures += 1
+                    secondFailures += 1
+                    if s.relayed != nil { try? s.refresh(lifetime: 0) }
+                    if failures <= 3 { log("alloc cycle failed: \(error)") }
+                }
             }
         }
         var summary = BenchSummary(
-            mode: "alloc", sessions: options.sessions, payloadBytes: options.payload, durationSeconds: options.duration)
+            mode: "alloc", sessions: 1, payloadBytes: options.payload, durationSeconds: options.duration)
         summary.perSecond = perSecond
         summary.allocationsPerSecond =
             perSecond.isEmpty ? Double(completedInWindow) / options.duration : BenchSummary.median(perSecond)
         summary.allocationFailures = failures
+        summary.allocations = completedInWindow
         if let cpuUsed = cpu.relayMicros, completedInWindow > 0 {
             summary.relayCPUMicrosPerRoundTrip = cpuUsed / Double(completedInWindow)
         }

@@ -22,6 +22,8 @@ public struct BenchSummary: Codable, Sendable, Equatable {
     /// Alloc mode: Allocate + Refresh + Refresh(0) cycles completed per second (median).
     public var allocationsPerSecond: Double?
     public var allocationFailures: UInt64?
+    /// Alloc mode: cycles started inside the window (what relay CPU is divided by).
+    public var allocations: UInt64?
     /// With --relay-pid: relay utime+stime over the window, per delivered round trip.
     public var relayCPUMicrosPerRoundTrip: Double?
     /// With --relay-pid: relay utime+stime over the window, in % of one CPU.

@@ -55,13 +55,14 @@ final class TURNSession {
     /// Requests sent and retransmitted, responses with unexpected content.
     var retransmits = 0
 
-    init(server: SocketAddress, user: String, password: String, realm: String?) throws {
+    /// `local`: the address to bind (default: the wildcard of the server's family, any port).
+    init(server: SocketAddress, user: String, password: String, realm: String?, local: SocketAddress? = nil) throws {
         self.server = server
         self.user = user
         self.password = password
         self.realm = realm
-        let local = server.family == .v4 ? SocketAddress.loopbackV4() : SocketAddress.loopbackV6()
-        socket = try UDPSocket.bound(to: SocketAddress(local.family == .v4 ? "0.0.0.0" : "::", port: 0)!)
+        let wildcard = SocketAddress(server.family == .v4 ? "0.0.0.0" : "::", port: 0)!
+        socket = try UDPSocket.bound(to: local ?? wildcard)
         try socket.setReceiveTimeout(.milliseconds(250))
         try? socket.setReceiveBufferSize(4 << 20)
         try? socket.setSendBufferSize(4 << 20)

@@ -143,6 +143,29 @@ func waitUntilAnswering(port: UInt16) throws {
         #expect(churn.allocationFailures == 0)
     }
 
+    /// rate mode: the VoIP shape in small, every session at a fixed rate.
+    /// The schedule caps what is sent; on loopback everything comes back.
+    @Test(.timeLimit(.minutes(1))) func rateAgainstRealUturnd() throws {
+        guard let uturnd = findUturnd() else {
+            print("skipping rateAgainstRealUturnd: uturnd not found (set UTURND or build it next to the tests)")
+            return
+        }
+        let daemon = try UturndChild(binary: uturnd)
+        defer { daemon.stop() }
+        let options = try BenchOptions(arguments: [
+            "rate", "--server", "127.0.0.1:\(daemon.port)", "--sessions", "20", "--rate", "100", "--duration", "1",
+            "--warmup", "0.2", "--relay-pid", "\(daemon.pid)", "--quiet",
+        ])
+        let summary = try BenchRunner(options: options, log: { _ in }).run()
+        print(summary.text)
+        #expect(summary.sent > 0)
+        #expect(summary.sent <= 20 * 100 + 20, "never more than 20 sessions x 100 packets/s x 1 s (+1 each)")
+        #expect(summary.received == summary.sent)
+        #expect(summary.malformed == 0)
+        #expect(summary.relayCPUMicrosPerRoundTrip != nil)
+        #expect(summary.cpuBusyPercent?.isEmpty == false)
+    }
+
     /// Junk of every kind beside one legitimate session: what each kind
     /// provoked is what uturnd answers (RFC 8489 §6.3, §9.2.4; RFC 8656 §12),
     /// and the legitimate session lost nothing.

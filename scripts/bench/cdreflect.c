@@ -20,8 +20,12 @@
  * equal-size datagrams to one address leave as one UDP_SEGMENT send), unless
  * --no-gro / --no-gso. recvmmsg / sendmmsg, 64 messages per call.
  *
- * One client (one flow). Loopback only. Stops on SIGTERM / SIGINT and prints
- * one line of counters.
+ * One client (one flow), unless --tag-offset N: then every payload carries a
+ * little-endian u32 client index at payload offset N (uturn-bench puts its
+ * session index at 16), each client's address is remembered under its index,
+ * and a reply from the peer goes to the client its payload names: many flows
+ * through one forwarder, still without TURN. Loopback only. Stops on SIGTERM
+ * / SIGINT and prints one line of counters.
  *
  * Build: cc -O2 -o .build-bench-c/cdreflect scripts/bench/cdreflect.c
  */
@@ -40,6 +44,19 @@
 
 #define CHANNEL 0x4000
 #define SOCK_BUF (4 << 20)
+#define MAX_CLIENTS 16384
+
+static struct sockaddr_in clients[MAX_CLIENTS];
+
+/* The client index at offset tag of a payload of len bytes, or -1. */
+static int tag_of(const uint8_t *payload, unsigned len, int tag)
+{
+	if (tag < 0 || (unsigned)tag + 4 > len)
+		return -1;
+	const uint8_t *t = payload + tag;
+	uint32_t v = (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
+	return v < MAX_CLIENTS ? (int)v : -1;
+}
 
 static volatile sig_atomic_t stop;
 static void on_signal(int sig) { (void)sig; stop = 1; }
@@ -69,11 +86,11 @@ static int udp_socket(int port, int gro)
 
 int main(int argc, char **argv)
 {
-	int port = 0, peer_port = 0, relay_port = 0, straight = 0, gso = 1, gro = 1;
+	int port = 0, peer_port = 0, relay_port = 0, straight = 0, gso = 1, gro = 1, tag = -1;
 	static const struct option lo[] = { { "port", 1, 0, 'p' },     { "peer-port", 1, 0, 'q' },
 					    { "relay-port", 1, 0, 'r' }, { "straight", 0, 0, 's' },
 					    { "no-gso", 0, 0, 'G' },     { "no-gro", 0, 0, 'R' },
-					    { 0, 0, 0, 0 } };
+					    { "tag-offset", 1, 0, 't' }, { 0, 0, 0, 0 } };
 	int c;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (c) {
@@ -83,13 +100,14 @@ int main(int argc, char **argv)
 		case 's': straight = 1; break;
 		case 'G': gso = 0; break;
 		case 'R': gro = 0; break;
+		case 't': tag = atoi(optarg); break;
 		default: goto usage;
 		}
 	}
 	if (optind != argc || port <= 0 || (!straight && peer_port <= 0)) {
 	usage:
 		fprintf(stderr, "usage: cdreflect --port P (--peer-port Q [--relay-port R] | --straight)\n"
-				"                 [--no-gso] [--no-gro]\n");
+				"                 [--no-gso] [--no-gro] [--tag-offset N]\n");
 		return 2;
 	}
 	struct sigaction sa = { .sa_handler = on_signal };
@@ -141,6 +159,9 @@ int main(int argc, char **argv)
 							bad++;
 							continue;
 						}
+						int ci = tag_of(f + 4, plen, tag);
+						if (ci >= 0)
+							clients[ci] = rb.from[i];
 						tx_add(&tb, &peer, NULL, f + 4, plen);
 					}
 				}
@@ -161,16 +182,22 @@ int main(int argc, char **argv)
 				rx_msgs += (unsigned)n;
 				for (int i = 0; i < n; i++) {
 					unsigned len = rb.mm[i].msg_len, seg = rx_seg(&rb, i);
-					if (len == 0 || !client.sin_port)
+					if (len == 0)
 						continue;
 					for (unsigned off = 0; off < len; off += seg) {
 						unsigned fl = len - off < seg ? len - off : seg;
 						uint8_t hdr[4] = { CHANNEL >> 8, CHANNEL & 0xff, (uint8_t)(fl >> 8), (uint8_t)fl };
+						int ci = tag_of(rb.buf[i] + off, fl, tag);
+						const struct sockaddr_in *to = ci >= 0 && clients[ci].sin_port ? &clients[ci] : &client;
 						p_in++;
 						rx_dg++;
+						if (!to->sin_port) {
+							bad++;
+							continue;
+						}
 						if (tx_full(&tb))
 							c_out += (unsigned)tx_flush(&tb, cfd);
-						tx_add(&tb, &client, hdr, rb.buf[i] + off, fl);
+						tx_add(&tb, to, hdr, rb.buf[i] + off, fl);
 					}
 				}
 				c_out += (unsigned)tx_flush(&tb, cfd);

@@ -1,102 +1,164 @@
 #!/usr/bin/env bash
-# Side-by-side relay benchmark: uturnd vs coturn vs the floor, same load, same run.
+# Side-by-side relay benchmark: uturnd vs coturn vs the harness ceiling and
+# the floor, same load, same run, per scenario.
 #
-# Each relay runs pinned to CPU 1 with one relay thread; the load (turnflood:
-# TURN client + echo peer, one process) runs pinned to CPU 0. Relays alternate
-# within a round and the order reverses every other round (ABC, CBA, ...), as
-# docs/BENCHMARKING asks. Each relay start gets WARMUP seconds of load that is
-# not measured, then SECS measured seconds. Relay CPU per round trip =
-# (utime+stime delta of the relay PID from /proc/PID/stat over the measured
-# window) / round trips delivered in that window (turnflood --relay-pid).
-# After the relay rounds the floor (shared/tools/floor/run.sh, fwd-uring) runs
-# in the same session, with the same harness shape (HARNESS_GSO/HARNESS_GRO).
+# Each relay runs pinned to CPU 1 with one relay thread; the load generator
+# (TURN client + echo peer, one process) runs pinned to CPU 0. Within a
+# scenario the relays alternate in every round and the order reverses every
+# other round (ABC, CBA, ...), as ../shared/BENCHMARKING.md asks. Every relay
+# start gets WARMUP seconds of load that is not measured, then SECS measured
+# seconds. Relay CPU per round trip = (utime+stime delta of the relay PID from
+# /proc/PID/stat over the measured window) / round trips delivered in it.
 #
-# HARNESS picks the load generator's shape (turnflood flags; every row of
-# results.tsv says which ran):
-#   single   one datagram per send, no UDP_GRO anywhere in the harness
-#   gso      client and echo peer send GSO trains (TRAIN frames), the echo
-#            peer receives with UDP_GRO; the client receives single datagrams
-#   gro      only the client receives with UDP_GRO
-#   gso+gro  both
-# Relays (RELAYS, in this order within a round; reversed every other round):
+# Scenarios (SCENARIOS, run in the order given):
+#   flood1      one flow, 120-byte ChannelData flood: uturn-bench flood, 1
+#               session, WINDOW in flight. Harness single. Floor: yes.
+#   flood1-gso  the same flow with GSO trains and UDP_GRO receivers:
+#               turnflood --gso --gro --train TRAIN (uturn-bench sends single
+#               datagrams only). Harness gso+gro. Floor: yes, fwd-uring
+#               with and without --gro.
+#   flood64     64 flows (64 sessions, distinct source ports, each its own
+#               allocation), WINDOW/64 in flight each: uturn-bench flood.
+#               Harness single. No floor (its client is one flow).
+#   voip        1,000 sessions x 50 packets/s (VOIP_SESSIONS, VOIP_RATE),
+#               evenly phased: uturn-bench rate. Loss and latency at a fixed
+#               offered rate. Harness single. No floor.
+#   alloc       allocation churn: uturn-bench alloc over ALLOC_SESSIONS
+#               5-tuples (Allocate, Refresh, Refresh 0, one at a time):
+#               allocations/s and relay CPU per allocation. No ceiling/floor.
+#   invalid     junk at INVALID_RATE packets/s (every uturn-bench invalid
+#               kind) beside one legitimate session: relay CPU per junk
+#               packet and the session's loss. Not in the default list.
+# Relays (RELAYS; each scenario runs those of them it can):
 #   uturnd        uturnd, one worker
-#   uturnd-nogso  the same with --no-gso
-#   uturnd-gro    the same with --gro-client --gro-peer; skipped, with a note,
-#                 when `uturnd --help` does not list --gro-client
-#   coturn        Debian's turnserver (4.6.1), one relay thread
-#   ceiling       scripts/bench/cdreflect.c: bare ChannelData forwarder, no TURN
-#                 (client -> peer -> client through the same echo peer, so the
-#                 load generator does the same work as against a relay), GRO
-#                 receives and GSO sends: the most this harness can show
-#   ceiling-straight  cdreflect --straight: frames go straight back to the
-#                 client, the echo peer idles (client side alone; looser)
+#   uturnd-nogso  the same with --no-gso                        (flood1)
+#   uturnd-gro    the same with --gro-client --gro-peer         (flood1-gso)
+#   coturn        $TURNSERVER (Debian's turnserver 4.6.1 by default), one relay thread
+#   ceiling       scripts/bench/cdreflect.c: bare ChannelData forwarder, no
+#                 TURN, GRO receives and GSO sends; the load sends with
+#                 --no-turn and the same shape. The most the harness can show.
+#                 (flood1, flood1-gso, flood64, voip)
+# Every row of results.tsv names its scenario, load generator and harness.
 #
 # Usage: scripts/bench/compare.sh
-#   env: ROUNDS=6 SECS=10 WARMUP=2 WINDOW=256 FLOWS=1 PAYLOAD=120
-#        HARNESS=single TRAIN=32
+#   env: SCENARIOS="flood1 flood1-gso flood64 voip alloc"  ROUNDS=6 SECS=10 WARMUP=2
 #        RELAYS="uturnd uturnd-nogso uturnd-gro coturn ceiling"
-#        FLOOR=1  FLOOR_ROUNDS=2 FLOOR_SECS=10
-#        OUT=.build-bench-c/results-<timestamp>
-# Ports (127.0.0.1 only): relay 40478, relay range 40500-40599, echo peer 40700;
-# the floor uses 39100-39301. Every process started here is stopped by its PID.
+#        WINDOW=256 PAYLOAD=120 TRAIN=32 FLOWS64=64 VOIP_SESSIONS=1000 VOIP_RATE=50
+#        ALLOC_SESSIONS=16 INVALID_RATE=20000
+#        FLOOR=1 FLOOR_ROUNDS=2 FLOOR_SECS=10 (FLOOR_SECS >= 3)
+#        SCRATCH=.build-bench6 (swift build -c release --scratch-path)
+#        UTURND=/path/uturnd UTURN_BENCH=/path/uturn-bench (skip those builds)
+#        TURNSERVER=turnserver  OUT=.build-bench-c/results-<timestamp>
+#   Smoke run: SCENARIOS=voip ROUNDS=1 SECS=3 WARMUP=1 FLOOR=0 scripts/bench/compare.sh
+# Ports (127.0.0.1 only): relay 40478, echo peer 40700, relay range
+# 20000-31999 (MIN_PORT, MAX_PORT): below the kernel's ephemeral range, so no
+# load-generator socket takes one, and wide because coturn 4.6.1 keeps a
+# deleted allocation's relay port for about a second (with R ports it cannot
+# churn more than R allocations/s; it answers 508). The floor uses
+# 39100-39301. alloc's clients come from 127.1.x.y (uturn-bench alloc). Every
+# process started here is stopped by its PID.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
+read -r -a SCENARIOS <<<"${SCENARIOS:-flood1 flood1-gso flood64 voip alloc}"
 ROUNDS=${ROUNDS:-6}
 SECS=${SECS:-10}
 WARMUP=${WARMUP:-2}
 WINDOW=${WINDOW:-256}
-FLOWS=${FLOWS:-1}
 PAYLOAD=${PAYLOAD:-120}
-HARNESS=${HARNESS:-single}
 TRAIN=${TRAIN:-32}
-case $HARNESS in
-single) hflags=() ;;
-gso) hflags=(--gso --train "$TRAIN") ;;
-gro) hflags=(--gro) ;;
-gso+gro) hflags=(--gso --gro --train "$TRAIN") ;;
-*) echo "HARNESS must be single, gso, gro or gso+gro" >&2; exit 2 ;;
-esac
+FLOWS64=${FLOWS64:-64}
+VOIP_SESSIONS=${VOIP_SESSIONS:-1000}
+VOIP_RATE=${VOIP_RATE:-50}
+ALLOC_SESSIONS=${ALLOC_SESSIONS:-16}
+INVALID_RATE=${INVALID_RATE:-20000}
 read -r -a RELAYS <<<"${RELAYS:-uturnd uturnd-nogso uturnd-gro coturn ceiling}"
 FLOOR=${FLOOR:-1}
 FLOOR_ROUNDS=${FLOOR_ROUNDS:-2}
 FLOOR_SECS=${FLOOR_SECS:-10}
 FLOOR_SH=${FLOOR_SH:-$root/../shared/tools/floor/run.sh}
 [[ -f $FLOOR_SH ]] || FLOOR_SH=/work/shared/tools/floor/run.sh
+SCRATCH=${SCRATCH:-$root/.build-bench6}
+TURNSERVER=${TURNSERVER:-turnserver}
 OUT=${OUT:-$root/.build-bench-c/results-$(date +%Y%m%d-%H%M%S)}
-LISTEN_PORT=40478 MIN_PORT=40500 MAX_PORT=40599 PEER_PORT=40700
+LISTEN_PORT=40478 MIN_PORT=${MIN_PORT:-20000} MAX_PORT=${MAX_PORT:-31999} PEER_PORT=40700
 REALM=bench.local USER_NAME=bench PASSWORD=bench
 
+for s in "${SCENARIOS[@]}"; do
+	case $s in flood1 | flood1-gso | flood64 | voip | alloc | invalid) ;;
+	*) echo "unknown scenario $s (flood1 flood1-gso flood64 voip alloc invalid)" >&2; exit 2 ;;
+	esac
+done
+((VOIP_SESSIONS <= MAX_PORT - MIN_PORT + 1)) || { echo "VOIP_SESSIONS > relay port range" >&2; exit 2; }
+for r in "${RELAYS[@]}"; do
+	case $r in uturnd | uturnd-nogso | uturnd-gro | coturn | ceiling) ;;
+	*) echo "unknown relay $r (uturnd uturnd-nogso uturnd-gro coturn ceiling)" >&2; exit 2 ;;
+	esac
+done
+
 mkdir -p "$OUT" .build-bench-c
-tf=.build-bench-c/turnflood
-cc -O2 -Wall -Wextra -o "$tf" scripts/bench/turnflood.c -lcrypto -lpthread
+needs() { # needs SCENARIO...: true when one of them is selected
+	local s t
+	for s in "${SCENARIOS[@]}"; do for t in "$@"; do [[ $s == "$t" ]] && return 0; done; done
+	return 1
+}
+has_relay() { [[ " ${RELAYS[*]} " == *" $1 "* ]]; }
+
 refl=.build-bench-c/cdreflect
 cc -O2 -Wall -Wextra -o "$refl" scripts/bench/cdreflect.c
+tf=.build-bench-c/turnflood
+if needs flood1-gso; then
+	cc -O2 -Wall -Wextra -o "$tf" scripts/bench/turnflood.c -lcrypto -lpthread
+fi
 
-# uturnd release build; retry a few times while its front end is in flux.
-uturnd=$root/.build/release/uturnd
-if [[ " ${RELAYS[*]} " == *" uturnd"* ]]; then
-	for try in 1 2 3 4 5; do
-		if swift build -c release --product uturnd >"$OUT/swift-build.log" 2>&1 &&
-			"$uturnd" --help >/dev/null 2>&1; then
-			break
+# Release builds of uturnd and uturn-bench; retry a few times while the tree is in flux.
+build_product() { # build_product NAME -> path on stdout
+	local name=$1 try
+	for try in 1 2 3; do
+		if swift build -c release --scratch-path "$SCRATCH" --product "$name" >>"$OUT/swift-build.log" 2>&1; then
+			echo "$SCRATCH/release/$name"
+			return 0
 		fi
-		((try < 5)) || { echo "uturnd does not build or run; see $OUT/swift-build.log" >&2; exit 1; }
-		echo "uturnd not ready (try $try), retrying in 180 s" >&2
-		sleep 180
+		((try < 3)) || break
+		echo "$name does not build (try $try), retrying in 60 s" >&2
+		sleep 60
 	done
+	echo "$name does not build; see $OUT/swift-build.log" >&2
+	return 1
+}
+ub=${UTURN_BENCH:-}
+if needs flood1 flood64 voip alloc invalid || has_relay ceiling; then
+	[[ -n $ub ]] || ub=$(build_product uturn-bench)
+fi
+uturnd=${UTURND:-}
+if [[ " ${RELAYS[*]} " == *" uturnd"* && -z $uturnd ]]; then
+	uturnd=$(build_product uturnd)
 fi
 
 notes=()
-# uturnd-gro needs uturnd's receive-side GRO flags; skip it (with a note) until they exist.
-if [[ " ${RELAYS[*]} " == *" uturnd-gro "* ]] && ! "$uturnd" --help 2>&1 | grep -q gro-client; then
+# uturnd-gro needs uturnd's receive-side GRO flags; skip it (with a note) when they are missing.
+if has_relay uturnd-gro && needs flood1-gso && ! "$uturnd" --help 2>&1 | grep -q gro-client; then
+	notes+=("uturnd-gro skipped: this uturnd build has no --gro-client (uturnd --help)")
+	echo "note: ${notes[-1]}" >&2
 	keep=()
 	for r in "${RELAYS[@]}"; do [[ $r == uturnd-gro ]] || keep+=("$r"); done
 	RELAYS=("${keep[@]}")
-	notes+=("uturnd-gro skipped: this uturnd build has no --gro-client (uturnd --help)")
-	echo "note: ${notes[-1]}" >&2
 fi
+
+# The relays a scenario runs, in RELAYS order.
+scenario_relays() {
+	local s=$1 r ok
+	for r in "${RELAYS[@]}"; do
+		case $r in
+		uturnd | coturn) ok=1 ;;
+		uturnd-nogso) [[ $s == flood1 ]] && ok=1 || ok=0 ;;
+		uturnd-gro) [[ $s == flood1-gso ]] && ok=1 || ok=0 ;;
+		ceiling) [[ $s == flood* || $s == voip ]] && ok=1 || ok=0 ;;
+		esac
+		if ((ok)); then echo "$r"; fi
+	done
+}
 
 pids=()
 cleanup() {
@@ -127,13 +189,14 @@ check_ports_free() {
 	done
 }
 
-start_relay() { # start_relay NAME LOG -> sets relay_pid
-	local name=$1 log=$2 tmp
+start_relay() { # start_relay NAME SCENARIO LOG -> sets relay_pid
+	local name=$1 scenario=$2 log=$3 tmp
 	case $name in
 	uturnd | uturnd-nogso | uturnd-gro)
 		local extra=()
 		[[ $name == uturnd-nogso ]] && extra=(--no-gso)
 		[[ $name == uturnd-gro ]] && extra=(--gro-client --gro-peer)
+		"$uturnd" --help 2>&1 | grep -q -- --no-tcp && extra+=(--no-tcp)
 		taskset -c 1 "$uturnd" --listening-ip 127.0.0.1 --listening-port $LISTEN_PORT \
 			--relay-ip 127.0.0.1 --min-port $MIN_PORT --max-port $MAX_PORT --realm $REALM \
 			--user $USER_NAME:$PASSWORD --lt-cred-mech --allow-loopback-peers --workers 1 \
@@ -141,17 +204,17 @@ start_relay() { # start_relay NAME LOG -> sets relay_pid
 		;;
 	coturn)
 		tmp=$(mktemp -d /tmp/bench-coturn.XXXXXX)
-		taskset -c 1 turnserver -n --no-cli --no-tls --no-dtls -L 127.0.0.1 -E 127.0.0.1 \
+		taskset -c 1 "$TURNSERVER" -n --no-cli --no-tls --no-dtls --no-tcp -L 127.0.0.1 -E 127.0.0.1 \
 			-p $LISTEN_PORT --min-port $MIN_PORT --max-port $MAX_PORT -r $REALM \
 			-u $USER_NAME:$PASSWORD --lt-cred-mech --allow-loopback-peers --relay-threads 1 \
 			--no-rfc5780 --pidfile "$tmp/turnserver.pid" --db "$tmp/turndb" \
 			--log-file stdout --simple-log >"$log" 2>&1 &
 		;;
 	ceiling)
-		taskset -c 1 "$refl" --port $LISTEN_PORT --peer-port $PEER_PORT --relay-port $MIN_PORT >"$log" 2>&1 &
-		;;
-	ceiling-straight)
-		taskset -c 1 "$refl" --port $LISTEN_PORT --straight >"$log" 2>&1 &
+		local tag=()
+		[[ $scenario == flood64 || $scenario == voip ]] && tag=(--tag-offset 16)
+		taskset -c 1 "$refl" --port $LISTEN_PORT --peer-port $PEER_PORT --relay-port $MIN_PORT "${tag[@]}" \
+			>"$log" 2>&1 &
 		;;
 	*) echo "unknown relay $name" >&2; return 1 ;;
 	esac
@@ -167,7 +230,7 @@ start_relay() { # start_relay NAME LOG -> sets relay_pid
 	return 1
 }
 
-stop_relay() { # stop_relay PID NAME -> 0 if it was still alive
+stop_relay() { # stop_relay PID -> 0 if it was still alive
 	local pid=$1 alive=0 i
 	kill -0 "$pid" 2>/dev/null || alive=1
 	kill -TERM "$pid" 2>/dev/null || true
@@ -181,77 +244,105 @@ stop_relay() { # stop_relay PID NAME -> 0 if it was still alive
 	return $alive
 }
 
+# The load of SCENARIO against RELAY (argv on stdout, one word per line), and its harness.
+harness_of() { [[ $1 == flood1-gso ]] && echo gso+gro || echo single; }
+load_of() { [[ $1 == flood1-gso ]] && echo turnflood || echo uturn-bench; }
+load_argv() { # load_argv SCENARIO RELAY JSON
+	local s=$1 relay=$2 json=$3 a=()
+	if [[ $s == flood1-gso ]]; then
+		a=("$tf" --port $LISTEN_PORT --peer-port $PEER_PORT --user $USER_NAME --password $PASSWORD
+			--realm $REALM --seconds "$SECS" --warmup "$WARMUP" --window "$WINDOW" --flows 1
+			--payload "$PAYLOAD" --relay-pid "$relay_pid" --gso --gro --train "$TRAIN")
+		[[ $relay == ceiling ]] && a+=(--no-turn)
+		printf '%s\n' "${a[@]}"
+		return
+	fi
+	a=("$ub")
+	case $s in
+	flood1) a+=(flood --sessions 1 --window "$WINDOW") ;;
+	flood64) a+=(flood --sessions "$FLOWS64" --window $(((WINDOW + FLOWS64 - 1) / FLOWS64))) ;;
+	voip) a+=(rate --sessions "$VOIP_SESSIONS" --rate "$VOIP_RATE") ;;
+	alloc) a+=(alloc --sessions "$ALLOC_SESSIONS") ;;
+	invalid) a+=(invalid --rate "$INVALID_RATE" --legit-rate 50) ;;
+	esac
+	a+=(--server 127.0.0.1:$LISTEN_PORT --user $USER_NAME --password $PASSWORD --realm $REALM
+		--peer-port $PEER_PORT --payload "$PAYLOAD" --duration "$SECS" --warmup "$WARMUP"
+		--relay-pid "$relay_pid" --json "$json")
+	[[ $relay == ceiling ]] && a+=(--no-turn)
+	printf '%s\n' "${a[@]}"
+}
+
 results=$OUT/results.tsv
-printf 'round\tharness\trelay\trt_per_s_median\trt_per_s_min_sample\trt_per_s_max_sample\trelay_cpu_pct\trelay_cpu_us_per_rt\tcpu1_us_per_rt\tcpu0_busy_pct\tcpu1_busy_pct\tsent\treceived\twritten_off\tother_cpu_pct\n' >"$results"
+printf 'scenario\tround\tharness\tload\trelay\trt_per_s_median\trt_per_s_min_sample\trt_per_s_max_sample\trelay_cpu_pct\trelay_cpu_us_per_rt\tcpu1_us_per_rt\tcpu0_busy_pct\tcpu1_busy_pct\tsent\treceived\twritten_off\tloss_pct\tp50_us\tp99_us\tp999_us\talloc_per_s\tother_cpu_pct\n' >"$results"
 {
 	echo "kernel $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-	echo "ROUNDS=$ROUNDS SECS=$SECS WARMUP=$WARMUP WINDOW=$WINDOW FLOWS=$FLOWS PAYLOAD=$PAYLOAD HARNESS=$HARNESS TRAIN=$TRAIN RELAYS=${RELAYS[*]}"
-	echo "turnflood flags: ${hflags[*]:-(none)}"
+	echo "SCENARIOS=${SCENARIOS[*]} ROUNDS=$ROUNDS SECS=$SECS WARMUP=$WARMUP WINDOW=$WINDOW PAYLOAD=$PAYLOAD TRAIN=$TRAIN"
+	echo "FLOWS64=$FLOWS64 VOIP_SESSIONS=$VOIP_SESSIONS VOIP_RATE=$VOIP_RATE ALLOC_SESSIONS=$ALLOC_SESSIONS INVALID_RATE=$INVALID_RATE"
+	echo "RELAYS=${RELAYS[*]} FLOOR=$FLOOR FLOOR_ROUNDS=$FLOOR_ROUNDS FLOOR_SECS=$FLOOR_SECS"
 	for n in "${notes[@]}"; do echo "note: $n"; done
-	echo "coturn: $(turnserver --version 2>/dev/null | head -1)"
-	echo "uturnd: $(git log -1 --format='%h %s' | cut -c1-80) (+ working tree)"
+	echo "coturn: $("$TURNSERVER" --version 2>/dev/null | head -1) ($TURNSERVER)"
+	echo "uturnd: ${uturnd:-none} at $(git log -1 --format='%h %s' | cut -c1-80) (+ working tree)"
+	echo "uturn-bench: ${ub:-none}"
 } | tee "$OUT/env.txt"
 
-for round in $(seq "$ROUNDS"); do
-	if ((round % 2)); then
-		order=("${RELAYS[@]}")
-	else
-		order=()
-		for ((i = ${#RELAYS[@]} - 1; i >= 0; i--)); do order+=("${RELAYS[$i]}"); done
-	fi
-	for relay in "${order[@]}"; do
-		check_ports_free
-		rlog=$OUT/$round.$relay.relay.log
-		flog=$OUT/$round.$relay.turnflood.log
-		start_relay "$relay" "$rlog"
-		status=0
-		# what else ran on the machine mid-window (other sessions' builds skew results)
-		(sleep $((WARMUP + SECS / 2)); top -b -n 2 -d 1 -w 200 | awk '/^top -/ { n++ } n == 2' |
-			head -16 >"$OUT/$round.$relay.top.txt") &
-		tflags=("${hflags[@]}")
-		[[ $relay == ceiling* ]] && tflags+=(--no-turn)
-		taskset -c 0 "$tf" --port $LISTEN_PORT --peer-port $PEER_PORT --user $USER_NAME \
-			--password $PASSWORD --realm $REALM --seconds "$SECS" --warmup "$WARMUP" \
-			--window "$WINDOW" --flows "$FLOWS" --payload "$PAYLOAD" \
-			--relay-pid "$relay_pid" "${tflags[@]}" >"$flog" 2>&1 || status=$?
-		wait $! 2>/dev/null || true # the top snapshot
-		if ! stop_relay "$relay_pid" "$relay"; then
-			echo "round $round: $relay exited before the end of its run; its log:" >&2
-			tail -30 "$rlog" >&2
+for scenario in "${SCENARIOS[@]}"; do
+	mapfile -t srelays < <(scenario_relays "$scenario")
+	harness=$(harness_of "$scenario")
+	load=$(load_of "$scenario")
+	echo "# scenario $scenario: harness $harness, load $load, relays ${srelays[*]}"
+	for round in $(seq "$ROUNDS"); do
+		if ((round % 2)); then
+			order=("${srelays[@]}")
+		else
+			order=()
+			for ((i = ${#srelays[@]} - 1; i >= 0; i--)); do order+=("${srelays[$i]}"); done
 		fi
-		if ((status != 0)) || ! grep -q '^summary ' "$flog"; then
-			echo "round $round: turnflood against $relay failed (exit $status):" >&2
-			cat "$flog" >&2
-			echo "$relay log:" >&2
-			tail -30 "$rlog" >&2
-			exit 1
-		fi
-		# %CPU of everything but the relay, turnflood and top in the mid-run snapshot
-		other=$(awk 'f && $12 !~ /^(turnflood|uturnd|turnserver|cdreflect|top)$/ { s += $9 } /^ *PID/ { f = 1 }
-			END { printf "%.0f", s }' "$OUT/$round.$relay.top.txt")
-		python3 - "$round" "$relay" "$flog" "$other" >>"$results" <<'EOF'
-import json, sys
-rnd, relay, path, other = sys.argv[1:5]
-line = next(l for l in open(path) if l.startswith("summary "))
-s = json.loads(line[len("summary "):])
-print("\t".join(str(x) for x in (
-    rnd, s.get("harness", "single"), relay, s["rt_per_s_median"], min(s["samples"]), max(s["samples"]),
-    s["relay_cpu_pct"], s["relay_cpu_us_per_rt"], s["cpu1_us_per_rt"],
-    s["cpu0_busy_pct"], s["cpu1_busy_pct"], s["sent"], s["received"], s["written_off"], other)))
-EOF
-		tail -1 "$results"
+		for relay in "${order[@]}"; do
+			check_ports_free
+			tag=$scenario.$round.$relay
+			rlog=$OUT/$tag.relay.log
+			llog=$OUT/$tag.load.log
+			json=$OUT/$tag.json
+			start_relay "$relay" "$scenario" "$rlog"
+			status=0
+			# what else ran on the machine mid-window (other sessions' builds skew results)
+			(sleep $((WARMUP + SECS / 2)); top -b -n 2 -d 1 -w 200 | awk '/^top -/ { n++ } n == 2' |
+				head -16 >"$OUT/$tag.top.txt") &
+			mapfile -t argv < <(load_argv "$scenario" "$relay" "$json")
+			taskset -c 0 "${argv[@]}" >"$llog" 2>&1 || status=$?
+			wait $! 2>/dev/null || true # the top snapshot
+			if ! stop_relay "$relay_pid"; then
+				echo "$tag: $relay exited before the end of its run; its log:" >&2
+				tail -30 "$rlog" >&2
+			fi
+			if ((status != 0)) || { [[ $load == turnflood ]] && ! grep -q '^summary ' "$llog"; } ||
+				{ [[ $load == uturn-bench ]] && [[ ! -s $json ]]; }; then
+				echo "$tag: $load failed (exit $status): ${argv[*]}" >&2
+				cat "$llog" >&2
+				echo "$relay log:" >&2
+				tail -30 "$rlog" >&2
+				exit 1
+			fi
+			# %CPU of everything but the relay, the load and top in the mid-run snapshot
+			other=$(awk 'f && $12 !~ /^(turnflood|uturn-bench|uturnd|turnserver|cdreflect|top)$/ { s += $9 }
+				/^ *PID/ { f = 1 } END { printf "%.0f", s }' "$OUT/$tag.top.txt")
+			python3 "$root/scripts/bench/row.py" "$scenario" "$round" "$harness" "$load" "$relay" \
+				"$([[ $load == turnflood ]] && echo "$llog" || echo "$json")" "$other" >>"$results"
+			tail -1 "$results"
+		done
 	done
+	if [[ $FLOOR == 1 && ($scenario == flood1 || $scenario == flood1-gso) ]]; then
+		if [[ $scenario == flood1 ]]; then
+			fg=0 fr=0 modes="fwd-uring"
+		else
+			fg=1 fr=1 modes="fwd-uring,fwd-uring --gro"
+		fi
+		echo "# floor ($scenario): ROUNDS=$FLOOR_ROUNDS SECS=$FLOOR_SECS MODES=\"$modes\" HARNESS_GSO=$fg HARNESS_GRO=$fr bash $FLOOR_SH"
+		ROUNDS=$FLOOR_ROUNDS SECS=$FLOOR_SECS MODES="$modes" HARNESS_GSO=$fg HARNESS_GRO=$fr \
+			FLOOR_BIN="$root/.build-bench-c/floor-bench" \
+			bash "$FLOOR_SH" | tee "$OUT/floor-$(harness_of "$scenario").txt"
+	fi
 done
-
-if [[ $FLOOR == 1 ]]; then
-	fg=0 fr=0
-	[[ $HARNESS == gso* ]] && fg=1
-	[[ $HARNESS == *gro ]] && fr=1
-	echo "# floor: ROUNDS=$FLOOR_ROUNDS SECS=$FLOOR_SECS MODES=fwd-uring HARNESS_GSO=$fg HARNESS_GRO=$fr bash $FLOOR_SH"
-	ROUNDS=$FLOOR_ROUNDS SECS=$FLOOR_SECS MODES="fwd-uring" HARNESS_GSO=$fg HARNESS_GRO=$fr \
-		FLOOR_BIN="$root/.build-bench-c/floor-bench" \
-		bash "$FLOOR_SH" | tee "$OUT/floor.txt"
-fi
 
 python3 "$root/scripts/bench/summarize.py" "$OUT"
 echo "results in $OUT"
