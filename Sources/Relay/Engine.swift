@@ -48,6 +48,7 @@ public final class Engine: Sendable {
     /// error (after stopping the workers that did start).
     public func start() throws(EngineError) {
         try checkListenAddressesFree()
+        let siblings = controls
         for control in controls {
             let config = self.config
             let turn = self.turn
@@ -60,7 +61,7 @@ public final class Engine: Sendable {
                 do throws(EngineError) {
                     worker = try Worker(
                         index: control.index, config: config, turnConfig: turn, quotas: quotas, control: control,
-                        log: log)
+                        siblings: siblings, log: log)
                 } catch {
                     control.startResult.withLock { $0 = .failed(error.description) }
                     return

@@ -24,6 +24,8 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
         var port: UInt16 = 0
         var family: IPAddress.Family = .v4
         var inUse = false
+        /// A TCP listener (RFC 6062 allocation) rather than a UDP socket.
+        var tcp = false
     }
 
     /// A port held for a later RESERVATION-TOKEN (EVEN-PORT with R=1).
@@ -157,6 +159,31 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
         return nil
     }
 
+    /// RFC 6062: a TCP listener on the relayed address, which peers connect
+    /// to and outgoing connections to peers start from.
+    mutating func openTCPRelay(for id: AllocationID, family: IPAddress.Family) -> RelayEndpoint? {
+        for _ in 0..<16 {
+            guard let port = takePort(family: family, even: false) else { return nil }
+            switch open(id: id, family: family, port: port, tcp: true) {
+            case .opened(let endpoint): return endpoint
+            case .busy:
+                givePort(family: family, port)
+                continue
+            case .failed:
+                givePort(family: family, port)
+                return nil
+            }
+        }
+        return nil
+    }
+
+    /// The address a TCP relay slot is bound to (the relay IP, not the advertised one).
+    func boundAddress(ofHandle handle: UInt64) -> TransportAddress? {
+        let i = Int(truncatingIfNeeded: handle)
+        guard i < capacity, slots[i].inUse, let ip = slots[i].family == .v4 ? relayIPv4 : relayIPv6 else { return nil }
+        return TransportAddress(ip: ip, port: slots[i].port)
+    }
+
     mutating func openReservedRelay(for id: AllocationID, token: UInt64) -> RelayEndpoint? {
         expireReservations()
         guard let i = reservations.firstIndex(where: { $0.token == token }) else { return nil }
@@ -170,10 +197,11 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
         let i = Int(truncatingIfNeeded: endpoint.handle)
         guard i < capacity, slots[i].inUse else { return }
         let s = slots[i]
-        toCancel.append(UserData(kind: .relayReceive, slot: UInt32(i), generation: s.generation))
+        toCancel.append(UserData(kind: s.tcp ? .relayAccept : .relayReceive, slot: UInt32(i), generation: s.generation))
         Glibc.close(s.fd)
         givePort(family: s.family, s.port)
         slots[i].inUse = false
+        slots[i].tcp = false
         slots[i].fd = -1
         slots[i].generation = UserData.nextGeneration(after: s.generation)
         freeSlots[freeCount] = UInt32(i)
@@ -188,10 +216,23 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
         case failed
     }
 
-    private mutating func open(id: AllocationID, family: IPAddress.Family, port: UInt16) -> OpenResult {
+    private mutating func open(id: AllocationID, family: IPAddress.Family, port: UInt16, tcp: Bool = false)
+        -> OpenResult
+    {
         guard freeCount > 0 else { return .failed }
         guard let ip = family == .v4 ? relayIPv4 : relayIPv6 else { return .failed }
         let bindAddress = SocketAddress(TransportAddress(ip: ip, port: port))
+        if tcp {
+            let listener: StreamSocket
+            do {
+                listener = try StreamSocket.listening(on: bindAddress, reusePort: true, backlog: 64)
+            } catch {
+                if error.errno == .addressInUse { return .busy }
+                lastError = "TCP relay socket \(TransportAddress(ip: ip, port: port)): \(error)"
+                return .failed
+            }
+            return .opened(take(fd: listener.rawValue, id: id, family: family, port: port, ip: ip, tcp: true))
+        }
         let socket: UDPSocket
         do {
             socket = try UDPSocket.bound(to: bindAddress)
@@ -207,16 +248,23 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
                 return .failed
             }
         }
+        return .opened(take(fd: socket.rawValue, id: id, family: family, port: port, ip: ip, tcp: false))
+    }
+
+    private mutating func take(fd: Int32, id: AllocationID, family: IPAddress.Family, port: UInt16, ip: IPAddress, tcp: Bool)
+        -> RelayEndpoint
+    {
         freeCount -= 1
         let slot = Int(freeSlots[freeCount])
-        slots[slot].fd = socket.rawValue
+        slots[slot].fd = fd
         slots[slot].allocation = id
         slots[slot].port = port
         slots[slot].family = family
         slots[slot].inUse = true
+        slots[slot].tcp = tcp
         toArm.append(UInt32(slot))
         let advertised = family == .v4 ? (externalIPv4 ?? ip) : ip
-        return .opened(RelayEndpoint(address: TransportAddress(ip: advertised, port: port), handle: UInt64(slot)))
+        return RelayEndpoint(address: TransportAddress(ip: advertised, port: port), handle: UInt64(slot))
     }
 
     private mutating func takePort(family: IPAddress.Family, even: Bool) -> UInt16? {
@@ -264,4 +312,6 @@ extension UserData.Kind {
     static var send: UserData.Kind { UserData.Kind(rawValue: 3) }
     /// Cancels and other bookkeeping whose completion needs nothing.
     static var housekeeping: UserData.Kind { UserData.Kind(rawValue: 4) }
+    /// A multishot ACCEPT on a TCP relay listener (RFC 6062); slot, generation = the relay slot's.
+    static var relayAccept: UserData.Kind { UserData.Kind(rawValue: 8) }
 }

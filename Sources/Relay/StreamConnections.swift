@@ -16,6 +16,16 @@ import URing
 /// connection whose outbox makes no progress for `stallSeconds` is closed.
 /// That bounds what a slow reader can cost: `outboxCapacity` bytes.
 struct StreamConnection {
+    /// What the bytes on a connection are.
+    enum Role: UInt8 {
+        /// A TURN client: STUN messages and ChannelData (RFC 8656 §3.1).
+        case client
+        /// RFC 6062: a TCP connection to a peer from a relayed address.
+        case peer
+        /// RFC 6062: a client's data connection after ConnectionBind.
+        case clientData
+    }
+
     /// -1: the slot is free.
     var fd: Int32 = -1
     var generation: UInt32 = 0
@@ -24,6 +34,20 @@ struct StreamConnection {
     /// The allocation made over this connection (its 5-tuple's), if any.
     var allocation: AllocationID?
 
+    // RFC 6062 data connections (role .peer or .clientData): raw bytes
+    // relayed to and from `partner`; `inbox` holds what the partner could not
+    // take yet, and no receive is armed until it is empty again (so a slow
+    // reader on one side slows the sender on the other: TCP back-pressure).
+    var role = Role.client
+    /// The TCP allocation a peer connection belongs to.
+    var relayAllocation = AllocationID(slot: 0, generation: 0)
+    var connectionID: UInt32 = 0
+    var partner: UInt32 = .max
+    var partnerGeneration: UInt32 = 0
+    /// A CONNECT to the peer is in flight.
+    var connecting = false
+    /// Close once the outbox has been sent (the partner ended).
+    var closeWhenDrained = false
     var inbox: UnsafeMutableRawPointer? = nil
     var inboxCapacity = 0
     var inboxCount = 0
@@ -96,6 +120,9 @@ struct StreamConnections: ~Copyable {
     /// Slots with queued bytes and no SEND in flight, to flush at the end of the batch.
     let dirty: UnsafeMutablePointer<UInt32>
     var dirtyCount = 0
+    /// Per slot: the peer address of a CONNECT in flight (the kernel reads
+    /// it until the CQE, so it lives here, not on the stack).
+    let connectAddresses: UnsafeMutablePointer<sockaddr_storage>
     private let isDirty: UnsafeMutablePointer<Bool>
     /// Open connections (not closed).
     private(set) var openCount = 0
@@ -116,6 +143,8 @@ struct StreamConnections: ~Copyable {
         dirty = .allocate(capacity: max(1, capacity))
         isDirty = .allocate(capacity: max(1, capacity))
         isDirty.initialize(repeating: false, count: max(1, capacity))
+        connectAddresses = .allocate(capacity: max(1, capacity))
+        connectAddresses.initialize(repeating: sockaddr_storage(), count: max(1, capacity))
     }
 
     deinit {
@@ -125,6 +154,7 @@ struct StreamConnections: ~Copyable {
         free.deallocate()
         dirty.deallocate()
         isDirty.deallocate()
+        connectAddresses.deallocate()
     }
 
     /// A slot for a new connection on `fd`, or nil when the table is full.
@@ -156,11 +186,36 @@ struct StreamConnections: ~Copyable {
         Int(slot) < capacity && slots[Int(slot)].fd >= 0 && slots[Int(slot)].generation == generation
     }
 
-    /// Connections from `ip` now open (a linear walk: accepting is the control path).
+    /// Client connections from `ip` now open (a linear walk: accepting is the control path).
     func count(from ip: IPAddress) -> Int {
         var n = 0
-        for i in 0..<capacity where slots[i].fd >= 0 && slots[i].fiveTuple.client.ip == ip { n += 1 }
+        for i in 0..<capacity where slots[i].fd >= 0 && slots[i].role == .client && slots[i].fiveTuple.client.ip == ip {
+            n += 1
+        }
         return n
+    }
+
+    /// The open peer connection with this CONNECTION-ID (a linear walk: the control path).
+    func peerConnection(_ connectionID: UInt32) -> UInt32? {
+        for i in 0..<capacity
+        where slots[i].fd >= 0 && slots[i].role == .peer && slots[i].connectionID == connectionID {
+            return UInt32(i)
+        }
+        return nil
+    }
+
+    /// The open partner of a data connection, if it still is.
+    func partner(of slot: UInt32) -> UInt32? {
+        let c = slots[Int(slot)]
+        guard c.partner != .max, isOpen(c.partner, generation: c.partnerGeneration) else { return nil }
+        return c.partner
+    }
+
+    /// Gives up a connection whose descriptor now belongs to another worker:
+    /// like `markClosed`, but the TLS session moved with it and must not be freed here.
+    mutating func markHandedOff(_ slot: UInt32) {
+        slots[Int(slot)].tls = nil
+        markClosed(slot)
     }
 
     /// Marks the connection closed (the caller has shut the socket down and

@@ -47,9 +47,14 @@ extension Worker {
             streamSendCompleted(cqe, now: now)
         case .streamAccept:
             acceptCompleted(cqe, listener: Int(ud.slot), now: now)
+        case .streamConnect:
+            connectCompleted(cqe, now: now)
+        case .relayAccept:
+            relayAcceptCompleted(cqe, now: now)
         case .wake:
             takeNewConfiguration()
             takeNewTLSContext()
+            takeHandoffs(now: now)
             checkStopRequest(now: now)
         default:
             break
@@ -257,6 +262,7 @@ extension Worker {
         case .allocationDeleted(let removed):
             counters.add(.allocationsDeleted)
             logRemoved(removed, why: "deleted")
+            if removed.relayTransport == .tcp { closeConnectionsOfRemovedAllocations() }
         case .dropped:
             counters.add(.dropsMalformed)
         case .none:
@@ -270,6 +276,9 @@ extension Worker {
                 client: fiveTuple.client, now: now)
             replyToClient(reply, fiveTuple.client, UnsafeRawBufferPointer(rebasing: response[0..<n]))
         }
+        // RFC 6062, after the response (ConnectionBind's goes out before
+        // the connection turns into a data connection).
+        if let effect = outcome.tcpRelay { tcpRelayEffect(effect, reply: reply, now: now) }
         armNewRelays()
         cancelClosedRelays()
     }

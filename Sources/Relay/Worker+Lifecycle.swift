@@ -94,7 +94,12 @@ extension Worker {
         guard relays.pendingArms > 0 else { return }
         for i in 0..<relays.pendingArms {
             let slot = relays.pendingArm(i)
-            if let s = relays.openSlot(slot) { armRelay(slot: slot, generation: s.generation, fd: s.fd) }
+            guard let s = relays.openSlot(slot) else { continue }
+            if s.tcp {
+                armRelayAccept(slot: slot, generation: s.generation, fd: s.fd)
+            } else {
+                armRelay(slot: slot, generation: s.generation, fd: s.fd)
+            }
         }
         relays.clearPendingArms()
     }
@@ -168,7 +173,10 @@ extension Worker {
             logRemoved(removed, why: "expired")
         }
         cancelClosedRelays()
-        if streams.capacity > 0 { streamTick(now: now) }
+        if streams.capacity > 0 {
+            streamTick(now: now)
+            if turn.configuration.tcpRelay { tcpRelayTick(now: now) }
+        }
         if pendingRearm { rearmReceives() }
         if streams.dirtyCount > 0 { flushStreams() }
         flushSubmissions()

@@ -107,7 +107,10 @@ extension Worker {
             return
         }
         let ud = UserData(kind: .streamReceive, slot: slot, generation: c.generation)
-        if ring.prepareStreamReceive(socket: c.fd, bufferGroup: ReceiveBuffers.smallGroup, multishot: multishot, userData: ud)
+        // Data connections (RFC 6062) receive one buffer at a time, so
+        // reading can stop while the partner cannot take more.
+        let many = multishot && c.role == .client
+        if ring.prepareStreamReceive(socket: c.fd, bufferGroup: ReceiveBuffers.smallGroup, multishot: many, userData: ud)
         {
             streams.slots[Int(slot)].receiving = true
             streams.slots[Int(slot)].needsReceive = false
@@ -128,14 +131,14 @@ extension Worker {
             }
             buffers.release(h)
         }
-        guard !multishot || !cqe.hasMore else { return }
+        guard !cqe.hasMore else { return }  // single-shot receives never have F_MORE
         guard Int(slot) < streams.capacity, streams.slots[Int(slot)].generation == ud.generation else { return }
         streams.slots[Int(slot)].receiving = false
         if streams.slots[Int(slot)].fd < 0 {
             streams.releaseIfDone(slot)
         } else if cqe.result == 0 {
             closeStream(slot, why: nil)  // the client closed its end
-        } else if cqe.result < 0 && cqe.result != -ENOBUFS {
+        } else if cqe.result < 0 && cqe.result != -ENOBUFS && cqe.result != -ECANCELED {
             closeStream(slot, why: "receive failed: \(Errno(rawValue: -cqe.result))")
         } else {
             if cqe.result == -ENOBUFS { counters.add(.enobufs) }
@@ -151,6 +154,10 @@ extension Worker {
     ) {
         streams.slots[Int(slot)].lastReceive = now.seconds
         counters.add(.bytesFromStreams, count)
+        if streams.slots[Int(slot)].role != .client && !streams.slots[Int(slot)].isTLS {
+            rawReceived(slot, UnsafeRawBufferPointer(start: bytes, count: count))
+            return
+        }
         if streams.slots[Int(slot)].isTLS {
             tlsReceived(slot, bytes: UnsafeRawBufferPointer(start: bytes, count: count), now: now)
             return
@@ -174,6 +181,11 @@ extension Worker {
                 streamFrame(
                     slot, UnsafeMutableRawBufferPointer(start: bytes + offset, count: length), buffer: h, now: now)
                 offset += consumed
+                if streams.slots[Int(slot)].role != .client && streams.slots[Int(slot)].fd >= 0 {
+                    // ConnectionBind made this a data connection: the rest is raw.
+                    if offset < count { rawReceived(slot, UnsafeRawBufferPointer(start: bytes + offset, count: count - offset)) }
+                    return
+                }
             case .needMore:
                 _ = appendToInbox(slot, rest)
                 return
@@ -201,8 +213,13 @@ extension Worker {
     mutating func processInbox(_ slot: UInt32, now: MonotonicTime) {
         let i = Int(slot)
         guard let inbox = streams.slots[i].inbox else { return }
+        if streams.slots[i].role != .client {
+            // Raw bytes of a data connection (decrypted, over TLS): the flush relays them.
+            streams.markDirty(slot)
+            return
+        }
         var offset = 0
-        while streams.slots[i].fd >= 0 {
+        while streams.slots[i].fd >= 0 && streams.slots[i].role == .client {
             let rest = UnsafeRawBufferPointer(start: inbox + offset, count: streams.slots[i].inboxCount - offset)
             let next: StreamFraming.Next
             do throws(STUNError) { next = try StreamFraming.next(rest) } catch {
@@ -227,6 +244,8 @@ extension Worker {
         let left = streams.slots[i].inboxCount - offset
         if left > 0 { current.copyMemory(from: current + offset, byteCount: left) }
         streams.slots[i].inboxCount = left
+        // Left over after a ConnectionBind: raw bytes for the peer.
+        if left > 0 && streams.slots[i].role != .client { streams.markDirty(slot) }
     }
 
     /// One whole frame from a connection: the datagram path's dispatch.
@@ -234,6 +253,10 @@ extension Worker {
     mutating func streamFrame(
         _ slot: UInt32, _ frame: UnsafeMutableRawBufferPointer, buffer h: UInt16?, now: MonotonicTime
     ) {
+        // A ConnectionBind for another worker's CONNECTION-ID moves there.
+        if frame.count >= 20 && frame[0] == 0x00 && frame[1] == 0x0B && handOffIfForeign(slot, UnsafeRawBufferPointer(frame)) {
+            return
+        }
         let fiveTuple = streams.slots[Int(slot)].fiveTuple
         fromClient(datagram: frame, fiveTuple: fiveTuple, reply: .stream(slot), buffer: h, now: now)
     }
@@ -330,15 +353,18 @@ extension Worker {
     /// A message that does not fit the outbox is dropped whole.
     @discardableResult
     mutating func streamQueue(
-        _ slot: UInt32, prefix: UnsafeRawPointer?, prefixLength: Int, bytes: UnsafeRawPointer, count: Int
+        _ slot: UInt32, prefix: UnsafeRawPointer?, prefixLength: Int, bytes: UnsafeRawPointer, count: Int,
+        raw: Bool = false
     ) -> Bool {
         let i = Int(slot)
         guard streams.slots[i].fd >= 0 else { return false }
         let total = prefixLength + count
-        let padding = (4 - (total & 3)) & 3
+        // Raw bytes of a data connection (RFC 6062) are not padded, and a
+        // full outbox is not a drop: the caller keeps them.
+        let padding = raw ? 0 : (4 - (total & 3)) & 3
         guard let tls = streams.slots[i].tls else {
             guard total + padding <= streams.slots[i].outboxFree else {
-                counters.add(.streamDropsFull)
+                if !raw { counters.add(.streamDropsFull) }
                 return false
             }
             noteOutboxFilling(slot)
@@ -354,7 +380,7 @@ extension Worker {
         // per record, each costing well under 64 bytes of header and tag.
         let records = (total + padding) / 16_384 + 1
         guard total + padding + records * 64 <= streams.slots[i].outboxFree else {
-            counters.add(.streamDropsFull)
+            if !raw { counters.add(.streamDropsFull) }
             return false
         }
         let plain = plainScratch.baseAddress!
@@ -423,9 +449,13 @@ extension Worker {
         for k in 0..<n {
             let slot = streams.dirty[k]
             streams.clearDirty(slot)
+            if streams.slots[Int(slot)].role != .client {
+                flushDataConnection(slot)
+            } else if streams.slots[Int(slot)].needsReceive && !streams.slots[Int(slot)].receiving {
+                armStreamReceive(slot)
+            }
             let c = streams.slots[Int(slot)]
             guard c.fd >= 0 else { continue }
-            if c.needsReceive && !c.receiving { armStreamReceive(slot) }
             guard c.sending == 0, let (bytes, count) = c.sendableRun else { continue }
             let ud = UserData(kind: .streamSend, slot: slot, generation: c.generation)
             if ring.prepareStreamSend(socket: c.fd, bytes: bytes, count: count, userData: ud) {
@@ -454,6 +484,13 @@ extension Worker {
         streams.slots[Int(slot)].consumeSent(Int(cqe.result))
         streams.slots[Int(slot)].lastSendProgress = now.seconds
         if streams.slots[Int(slot)].outboxCount > 0 { streams.markDirty(slot) }
+        if streams.slots[Int(slot)].role != .client {
+            // Room again: the partner may move what it holds and read on.
+            if let p = streams.partner(of: slot) { streams.markDirty(p) }
+            if streams.slots[Int(slot)].outboxCount == 0 && streams.slots[Int(slot)].closeWhenDrained {
+                closeStream(slot, why: nil)
+            }
+        }
     }
 
     // MARK: Closing and timers
@@ -475,6 +512,7 @@ extension Worker {
                 userData: UserData(kind: .housekeeping, slot: 0))
         }
         close(c.fd)
+        if c.role != .client { dataConnectionClosed(slot, c) }
         if let a = c.allocation, turn.tables.isLive(a), turn.tables.fiveTuple(of: a) == c.fiveTuple,
             let removed = turn.removeAllocation(a)
         {
@@ -483,6 +521,7 @@ extension Worker {
             counters.add(.allocationsDeleted)
             logRemoved(removed, why: "closed with its connection")
             cancelClosedRelays()
+            closeConnectionsOfRemovedAllocations()
         }
         counters.add(.streamClosed)
         streams.markClosed(slot)
@@ -496,6 +535,16 @@ extension Worker {
         for i in 0..<streams.capacity where streams.slots[i].fd >= 0 {
             let c = streams.slots[i]
             let slot = UInt32(i)
+            if c.role != .client {
+                // Data connections: bounded by back-pressure, ended with their
+                // allocation; only a CONNECT that hangs is cut short here.
+                if c.connecting && t &- c.opened >= UInt32(Self.connectTimeoutSeconds) {
+                    _ = ring.prepareCancel(
+                        target: UserData(kind: .streamConnect, slot: slot, generation: c.generation),
+                        userData: UserData(kind: .housekeeping, slot: 0))
+                }
+                continue
+            }
             if let tls = c.tls, !tls.isHandshakeComplete, t &- c.opened >= UInt32(streamLimits.handshakeSeconds) {
                 counters.add(.streamTimeouts)
                 closeStream(slot, why: "TLS handshake not finished in \(streamLimits.handshakeSeconds) s; closing")

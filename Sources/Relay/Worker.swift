@@ -27,6 +27,9 @@ struct Worker: ~Copyable {
 
     let index: Int
     let control: WorkerControl
+    /// Every worker's control block, this one's included (handing a
+    /// connection to another worker; control path only).
+    let siblings: [WorkerControl]
     let log: EngineLog
     var ring: Ring
     var buffers: ReceiveBuffers
@@ -90,7 +93,7 @@ struct Worker: ~Copyable {
 
     init(
         index: Int, config: EngineConfig, turnConfig: TURNConfiguration, quotas: AllocationQuotas,
-        control: WorkerControl, log: @escaping EngineLog
+        control: WorkerControl, siblings: [WorkerControl], log: @escaping EngineLog
     ) throws(EngineError) {
         var options = RingOptions()
         options.submissionEntries = config.sqEntries
@@ -156,6 +159,7 @@ struct Worker: ~Copyable {
         control.waker.withLock { $0 = waker }
         self.index = index
         self.control = control
+        self.siblings = siblings
         self.log = log
         multishot = features.useMultishotReceive
         self.ring = ring
@@ -166,6 +170,8 @@ struct Worker: ~Copyable {
         groPeer = config.groPeer
         batcher = SendBatcher(capacity: config.sendOperations, gso: config.gso)
         turn = TURNServer(configuration: turnConfig, quotas: quotas, now: Self.monotonicNow())
+        let tagBits = Self.connectionIDTagBits(workers: config.workers)
+        if tagBits > 0 { turn.setConnectionIDTag(UInt32(index), bits: tagBits) }
         let relayCapacity = turnConfig.limits.maxAllocations * 2
         let slice = PortRange.slice(min: config.minPort, max: config.maxPort, workers: config.workers, index: index)
         relays = RelaySockets(capacity: relayCapacity, ports: slice, config: config, workerIndex: index)

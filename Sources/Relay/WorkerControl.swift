@@ -23,6 +23,9 @@ final class WorkerControl: Sendable {
     /// A new certificate and key for the TLS listeners, taken the same way;
     /// connections already open keep the one they started with.
     let pendingTLS = Mutex<TLSServerContext?>(nil)
+    /// Client connections other workers passed here (RFC 6062 ConnectionBind
+    /// for a CONNECTION-ID this worker issued); taken at the next wake-up.
+    let handoffs = Mutex<[StreamHandoff]>([])
 
     enum StartResult: Sendable {
         case running

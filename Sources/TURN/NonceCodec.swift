@@ -29,8 +29,9 @@ public enum NonceCheck: Sendable, Equatable {
 ///     ["obMatJos2" base64(features, 3 bytes)]   only when features ≠ 0
 ///     base64( issuedAt: UInt32 BE seconds | HMAC-SHA256(secret, issuedAt | features | client)[0..<14] )
 ///
-/// The HMAC binds the nonce to the client's transport address and to the
-/// features announced, so a nonce cannot be replayed from elsewhere, and a
+/// The HMAC binds the nonce to the client's IP address (not its port) and
+/// to the features announced, so a nonce cannot be replayed from elsewhere,
+/// and a
 /// man in the middle cannot strip the cookie to bid the client down to MD5
 /// (the MAC would no longer match).
 ///
@@ -120,14 +121,16 @@ public struct NonceCodec: Sendable {
     }
 
     private func mac(issuedAt: UInt32, features: SecurityFeatures, client: TransportAddress, into out: UnsafeMutableRawBufferPointer) {
-        // issuedAt(4) features(4) family(1) port(2) address(16)
+        // issuedAt(4) features(4) family(1) zero(2) address(16). The port is
+        // left out: an RFC 6062 client sends ConnectionBind on a new TCP
+        // connection (a new port) with the nonce its control connection got,
+        // and clients do not retry it after a 438 (coturn's turnutils_uclient).
         var input = (UInt64(0), UInt64(0), UInt64(0), UInt32(0), UInt8(0), UInt8(0), UInt8(0))
         var full = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &input) { m in
             m.storeBytes(of: issuedAt.bigEndian, toByteOffset: 0, as: UInt32.self)
             m.storeBytes(of: features.rawValue.bigEndian, toByteOffset: 4, as: UInt32.self)
             m[8] = client.ip.family.rawValue
-            m.storeBytes(of: client.port.bigEndian, toByteOffset: 9, as: UInt16.self)
             client.ip.store(to: m.baseAddress! + 11)
             secret.withUnsafeBytes { key in
                 withUnsafeMutableBytes(of: &full) { f in

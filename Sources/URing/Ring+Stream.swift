@@ -45,6 +45,20 @@ extension Ring {
         return true
     }
 
+    /// A CONNECT of stream `socket` to the address at `address` (`length`
+    /// bytes), which must stay valid until the CQE: `res` 0 when connected,
+    /// or `-errno` (ECONNREFUSED, ETIMEDOUT, ECANCELED after a cancel).
+    /// The corresponding C function is `io_uring_prep_connect`.
+    @inlinable @discardableResult
+    public mutating func prepareConnect(
+        socket: Int32, address: UnsafePointer<sockaddr>, length: socklen_t, userData: UserData
+    ) -> Bool {
+        guard let sqe = nextSQE(userData) else { return false }
+        io_uring_prep_connect(sqe, socket, address, length)
+        sqe.pointee.user_data = userData.rawValue
+        return true
+    }
+
     /// A SEND of `count` bytes at `bytes` on a connected stream `socket`
     /// (MSG_NOSIGNAL: a closed peer gives -EPIPE, not SIGPIPE). The bytes
     /// must stay untouched until the CQE, whose `res` is how many were sent

@@ -43,6 +43,29 @@ public struct StreamSocket: RawRepresentable, Hashable, Sendable {
         return s
     }
 
+    /// A TCP socket bound to `address` to connect from (RFC 6062: a TURN
+    /// server connects to a peer from the allocation's relayed address, where
+    /// a listener already is). SO_REUSEADDR and SO_REUSEPORT, which the
+    /// listener also has, let both hold the address; each connection is its
+    /// own 4-tuple. Closes the socket if a step fails.
+    public static func bound(forConnectingFrom address: SocketAddress) throws(URingError) -> StreamSocket {
+        let domain = address.family == .v4 ? AF_INET : AF_INET6
+        let fd = socket(domain, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(IPPROTO_TCP))
+        guard fd >= 0 else { throw .socket(call: "socket", .current) }
+        let s = StreamSocket(rawValue: fd)
+        do throws(URingError) {
+            try s.setOption(SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR")
+            try s.setOption(SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT")
+            if address.family == .v6 { try s.setOption(Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1, "IPV6_V6ONLY") }
+            let r = address.withSockaddr { Glibc.bind(fd, $0, $1) }
+            guard r == 0 else { throw URingError.socket(call: "bind(tcp \(address))", .current) }
+        } catch {
+            s.close()
+            throw error
+        }
+        return s
+    }
+
     func setOption(_ level: Int32, _ name: Int32, _ value: Int32, _ what: String) throws(URingError) {
         var v = value
         guard setsockopt(rawValue, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) == 0 else {

@@ -139,6 +139,9 @@ public struct StreamOptions: ParsableArguments {
     @Flag(name: .customLong("no-tls"), help: "No TLS listener, even with --cert and --pkey.")
     public var noTLS = false
 
+    @Flag(name: .customLong("no-tcp-relay"), help: "Refuse RFC 6062 TCP allocations (REQUESTED-TRANSPORT TCP gets 442); by default clients over TCP or TLS may relay to TCP peers.")
+    public var noTCPRelay = false
+
     @Option(name: .customLong("cert"), help: ArgumentHelp("PEM certificate chain for TURN over TLS (with --pkey; reloaded on SIGHUP).", valueName: "path"))
     public var cert: String?
 
@@ -173,8 +176,6 @@ public struct StreamOptions: ParsableArguments {
 public struct CompatibilityOptions: ParsableArguments {
     @Flag(name: .customLong("no-dtls"), help: "No DTLS listener (uturn has none: DTLS is not implemented).")
     public var noDTLS = false
-    @Flag(name: .customLong("no-tcp-relay"), help: "No TCP relay, RFC 6062 (uturn relays UDP only).")
-    public var noTCPRelay = false
 
     public init() {}
 }

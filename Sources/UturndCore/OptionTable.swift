@@ -25,9 +25,9 @@ public enum OptionTable {
         "user-quota": .value, "total-quota": .value, "max-allocate-lifetime": .value, "stale-nonce": .value,
         "strict-channel-numbers": .flag, "drain-timeout": .value,
         // compatibility
-        "no-dtls": .flag, "no-tcp-relay": .flag,
+        "no-dtls": .flag,
         // TCP and TLS
-        "no-tcp": .flag, "no-tls": .flag, "cert": .value, "pkey": .value, "tls-listening-port": .value,
+        "no-tcp": .flag, "no-tls": .flag, "no-tcp-relay": .flag, "cert": .value, "pkey": .value, "tls-listening-port": .value,
         "tcp-connections": .value, "tcp-connections-per-ip": .value, "tcp-send-queue": .value,
         "tcp-idle-timeout": .value, "tls-handshake-timeout": .value, "tcp-stall-timeout": .value,
         // logging

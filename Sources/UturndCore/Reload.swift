@@ -99,6 +99,7 @@ public struct Reloader: Sendable {
         turn.peerPolicy.serverAddresses = current.turn.peerPolicy.serverAddresses
         turn.relayFamilies = current.turn.relayFamilies
         turn.limits = current.turn.limits
+        turn.tcpRelay = current.turn.tcpRelay
         next.turn = turn
         // A new certificate and key (same listeners): read afresh on every
         // SIGHUP, so a renewed certificate at the same path is picked up.
@@ -204,6 +205,7 @@ public struct Reloader: Sendable {
         ("--user-quota", { "\($0.userQuota)" }),
         ("--total-quota", { "\($0.totalQuota)" }),
         ("--no-tcp", { "\($0.engine.tcpListen.isEmpty)" }),
+        ("--no-tcp-relay", { "\(!$0.turn.tcpRelay)" }),
         ("TLS listeners", { $0.engine.tlsListen.map(\.description).joined(separator: ", ") }),
         ("--tcp-connections", { "\($0.engine.streamConnections)" }),
         ("--tcp-connections-per-ip", { "\($0.engine.streamConnectionsPerIP)" }),

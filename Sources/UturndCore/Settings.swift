@@ -245,6 +245,8 @@ extension Settings {
                 engine.tlsListen = listenIPs.map { TransportAddress(ip: $0, port: tlsPort) }
             }
         }
+        // RFC 6062 needs a client on TCP or TLS, so it is on when one can come.
+        turn.tcpRelay = !st.noTCPRelay && !(engine.tcpListen.isEmpty && engine.tlsListen.isEmpty)
         engine.streamConnections = st.tcpConnections
         engine.streamConnectionsPerIP = st.tcpConnectionsPerIP
         engine.streamSendQueue = st.tcpSendQueue

@@ -125,8 +125,13 @@ struct NonceTests {
 
     @Test func otherClientOrSecretOrTamperingIsStale() {
         let nonce = make([.passwordAlgorithms], at: 1000)
-        let other = TransportAddress("198.51.100.1:5001")!
+        let other = TransportAddress("198.51.100.2:5000")!
         #expect(nonce.withUnsafeBytes { codec.check($0, client: other, now: .seconds(1000)) } == .stale)
+        // Another port of the same address is the same client: an RFC 6062
+        // ConnectionBind comes from a new TCP connection with the control
+        // connection's nonce.
+        let otherPort = TransportAddress("198.51.100.1:5001")!
+        #expect(nonce.withUnsafeBytes { codec.check($0, client: otherPort, now: .seconds(1000)) } == .valid([.passwordAlgorithms]))
         let otherCodec = NonceCodec(secret: Array(repeating: 8, count: 32))
         #expect(nonce.withUnsafeBytes { otherCodec.check($0, client: client, now: .seconds(1000)) } == .stale)
         // Stripping the cookie (bid-down) breaks the MAC.

@@ -61,8 +61,10 @@ def run_uclient(server, peer, *, n=50, m=1, length=120, family=4, rest=False,
                 extra=(), port=None) -> UclientResult:
     binary = require_tool("turnutils_uclient")
     host = "::1" if family == 6 else "127.0.0.1"
-    argv = [binary, "-c", "-n", str(n), "-m", str(m), "-l", str(length), "-z", "5",
-            "-e", host, "-r", str(peer.port), "-p", str(port or server.port), "-u", server.user]
+    argv = [binary, "-c", "-n", str(n), "-m", str(m), "-l", str(length), "-z", "5"]
+    if peer is not None:  # -T (RFC 6062, client to client) takes no peer
+        argv += ["-e", host, "-r", str(peer.port)]
+    argv += ["-p", str(port or server.port), "-u", server.user]
     argv += ["-W", server.secret] if rest else ["-w", server.password]
     argv += ["-x" if family == 6 else "-X", *extra, host]
     try:
