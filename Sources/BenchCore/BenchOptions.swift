@@ -39,6 +39,11 @@ public struct BenchOptions: Sendable, Equatable {
     public var legitRate = 50
     /// invalid: seed of the junk generator (nil: a random one).
     public var seed: UInt64?
+    /// flood/rate: each session sends exactly this many packets, then the run
+    /// ends once all came back (or 1 s after the last send); no warm-up, and
+    /// --duration only bounds the run. For cross-checks against count-based
+    /// clients (turnutils_uclient -n).
+    public var count: Int?
 
     public init() {}
 
@@ -47,6 +52,7 @@ public struct BenchOptions: Sendable, Equatable {
                            [--sessions M] [--payload BYTES] [--window N] [--rate PPS] [--duration S] [--warmup S]
                            [--cpu N] [--relay-pid PID] [--json PATH] [--peer HOST:PORT | --peer-port PORT] [--quiet]
                            [--no-turn]                                  (flood, rate: for the bare reflector)
+                           [--count N]               (flood, rate: N packets per session, then stop; no warm-up)
                            [--kinds K1,K2,...|all] [--legit-rate PPS] [--seed N]          (invalid)
           flood    keep --window datagrams in flight per session
           rate     --rate packets/s per session (sessions evenly phased)
@@ -110,6 +116,10 @@ public struct BenchOptions: Sendable, Equatable {
                 peerPort = UInt16(n)
             case "--quiet": quiet = true
             case "--no-turn": noTurn = true
+            case "--count":
+                let n = try int(a)
+                guard n >= 1 else { throw BenchOptionsError("--count: at least 1 packet per session") }
+                count = n
             case "--kinds":
                 let v = try value(a)
                 guard let k = InvalidKind.list(v) else {
@@ -149,6 +159,10 @@ public struct BenchOptions: Sendable, Equatable {
         guard rate >= 1 else { throw BenchOptionsError("--rate: at least 1 packet/s") }
         guard duration > 0 else { throw BenchOptionsError("--duration must be > 0") }
         if noTurn, mode != .flood, mode != .rate { throw BenchOptionsError("--no-turn: flood and rate only") }
+        if count != nil {
+            guard mode == .flood || mode == .rate else { throw BenchOptionsError("--count: flood and rate only") }
+            warmup = 0
+        }
         if noTurn, peer != nil {
             throw BenchOptionsError("--no-turn: the reflector forwards to --peer-port, not --peer")
         }

@@ -86,8 +86,9 @@ public struct BenchRunner {
             durationSeconds: options.duration)
         summary.perSecond = r.perSecond
         summary.roundTripsPerSecond = BenchSummary.median(r.perSecond)
-        if summary.perSecond.isEmpty, options.duration > 0 {
-            summary.roundTripsPerSecond = Double(r.received) / options.duration
+        if options.count != nil { summary.durationSeconds = r.windowSeconds }
+        if summary.perSecond.isEmpty, summary.durationSeconds > 0 {
+            summary.roundTripsPerSecond = Double(r.received) / summary.durationSeconds
         }
         summary.sent = r.sent
         summary.received = r.received

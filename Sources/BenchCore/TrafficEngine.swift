@@ -95,10 +95,18 @@ struct TrafficEngine {
         let ratePerSession = Double(options.rate)
         var rearmList = [Int]()
         var startCursor = 0
+        // --count: sessions that sent all theirs, and when the last packet went.
+        var sessionsDone = 0
+        var lastSend = start
 
         while true {
             let now = monotonicNanos()
             if now >= drainEnd { break }
+            if options.count != nil, sessionsDone == m,
+                result.received >= result.sent || now &- lastSend > 1_000_000_000
+            {
+                break
+            }
             let sending = now < windowEnd
 
             // Per-second progress.
@@ -149,6 +157,7 @@ struct TrafficEngine {
                     case .alloc, .invalid:
                         want = 0
                     }
+                    if let count = options.count { want = min(want, count - Int(sessions[i].sentTotal)) }
                     while want > 0, let slot = freeSlots.last, ring.submissionSpaceLeft > 0 {
                         freeSlots.removeLast()
                         let frame = sendData + Int(slot) * frameSize
@@ -168,6 +177,8 @@ struct TrafficEngine {
                         slotStamp[Int(slot)] = stamp
                         sessions[i].inFlight += 1
                         sessions[i].sentTotal += 1
+                        if let count = options.count, sessions[i].sentTotal == count { sessionsDone += 1 }
+                        lastSend = stamp
                         if sessions[i].inFlight == 1 { sessions[i].lastProgress = stamp }
                         if stamp >= windowStart && stamp < windowEnd { result.sent += 1 }
                         secondSent += 1
@@ -255,7 +266,8 @@ struct TrafficEngine {
         _ = try? ring.submitAndWait(minComplete: 1, timeout: .milliseconds(50))
         _ = ring.reapCompletions(into: cqes)
         buffers.unregister(from: &ring)
-        result.windowSeconds = options.duration
+        result.windowSeconds =
+            options.count != nil ? Double(min(monotonicNanos(), windowEnd) - windowStart) / 1e9 : options.duration
         return result
     }
 }

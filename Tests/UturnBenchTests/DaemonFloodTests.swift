@@ -166,6 +166,28 @@ func waitUntilAnswering(port: UInt16) throws {
         #expect(summary.cpuBusyPercent?.isEmpty == false)
     }
 
+    /// --count: exactly N packets per session, all of them back (what the
+    /// cross-check against turnutils_uclient -n relies on).
+    @Test(.timeLimit(.minutes(1))) func countAgainstRealUturnd() throws {
+        guard let uturnd = findUturnd() else {
+            print("skipping countAgainstRealUturnd: uturnd not found (set UTURND or build it next to the tests)")
+            return
+        }
+        let daemon = try UturndChild(binary: uturnd)
+        defer { daemon.stop() }
+        for mode in ["flood", "rate"] {
+            let options = try BenchOptions(arguments: [
+                mode, "--server", "127.0.0.1:\(daemon.port)", "--sessions", "3", "--count", "250", "--window", "8",
+                "--rate", "500", "--duration", "30", "--warmup", "2", "--quiet",
+            ])
+            #expect(options.warmup == 0)
+            let summary = try BenchRunner(options: options, log: { _ in }).run()
+            #expect(summary.sent == 750, "\(mode)")
+            #expect(summary.received == 750, "\(mode)")
+            #expect(summary.durationSeconds < 30, "\(mode): ends when everything came back")
+        }
+    }
+
     /// Junk of every kind beside one legitimate session: what each kind
     /// provoked is what uturnd answers (RFC 8489 §6.3, §9.2.4; RFC 8656 §12),
     /// and the legitimate session lost nothing.

@@ -137,6 +137,14 @@ import Testing
             try BenchOptions(arguments: ["invalid", "--server", "127.0.0.1:1", "--legit-rate", "0"])
         }
         #expect(try BenchOptions(arguments: ["flood", "--server", "127.0.0.1:1", "--no-turn"]).noTurn)
+        let counted = try BenchOptions(arguments: ["rate", "--server", "127.0.0.1:1", "--count", "7", "--warmup", "3"])
+        #expect(counted.count == 7 && counted.warmup == 0)
+        #expect(throws: BenchOptionsError.self) {
+            try BenchOptions(arguments: ["alloc", "--server", "127.0.0.1:1", "--count", "7"])
+        }
+        #expect(throws: BenchOptionsError.self) {
+            try BenchOptions(arguments: ["flood", "--server", "127.0.0.1:1", "--count", "0"])
+        }
         #expect(throws: BenchOptionsError.self) {
             try BenchOptions(arguments: ["alloc", "--server", "127.0.0.1:1", "--no-turn"])
         }
