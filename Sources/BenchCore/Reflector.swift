@@ -7,8 +7,8 @@ import URing
     import Glibc
 #endif
 
-/// The peer: a UDP echo on its own thread, a recvfrom/sendto loop (a receive timeout lets it see stop()) that
-/// sends every datagram back to where it came from (the relayed address).
+/// The peer: a UDP echo on its own thread that sends every datagram back to
+/// where it came from (the relayed address), on an io_uring of its own.
 public final class Reflector: @unchecked Sendable {
     public let address: SocketAddress
     let socket: UDPSocket
@@ -16,7 +16,6 @@ public final class Reflector: @unchecked Sendable {
     let finished = Atomic<Bool>(false)
     let echoedCount = Atomic<UInt64>(0)
     private var thread: Thread?
-    static let batch = 64
 
     public init(bind: SocketAddress) throws {
         socket = try UDPSocket.bound(to: bind)
@@ -45,19 +44,88 @@ public final class Reflector: @unchecked Sendable {
         socket.close()
     }
 
+    static let receiveKind = UserData.Kind(rawValue: 1)
+    static let sendKind = UserData.Kind(rawValue: 2)
+
+    /// The echo on its own io_uring: multishot RECVMSG into a provided-buffer
+    /// ring, each datagram copied into a send slot and sent back to its source
+    /// with SENDMSG, everything a loop iteration prepared submitted together.
+    /// One ring entry per batch instead of two syscalls per datagram, so the
+    /// harness's own CPU caps what a relay can show less. With no free send
+    /// slot a datagram is dropped, as a full socket buffer would drop it.
     private func loop() {
-        try? socket.setReceiveTimeout(.milliseconds(50))
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
-        defer { buffer.deallocate() }
+        do {
+            try ringLoop()
+        } catch {
+            FileHandle.standardError.write(Data("uturn-bench: peer reflector stopped: \(error)\n".utf8))
+        }
+    }
+
+    private func ringLoop() throws {
+        var options = RingOptions()
+        options.submissionEntries = 1024
+        options.completionEntries = 8192
+        var ring = try Ring(options: options)
+        var buffers = try BufferRing(ring: &ring, groupID: 0, count: 2048, bufferSize: 2048)
+        let header = ReceiveMessageHeader()
+        let slotCount = 1024
+        let slotSize = 2048
+        let slots = SendMessageSlots(count: slotCount, iovecsPerMessage: 1)
+        let data = UnsafeMutableRawPointer.allocate(byteCount: slotCount * slotSize, alignment: 16)
+        defer { data.deallocate() }
+        var free = [Int]()
+        free.reserveCapacity(slotCount)
+        for i in (0..<slotCount).reversed() { free.append(i) }
+        let cqes = UnsafeMutableBufferPointer<Completion>.allocate(capacity: 2048)
+        defer { cqes.deallocate() }
+        let fd = socket.rawValue
+        let receive = UserData(kind: Self.receiveKind, slot: 0)
+        var armed = ring.prepareReceiveMessageMultishot(socket: fd, header: header, bufferGroup: 0, userData: receive)
         var count: UInt64 = 0
         while !stopping.load(ordering: .relaxed) {
-            guard let got = try? socket.receive(into: buffer) else { continue }
-            let (n, from) = got
-            if (try? socket.send(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), to: from)) != nil {
-                count += 1
-                if count & 63 == 0 { echoedCount.store(count, ordering: .relaxed) }
+            _ = try ring.submitAndWait(minComplete: 1, timeout: .milliseconds(50))
+            let n = ring.reapCompletions(into: cqes)
+            for c in 0..<n {
+                let cqe = cqes[c]
+                if cqe.userData.kind == Self.sendKind {
+                    free.append(Int(cqe.userData.slot))
+                    if cqe.result >= 0 { count += 1 }
+                    continue
+                }
+                if let id = cqe.bufferID {
+                    if let msg = header.parseMultishot(buffer: buffers.buffer(id), length: cqe.result),
+                        let source = msg.sourceAddress, !msg.isPayloadTruncated, let slot = free.popLast()
+                    {
+                        let p = UnsafeRawBufferPointer(msg.payload)
+                        let dst = data + slot * slotSize
+                        if p.count > 0 { dst.copyMemory(from: p.baseAddress!, byteCount: p.count) }
+                        slots.iovecs(slot)[0] = iovec(iov_base: dst, iov_len: p.count)
+                        let m = slots.prepare(slot, destination: source, iovecCount: 1)
+                        if !ring.prepareSendMessage(
+                            socket: fd, message: m, userData: UserData(kind: Self.sendKind, slot: UInt32(slot)))
+                        {
+                            _ = try ring.submit()
+                            if !ring.prepareSendMessage(
+                                socket: fd, message: m, userData: UserData(kind: Self.sendKind, slot: UInt32(slot)))
+                            {
+                                free.append(slot)
+                            }
+                        }
+                    }
+                    buffers.recycle(id)
+                }
+                if !cqe.hasMore { armed = false }
             }
+            buffers.publishRecycled()
+            if !armed {
+                armed = ring.prepareReceiveMessageMultishot(
+                    socket: fd, header: header, bufferGroup: 0, userData: receive)
+            }
+            echoedCount.store(count, ordering: .relaxed)
         }
-        echoedCount.store(count, ordering: .relaxed)
+        _ = ring.prepareCancel(fileDescriptor: fd, userData: UserData(kind: .init(rawValue: 3), slot: 0))
+        _ = try? ring.submitAndWait(minComplete: 1, timeout: .milliseconds(50))
+        _ = ring.reapCompletions(into: cqes)
+        buffers.unregister(from: &ring)
     }
 }
