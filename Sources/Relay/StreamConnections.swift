@@ -48,6 +48,8 @@ struct StreamConnection {
     var connecting = false
     /// Close once the outbox has been sent (the partner ended).
     var closeWhenDrained = false
+    /// Moving to another worker once its send in flight completes: read nothing more.
+    var handingOff = false
     var inbox: UnsafeMutableRawPointer? = nil
     var inboxCapacity = 0
     var inboxCount = 0

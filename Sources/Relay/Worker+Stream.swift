@@ -137,7 +137,7 @@ extension Worker {
         if streams.slots[Int(slot)].fd < 0 {
             streams.releaseIfDone(slot)
         } else if cqe.result == 0 {
-            closeStream(slot, why: nil)  // the client closed its end
+            closeStream(slot, why: nil, quietly: "end of stream")
         } else if cqe.result < 0 && cqe.result != -ENOBUFS && cqe.result != -ECANCELED {
             closeStream(slot, why: "receive failed: \(Errno(rawValue: -cqe.result))")
         } else {
@@ -169,7 +169,7 @@ extension Worker {
             return
         }
         var offset = 0
-        while offset < count && streams.slots[Int(slot)].fd >= 0 {
+        while offset < count && streams.slots[Int(slot)].fd >= 0 && !streams.slots[Int(slot)].handingOff {
             let rest = UnsafeRawBufferPointer(start: bytes + offset, count: count - offset)
             let next: StreamFraming.Next
             do throws(STUNError) { next = try StreamFraming.next(rest) } catch {
@@ -219,7 +219,7 @@ extension Worker {
             return
         }
         var offset = 0
-        while streams.slots[i].fd >= 0 && streams.slots[i].role == .client {
+        while streams.slots[i].fd >= 0 && streams.slots[i].role == .client && !streams.slots[i].handingOff {
             let rest = UnsafeRawBufferPointer(start: inbox + offset, count: streams.slots[i].inboxCount - offset)
             let next: StreamFraming.Next
             do throws(STUNError) { next = try StreamFraming.next(rest) } catch {
@@ -307,7 +307,7 @@ extension Worker {
                     // OpenSSL's output is full: move it to the outbox, go on.
                     guard drainCiphertext(slot) else { return }
                 case .closed:
-                    closeStream(slot, why: nil)
+                    closeStream(slot, why: nil, quietly: "TLS close_notify")
                     return
                 case .failed(let error):
                     counters.add(.tlsFailures)
@@ -451,7 +451,9 @@ extension Worker {
             streams.clearDirty(slot)
             if streams.slots[Int(slot)].role != .client {
                 flushDataConnection(slot)
-            } else if streams.slots[Int(slot)].needsReceive && !streams.slots[Int(slot)].receiving {
+            } else if streams.slots[Int(slot)].needsReceive && !streams.slots[Int(slot)].receiving
+                && !streams.slots[Int(slot)].handingOff
+            {
                 armStreamReceive(slot)
             }
             let c = streams.slots[Int(slot)]
@@ -477,18 +479,22 @@ extension Worker {
             return
         }
         guard cqe.result > 0 else {
-            closeStream(slot, why: cqe.result == 0 || cqe.result == -EPIPE || cqe.result == -ECONNRESET
-                ? nil : "send failed: \(Errno(rawValue: -cqe.result))")
+            let ordinary = cqe.result == 0 || cqe.result == -EPIPE || cqe.result == -ECONNRESET
+            closeStream(slot, why: ordinary ? nil : "send failed: \(Errno(rawValue: -cqe.result))", quietly: "send: the other end closed")
             return
         }
         streams.slots[Int(slot)].consumeSent(Int(cqe.result))
         streams.slots[Int(slot)].lastSendProgress = now.seconds
+        if streams.slots[Int(slot)].handingOff {
+            finishHandoff(slot)
+            return
+        }
         if streams.slots[Int(slot)].outboxCount > 0 { streams.markDirty(slot) }
         if streams.slots[Int(slot)].role != .client {
             // Room again: the partner may move what it holds and read on.
             if let p = streams.partner(of: slot) { streams.markDirty(p) }
             if streams.slots[Int(slot)].outboxCount == 0 && streams.slots[Int(slot)].closeWhenDrained {
-                closeStream(slot, why: nil)
+                closeStream(slot, why: nil, quietly: "partner ended, queue sent")
             }
         }
     }
@@ -500,11 +506,16 @@ extension Worker {
     /// allocation made over it (RFC 8656 §3.1: the allocation lives as
     /// long as its control connection). The slot's memory is freed when the
     /// kernel is done with it. `why` nil: an ordinary close, not logged.
-    mutating func closeStream(_ slot: UInt32, why: String?) {
+    mutating func closeStream(_ slot: UInt32, why: String?, quietly: StaticString = "") {
         let c = streams.slots[Int(slot)]
         guard c.fd >= 0 else { return }
         // Logged first, so whoever sees the connection end can find why.
-        if let why { log(.info, "connection \(c.fiveTuple.client) \(c.fiveTuple.transport == .tls ? "TLS" : "TCP"): \(why)") }
+        let name = c.role == .client ? (c.fiveTuple.transport == .tls ? "TLS" : "TCP") : "\(c.role) data"
+        if let why {
+            log(.info, "connection \(c.fiveTuple.client) \(name): \(why)")
+        } else {
+            log(.debug, "connection \(c.fiveTuple.client) \(name): closed (\(quietly))")
+        }
         Glibc.shutdown(c.fd, Int32(SHUT_RDWR))
         if c.receiving {
             _ = ring.prepareCancel(

@@ -13,6 +13,9 @@ struct StreamHandoff: @unchecked Sendable {
     var tls: TLSStream?
     /// The ConnectionBind request, to be handled there as if read there.
     var request: [UInt8]
+    /// Bytes queued for the client and not sent yet (TLS records already
+    /// numbered by the session): sent there before anything else.
+    var unsent: [UInt8]
 }
 
 // RFC 6062 TCP relaying. A TCP allocation has a listener on its relayed
@@ -95,7 +98,7 @@ extension Worker {
             log(.info, "RFC 6062 connect to \(c.fiveTuple.client) failed: \(Errno(rawValue: -cqe.result))")
             // closeStream answers 447 for a connection still marked connecting.
             streams.slots[Int(slot)].connecting = true
-            closeStream(slot, why: nil)
+            closeStream(slot, why: nil, quietly: "connect failed")
         }
     }
 
@@ -232,7 +235,7 @@ extension Worker {
             streams.slots[i].inboxCount = 0
         }
         if streams.slots[i].closeWhenDrained && streams.slots[i].outboxCount == 0 && streams.slots[i].sending == 0 {
-            closeStream(slot, why: nil)
+            closeStream(slot, why: nil, quietly: "partner ended, queue sent")
             return
         }
         guard streams.slots[i].needsReceive, !streams.slots[i].receiving, streams.slots[i].inboxCount == 0,
@@ -254,7 +257,7 @@ extension Worker {
         let p = Int(c.partner)
         streams.slots[p].partner = .max
         if streams.slots[p].outboxCount == 0 && streams.slots[p].sending == 0 {
-            closeStream(c.partner, why: nil)
+            closeStream(c.partner, why: nil, quietly: "partner ended")
         } else {
             streams.slots[p].closeWhenDrained = true
         }
@@ -264,7 +267,7 @@ extension Worker {
     /// that went away, and those that waited 30 s for a ConnectionBind.
     mutating func closeConnectionsOfRemovedAllocations() {
         while let (connectionID, _) = turn.nextClosedConnection() {
-            if let slot = streams.peerConnection(connectionID) { closeStream(slot, why: nil) }
+            if let slot = streams.peerConnection(connectionID) { closeStream(slot, why: nil, quietly: "allocation gone") }
         }
     }
 
@@ -303,10 +306,30 @@ extension Worker {
                 userData: UserData(kind: .housekeeping, slot: 0))
             flushSubmissions()  // stop reading here before the owner starts
         }
-        let handoff = StreamHandoff(fd: c.fd, fiveTuple: c.fiveTuple, tls: c.tls, request: Array(frame))
+        log(.info, "connection \(c.fiveTuple.client): ConnectionBind for CONNECTION-ID \(connectionID) goes to worker \(owner), which issued it")
+        streams.slots[Int(slot)].handingOff = true
+        pendingHandoffs.append((slot, owner, Array(frame)))
+        // A send in flight finishes here first (its bytes come before
+        // anything the owner sends); then the rest of the queue moves along.
+        if c.sending == 0 { finishHandoff(slot) }
+        return true
+    }
+
+    /// Moves a connection marked `handingOff` whose last send completed.
+    mutating func finishHandoff(_ slot: UInt32) {
+        guard let k = pendingHandoffs.firstIndex(where: { $0.slot == slot }) else { return }
+        let (_, owner, request) = pendingHandoffs.remove(at: k)
+        let c = streams.slots[Int(slot)]
+        var unsent = [UInt8]()
+        if let out = c.outbox, c.outboxCount > 0 {
+            unsent.reserveCapacity(c.outboxCount)
+            let first = min(c.outboxCount, c.outboxCapacity - c.outboxHead)
+            unsent += UnsafeRawBufferPointer(start: out + c.outboxHead, count: first)
+            unsent += UnsafeRawBufferPointer(start: out, count: c.outboxCount - first)
+        }
+        let handoff = StreamHandoff(fd: c.fd, fiveTuple: c.fiveTuple, tls: c.tls, request: request, unsent: unsent)
         streams.markHandedOff(slot)
         siblings[owner].handOff(handoff)
-        return true
     }
 
     /// Takes connections other workers handed over and answers their ConnectionBind.
@@ -318,6 +341,12 @@ extension Worker {
                 tls?.free()
                 close(h.fd)
                 continue
+            }
+            if !h.unsent.isEmpty {
+                h.unsent.withUnsafeBytes { u in
+                    streams.slots[Int(slot)].append(u.baseAddress!, count: min(u.count, streams.slots[Int(slot)].outboxFree))
+                }
+                streams.markDirty(slot)
             }
             h.request.withUnsafeBytes { r in
                 _ = appendToInbox(slot, r)

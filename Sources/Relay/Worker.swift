@@ -80,6 +80,9 @@ struct Worker: ~Copyable {
     /// Ciphertext taken from a TLS session on its way into an outbox.
     let cipherScratch: UnsafeMutableRawBufferPointer
     var lastStreamRefusalLog: UInt64 = 0
+    /// Connections waiting for their last send before moving to the worker
+    /// that owns their ConnectionBind's CONNECTION-ID (rare; control path).
+    var pendingHandoffs: [(slot: UInt32, owner: Int, request: [UInt8])] = []
 
     struct StreamLimits {
         var perSource: Int

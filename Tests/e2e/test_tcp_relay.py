@@ -52,18 +52,20 @@ class TcpEchoPeer:
             threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
 
     def _echo(self, conn):
-        conn.settimeout(0.5)
+        # A generous timeout: the relay holds back (TCP back-pressure) while
+        # its other side is slow, and a short one here would end the echo.
+        conn.settimeout(10)
         with conn:
             while not self._stop.is_set() and time.monotonic() < self._deadline:
                 try:
                     data = conn.recv(65536)
+                    if not data:
+                        return
+                    conn.sendall(data)
                 except socket.timeout:
                     continue
                 except OSError:
                     return
-                if not data:
-                    return
-                conn.sendall(data)
 
     def close(self):
         self._stop.set()
@@ -89,22 +91,35 @@ def data_connection(server, control: stun.StreamTurnClient, connection_id: bytes
     return d
 
 
-def pump(sock, payload: bytes, timeout: float = 10.0) -> bytes:
-    """Sends payload (from a thread) while reading as many bytes back."""
-    sender = threading.Thread(target=sock.sendall, args=(payload,), daemon=True)
-    sender.start()
-    got = bytearray()
+def pump(sock, payload: bytes, timeout: float = 20.0) -> bytes:
+    """Sends payload while reading as many bytes back, on one thread with
+    non-blocking I/O (an SSL socket must not be read and written from two
+    threads at once). Bounded by `timeout`."""
+    import select
+    import ssl
+    sock.setblocking(False)
+    sent, got = 0, bytearray()
     deadline = time.monotonic() + timeout
-    while len(got) < len(payload) and time.monotonic() < deadline:
-        sock.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            break
-        if not chunk:
-            break
-        got += chunk
-    sender.join(timeout=5)
+    try:
+        while len(got) < len(payload) and time.monotonic() < deadline:
+            writing = sent < len(payload)
+            readable, writable, _ = select.select([sock], [sock] if writing else [], [], 0.2)
+            if readable or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                while True:
+                    try:
+                        chunk = sock.recv(65536)
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                        break
+                    if not chunk:
+                        return bytes(got)  # the server closed
+                    got += chunk
+            if writable:
+                try:
+                    sent += sock.send(payload[sent:sent + 16384])
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    pass
+    finally:
+        sock.setblocking(True)
     return bytes(got)
 
 
@@ -170,6 +185,13 @@ def test_peer_connects_in_connection_attempt(relay_server):
     control = tcp_allocation(relay_server)
     try:
         relayed = control.relayed
+        # No permission yet: the server closes the peer's connection (RFC 6062 §5.3).
+        with socket.create_connection(relayed, timeout=5) as early:
+            early.settimeout(5)
+            try:
+                assert early.recv(100) == b""
+            except ConnectionResetError:
+                pass
         assert control.create_permission(("127.0.0.1", 9)).cls == stun.SUCCESS
         peer = socket.create_connection(relayed, timeout=5)
         msg = None
