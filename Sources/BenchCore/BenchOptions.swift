@@ -44,6 +44,22 @@ public struct BenchOptions: Sendable, Equatable {
     /// --duration only bounds the run. For cross-checks against count-based
     /// clients (turnutils_uclient -n).
     public var count: Int?
+    /// flood/rate: send up to this many equal frames per sendmsg as one GSO
+    /// train (UDP_SEGMENT); 1: one datagram per send. The peer reflector then
+    /// receives with UDP_GRO and echoes each train as one GSO send.
+    public var gso = 1
+    /// flood/rate: the session sockets receive with UDP_GRO.
+    public var gro = false
+
+    /// The harness shape, as the tables name it.
+    public var harness: String {
+        switch (gso > 1, gro) {
+        case (false, false): "single"
+        case (true, false): "gso"
+        case (false, true): "gro"
+        case (true, true): "gso+gro"
+        }
+    }
 
     public init() {}
 
@@ -53,6 +69,7 @@ public struct BenchOptions: Sendable, Equatable {
                            [--cpu N] [--relay-pid PID] [--json PATH] [--peer HOST:PORT | --peer-port PORT] [--quiet]
                            [--no-turn]                                  (flood, rate: for the bare reflector)
                            [--count N]               (flood, rate: N packets per session, then stop; no warm-up)
+                           [--gso N] [--gro]          (flood, rate: GSO trains of up to N frames; UDP_GRO receives)
                            [--kinds K1,K2,...|all] [--legit-rate PPS] [--seed N]          (invalid)
           flood    keep --window datagrams in flight per session
           rate     --rate packets/s per session (sessions evenly phased)
@@ -116,6 +133,10 @@ public struct BenchOptions: Sendable, Equatable {
                 peerPort = UInt16(n)
             case "--quiet": quiet = true
             case "--no-turn": noTurn = true
+            case "--gso":
+                gso = try int(a)
+                guard (1...64).contains(gso) else { throw BenchOptionsError("--gso: 1...64 frames per train") }
+            case "--gro": gro = true
             case "--count":
                 let n = try int(a)
                 guard n >= 1 else { throw BenchOptionsError("--count: at least 1 packet per session") }
@@ -159,6 +180,12 @@ public struct BenchOptions: Sendable, Equatable {
         guard rate >= 1 else { throw BenchOptionsError("--rate: at least 1 packet/s") }
         guard duration > 0 else { throw BenchOptionsError("--duration must be > 0") }
         if noTurn, mode != .flood, mode != .rate { throw BenchOptionsError("--no-turn: flood and rate only") }
+        if gso > 1 || gro {
+            guard mode == .flood || mode == .rate else { throw BenchOptionsError("--gso, --gro: flood and rate only") }
+            guard gso * (payload + 4) <= 65000 else {
+                throw BenchOptionsError("--gso: a train is at most 65,000 bytes")
+            }
+        }
         if count != nil {
             guard mode == .flood || mode == .rate else { throw BenchOptionsError("--count: flood and rate only") }
             warmup = 0

@@ -41,7 +41,8 @@ public struct BenchRunner {
         let bind =
             server.family == .v4
             ? SocketAddress.loopbackV4(port: options.peerPort) : SocketAddress.loopbackV6(port: options.peerPort)
-        let r = try Reflector(bind: bind)
+        // The harness's GSO shape: the peer takes trains whole and echoes them whole, as turnflood's does.
+        let r = try Reflector(bind: bind, trains: options.gso > 1)
         r.start()
         return (r.address.transportAddress, r)
     }
@@ -103,7 +104,7 @@ public struct BenchRunner {
     }
 
     private func fill(_ summary: inout BenchSummary, cpu: CPUWindow) {
-        summary.harness = "single"
+        summary.harness = options.harness
         summary.relayCPUPercent = cpu.relayPercent
         if !cpu.busyPercent.isEmpty {
             summary.cpuBusyMicros = cpu.busyMicros

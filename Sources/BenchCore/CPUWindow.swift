@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// Relay CPU (utime + stime) of a process, in microseconds, from /proc/PID/stat.

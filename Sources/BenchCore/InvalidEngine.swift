@@ -4,7 +4,7 @@ import STUN
 import URing
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// What `invalid` measured.

@@ -4,11 +4,13 @@ import Synchronization
 import URing
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// The peer: a UDP echo on its own thread that sends every datagram back to
-/// where it came from (the relayed address), on an io_uring of its own.
+/// where it came from (the relayed address), on an io_uring of its own. With
+/// `trains` it receives with UDP_GRO and sends each coalesced train back as
+/// one GSO send of the same segment size (the harness's GSO shape).
 public final class Reflector: @unchecked Sendable {
     public let address: SocketAddress
     let socket: UDPSocket
@@ -16,9 +18,12 @@ public final class Reflector: @unchecked Sendable {
     let finished = Atomic<Bool>(false)
     let echoedCount = Atomic<UInt64>(0)
     private var thread: Thread?
+    let trains: Bool
 
-    public init(bind: SocketAddress) throws {
+    public init(bind: SocketAddress, trains: Bool = false) throws {
+        self.trains = trains
         socket = try UDPSocket.bound(to: bind)
+        if trains { try socket.setUDPGRO(true) }
         try? socket.setReceiveBufferSize(8 << 20)
         try? socket.setSendBufferSize(8 << 20)
         address = try socket.localAddress()
@@ -48,8 +53,9 @@ public final class Reflector: @unchecked Sendable {
     static let sendKind = UserData.Kind(rawValue: 2)
 
     /// The echo on its own io_uring: multishot RECVMSG into a provided-buffer
-    /// ring, each datagram copied into a send slot and sent back to its source
-    /// with SENDMSG, everything a loop iteration prepared submitted together.
+    /// ring, each datagram (or GRO train) sent back to its source with SENDMSG
+    /// straight from its receive buffer, which is recycled when the send
+    /// completes; everything a loop iteration prepared is submitted together.
     /// One ring entry per batch instead of two syscalls per datagram, so the
     /// harness's own CPU caps what a relay can show less. With no free send
     /// slot a datagram is dropped, as a full socket buffer would drop it.
@@ -66,13 +72,13 @@ public final class Reflector: @unchecked Sendable {
         options.submissionEntries = 1024
         options.completionEntries = 8192
         var ring = try Ring(options: options)
-        var buffers = try BufferRing(ring: &ring, groupID: 0, count: 2048, bufferSize: 2048)
+        // A GRO receive holds up to 64 KiB (plus the multishot header in front).
+        var buffers = try BufferRing(
+            ring: &ring, groupID: 0, count: trains ? 256 : 2048, bufferSize: trains ? 69632 : 2048)
         let header = ReceiveMessageHeader()
-        let slotCount = 1024
-        let slotSize = 2048
+        let slotCount = trains ? 128 : 1024  // half the buffers at most: receives keep going while sends hold some
         let slots = SendMessageSlots(count: slotCount, iovecsPerMessage: 1)
-        let data = UnsafeMutableRawPointer.allocate(byteCount: slotCount * slotSize, alignment: 16)
-        defer { data.deallocate() }
+        var slotBuffer = [UInt16](repeating: 0, count: slotCount)
         var free = [Int]()
         free.reserveCapacity(slotCount)
         for i in (0..<slotCount).reversed() { free.append(i) }
@@ -88,31 +94,33 @@ public final class Reflector: @unchecked Sendable {
             for c in 0..<n {
                 let cqe = cqes[c]
                 if cqe.userData.kind == Self.sendKind {
-                    free.append(Int(cqe.userData.slot))
+                    let slot = Int(cqe.userData.slot)
+                    free.append(slot)
+                    buffers.recycle(slotBuffer[slot])
                     if cqe.result >= 0 { count += 1 }
                     continue
                 }
                 if let id = cqe.bufferID {
+                    var sending = false
                     if let msg = header.parseMultishot(buffer: buffers.buffer(id), length: cqe.result),
                         let source = msg.sourceAddress, !msg.isPayloadTruncated, let slot = free.popLast()
                     {
-                        let p = UnsafeRawBufferPointer(msg.payload)
-                        let dst = data + slot * slotSize
-                        if p.count > 0 { dst.copyMemory(from: p.baseAddress!, byteCount: p.count) }
-                        slots.iovecs(slot)[0] = iovec(iov_base: dst, iov_len: p.count)
-                        let m = slots.prepare(slot, destination: source, iovecCount: 1)
-                        if !ring.prepareSendMessage(
-                            socket: fd, message: m, userData: UserData(kind: Self.sendKind, slot: UInt32(slot)))
-                        {
+                        let p = msg.payload
+                        let segment = trains ? msg.groSegmentSize : nil
+                        slots.iovecs(slot)[0] = iovec(iov_base: p.baseAddress, iov_len: p.count)
+                        let m = slots.prepare(
+                            slot, destination: source, iovecCount: 1,
+                            segmentSize: segment.flatMap { p.count > $0 ? UInt16($0) : nil })
+                        let userData = UserData(kind: Self.sendKind, slot: UInt32(slot))
+                        if ring.prepareSendMessage(socket: fd, message: m, userData: userData) {
+                            sending = true
+                        } else {
                             _ = try ring.submit()
-                            if !ring.prepareSendMessage(
-                                socket: fd, message: m, userData: UserData(kind: Self.sendKind, slot: UInt32(slot)))
-                            {
-                                free.append(slot)
-                            }
+                            sending = ring.prepareSendMessage(socket: fd, message: m, userData: userData)
                         }
+                        if sending { slotBuffer[slot] = id } else { free.append(slot) }
                     }
-                    buffers.recycle(id)
+                    if !sending { buffers.recycle(id) }
                 }
                 if !cqe.hasMore { armed = false }
             }

@@ -2,7 +2,7 @@ import STUN
 import URing
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 extension SocketAddress {

@@ -4,7 +4,7 @@ import STUN
 import URing
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 @inline(__always)
@@ -28,8 +28,11 @@ struct TrafficResult {
 }
 
 /// The client data path on one io_uring: multishot RECVMSG on every session
-/// socket from one provided-buffer ring, SENDMSG per ChannelData datagram,
-/// all sends of a loop iteration submitted together.
+/// socket from one provided-buffer ring, SENDMSG per ChannelData datagram (or,
+/// with --gso N, per train of up to N equal frames cut by the kernel with
+/// UDP_SEGMENT), all sends of a loop iteration submitted together. With
+/// --gro the session sockets set UDP_GRO and a receive may hold a train of
+/// frames, walked by its segment size; each frame is one round trip.
 struct TrafficEngine {
     static let receiveKind = UserData.Kind(rawValue: 1)
     static let sendKind = UserData.Kind(rawValue: 2)
@@ -55,13 +58,21 @@ struct TrafficEngine {
         ringOptions.submissionEntries = 1024
         ringOptions.completionEntries = 16384
         var ring = try Ring(options: ringOptions)
-        var buffers = try BufferRing(ring: &ring, groupID: 0, count: 4096, bufferSize: 2048)
+        // A GRO receive holds up to 64 KiB of frames (plus the multishot header in front).
+        var buffers = try BufferRing(
+            ring: &ring, groupID: 0, count: options.gro ? 512 : 4096, bufferSize: options.gro ? 69632 : 2048)
         let header = ReceiveMessageHeader()
-        let slotCount = options.mode == .flood ? min(8192, max(256, options.window * m)) : 4096
+        if options.gro { for s in control { try s.socket.setUDPGRO(true) } }
+        // A send slot holds one datagram, or one train of up to `train` frames.
+        let train = max(1, options.gso)
+        let slotBytes = train * frameSize
+        let wanted = options.mode == .flood ? (options.window * m + train - 1) / train * 2 : 4096
+        let slotCount = max(64, min(8192, wanted, (64 << 20) / slotBytes))
         let slots = SendMessageSlots(count: slotCount, iovecsPerMessage: 1)
-        let sendData = UnsafeMutableRawPointer.allocate(byteCount: slotCount * frameSize, alignment: 16)
-        sendData.initializeMemory(as: UInt8.self, repeating: 0xA5, count: slotCount * frameSize)
+        let sendData = UnsafeMutableRawPointer.allocate(byteCount: slotCount * slotBytes, alignment: 16)
+        sendData.initializeMemory(as: UInt8.self, repeating: 0xA5, count: slotCount * slotBytes)
         defer { sendData.deallocate() }
+        var slotFrames = [Int32](repeating: 0, count: slotCount)
         var freeSlots = [Int32]()
         freeSlots.reserveCapacity(slotCount)
         for s in (0..<slotCount).reversed() { freeSlots.append(Int32(s)) }
@@ -160,29 +171,36 @@ struct TrafficEngine {
                     if let count = options.count { want = min(want, count - Int(sessions[i].sentTotal)) }
                     while want > 0, let slot = freeSlots.last, ring.submissionSpaceLeft > 0 {
                         freeSlots.removeLast()
-                        let frame = sendData + Int(slot) * frameSize
-                        ChannelData.writeHeader(
-                            channel: sessions[i].channel, payloadLength: UInt16(options.payload), to: frame)
+                        let frames = min(want, train)
+                        let base = sendData + Int(slot) * slotBytes
                         let stamp = monotonicNanos()
-                        (frame + 4).storeBytes(of: seq.littleEndian, toByteOffset: 0, as: UInt64.self)
-                        (frame + 4).storeBytes(of: stamp.littleEndian, toByteOffset: 8, as: UInt64.self)
-                        (frame + 4).storeBytes(of: UInt32(i).littleEndian, toByteOffset: 16, as: UInt32.self)
-                        seq &+= 1
-                        slots.iovecs(Int(slot))[0] = iovec(iov_base: frame, iov_len: frameSize)
-                        let msg = slots.prepare(Int(slot), destination: server, iovecCount: 1)
+                        for f in 0..<frames {
+                            let frame = base + f * frameSize
+                            ChannelData.writeHeader(
+                                channel: sessions[i].channel, payloadLength: UInt16(options.payload), to: frame)
+                            (frame + 4).storeBytes(of: seq.littleEndian, toByteOffset: 0, as: UInt64.self)
+                            (frame + 4).storeBytes(of: stamp.littleEndian, toByteOffset: 8, as: UInt64.self)
+                            (frame + 4).storeBytes(of: UInt32(i).littleEndian, toByteOffset: 16, as: UInt32.self)
+                            seq &+= 1
+                        }
+                        slots.iovecs(Int(slot))[0] = iovec(iov_base: base, iov_len: frames * frameSize)
+                        let msg = slots.prepare(
+                            Int(slot), destination: server, iovecCount: 1,
+                            segmentSize: frames > 1 ? UInt16(frameSize) : nil)
                         _ = ring.prepareSendMessage(
                             socket: sessions[i].fd, message: msg,
                             userData: UserData(kind: Self.sendKind, slot: UInt32(slot)))
                         slotSession[Int(slot)] = Int32(i)
                         slotStamp[Int(slot)] = stamp
-                        sessions[i].inFlight += 1
-                        sessions[i].sentTotal += 1
+                        slotFrames[Int(slot)] = Int32(frames)
+                        if sessions[i].inFlight == 0 { sessions[i].lastProgress = stamp }
+                        sessions[i].inFlight += frames
+                        sessions[i].sentTotal += UInt64(frames)
                         if let count = options.count, sessions[i].sentTotal == count { sessionsDone += 1 }
                         lastSend = stamp
-                        if sessions[i].inFlight == 1 { sessions[i].lastProgress = stamp }
-                        if stamp >= windowStart && stamp < windowEnd { result.sent += 1 }
-                        secondSent += 1
-                        want -= 1
+                        if stamp >= windowStart && stamp < windowEnd { result.sent += UInt64(frames) }
+                        secondSent += UInt64(frames)
+                        want -= frames
                     }
                 }
                 startCursor = (startCursor + 1) % m
@@ -203,26 +221,36 @@ struct TrafficEngine {
                     let i = Int(cqe.userData.slot)
                     if let id = cqe.bufferID {
                         if let msg = header.parseMultishot(buffer: buffers.buffer(id), length: cqe.result) {
-                            let p = UnsafeRawBufferPointer(msg.payload)
-                            if p.count >= 1, p[0] & 0xC0 == 0 {
-                                result.control += 1  // a STUN message (late response, indication)
-                            } else if p.count == frameSize, !msg.isPayloadTruncated,
-                                UInt16(p[0]) << 8 | UInt16(p[1]) == sessions[i].channel,
-                                Int(UInt16(p[2]) << 8 | UInt16(p[3])) == options.payload,
-                                UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 20, as: UInt32.self)) == UInt32(i)
-                            {
-                                let stamp = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 12, as: UInt64.self))
-                                let latency = recvNow &- stamp
-                                if sessions[i].inFlight > 0 { sessions[i].inFlight -= 1 }
-                                sessions[i].lastProgress = recvNow
-                                secondReceived += 1
-                                secondLatency.record(latency)
-                                if stamp >= windowStart && stamp < windowEnd {
-                                    result.received += 1
-                                    result.latency.record(latency)
+                            let all = UnsafeRawBufferPointer(msg.payload)
+                            // Without a UDP_GRO cmsg the payload is one datagram.
+                            let segment = options.gro ? (msg.groSegmentSize ?? all.count) : all.count
+                            var offset = 0
+                            while offset < all.count {
+                                let p = UnsafeRawBufferPointer(
+                                    rebasing: all[offset..<min(all.count, offset + max(1, segment))])
+                                offset += max(1, segment)
+                                if p.count >= 1, p[0] & 0xC0 == 0 {
+                                    result.control += 1  // a STUN message (late response, indication)
+                                } else if p.count == frameSize, !msg.isPayloadTruncated,
+                                    UInt16(p[0]) << 8 | UInt16(p[1]) == sessions[i].channel,
+                                    Int(UInt16(p[2]) << 8 | UInt16(p[3])) == options.payload,
+                                    UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 20, as: UInt32.self))
+                                        == UInt32(i)
+                                {
+                                    let stamp = UInt64(
+                                        littleEndian: p.loadUnaligned(fromByteOffset: 12, as: UInt64.self))
+                                    let latency = recvNow &- stamp
+                                    if sessions[i].inFlight > 0 { sessions[i].inFlight -= 1 }
+                                    sessions[i].lastProgress = recvNow
+                                    secondReceived += 1
+                                    secondLatency.record(latency)
+                                    if stamp >= windowStart && stamp < windowEnd {
+                                        result.received += 1
+                                        result.latency.record(latency)
+                                    }
+                                } else {
+                                    result.malformed += 1
                                 }
-                            } else {
-                                result.malformed += 1
                             }
                         }
                         buffers.recycle(id)
@@ -235,11 +263,12 @@ struct TrafficEngine {
                     let slot = Int(cqe.userData.slot)
                     freeSlots.append(Int32(slot))
                     if cqe.result < 0 {
-                        result.sendErrors += 1
+                        let frames = Int(slotFrames[slot])
+                        result.sendErrors += UInt64(frames)
                         let i = Int(slotSession[slot])
-                        if sessions[i].inFlight > 0 { sessions[i].inFlight -= 1 }
-                        if slotStamp[slot] >= windowStart && slotStamp[slot] < windowEnd, result.sent > 0 {
-                            result.sent -= 1
+                        sessions[i].inFlight = max(0, sessions[i].inFlight - frames)
+                        if slotStamp[slot] >= windowStart && slotStamp[slot] < windowEnd {
+                            result.sent -= min(result.sent, UInt64(frames))
                         }
                     }
                 default:

@@ -5,7 +5,7 @@ import URing
 @testable import BenchCore
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// uturnd from the same build: $UTURND, else next to the test bundle
@@ -175,16 +175,22 @@ func waitUntilAnswering(port: UInt16) throws {
         }
         let daemon = try UturndChild(binary: uturnd)
         defer { daemon.stop() }
-        for mode in ["flood", "rate"] {
-            let options = try BenchOptions(arguments: [
-                mode, "--server", "127.0.0.1:\(daemon.port)", "--sessions", "3", "--count", "250", "--window", "8",
-                "--rate", "500", "--duration", "30", "--warmup", "2", "--quiet",
-            ])
+        for mode in ["flood", "rate", "gso+gro"] {
+            // gso+gro: trains of up to 8 frames (UDP_SEGMENT) out, UDP_GRO on the client and peer sockets.
+            let shape = mode == "gso+gro" ? ["--gso", "8", "--gro"] : []
+            let options = try BenchOptions(
+                arguments: [
+                    mode == "rate" ? "rate" : "flood", "--server", "127.0.0.1:\(daemon.port)", "--sessions", "3",
+                    "--count",
+                    "250", "--window", "8", "--rate", "500", "--duration", "30", "--warmup", "2", "--quiet",
+                ] + shape)
             #expect(options.warmup == 0)
             let summary = try BenchRunner(options: options, log: { _ in }).run()
             #expect(summary.sent == 750, "\(mode)")
             #expect(summary.received == 750, "\(mode)")
+            #expect(summary.malformed == 0, "\(mode)")
             #expect(summary.durationSeconds < 30, "\(mode): ends when everything came back")
+            #expect(summary.harness == (mode == "gso+gro" ? "gso+gro" : "single"))
         }
     }
 

@@ -137,6 +137,18 @@ import Testing
             try BenchOptions(arguments: ["invalid", "--server", "127.0.0.1:1", "--legit-rate", "0"])
         }
         #expect(try BenchOptions(arguments: ["flood", "--server", "127.0.0.1:1", "--no-turn"]).noTurn)
+        let trains = try BenchOptions(arguments: ["flood", "--server", "127.0.0.1:1", "--gso", "32", "--gro"])
+        #expect(trains.gso == 32 && trains.gro && trains.harness == "gso+gro")
+        #expect(try BenchOptions(arguments: ["flood", "--server", "127.0.0.1:1", "--gro"]).harness == "gro")
+        #expect(try BenchOptions(arguments: ["flood", "--server", "127.0.0.1:1"]).harness == "single")
+        for bad in [["--gso", "65"], ["--gso", "0"], ["--gso", "64", "--payload", "1400"]] {
+            #expect(throws: BenchOptionsError.self) {
+                try BenchOptions(arguments: ["flood", "--server", "127.0.0.1:1"] + bad)
+            }
+        }
+        #expect(throws: BenchOptionsError.self) {
+            try BenchOptions(arguments: ["alloc", "--server", "127.0.0.1:1", "--gro"])
+        }
         let counted = try BenchOptions(arguments: ["rate", "--server", "127.0.0.1:1", "--count", "7", "--warmup", "3"])
         #expect(counted.count == 7 && counted.warmup == 0)
         #expect(throws: BenchOptionsError.self) {

@@ -14,18 +14,21 @@
 #   flood1      one flow, 120-byte ChannelData flood: uturn-bench flood, 1
 #               session, WINDOW in flight. Harness single. Floor: yes.
 #   flood1-gso  the same flow with GSO trains and UDP_GRO receivers:
-#               turnflood --gso --gro --train TRAIN (uturn-bench sends single
-#               datagrams only). Harness gso+gro. Floor: yes, fwd-uring
-#               with and without --gro.
+#               uturn-bench flood --gso TRAIN --gro (its peer receives with
+#               UDP_GRO and echoes trains whole), or with GSO_LOAD=turnflood
+#               the C generator's turnflood --gso --gro --train TRAIN (the
+#               load of the earlier runs). Harness gso+gro. Floor: yes,
+#               fwd-uring with and without --gro.
 #   flood64     64 flows (64 sessions, distinct source ports, each its own
 #               allocation), WINDOW/64 in flight each: uturn-bench flood.
 #               Harness single. No floor (its client is one flow).
 #   voip        1,000 sessions x 50 packets/s (VOIP_SESSIONS, VOIP_RATE),
 #               evenly phased: uturn-bench rate. Loss and latency at a fixed
 #               offered rate. Harness single. No floor.
-#   alloc       allocation churn: uturn-bench alloc over ALLOC_SESSIONS
-#               5-tuples (Allocate, Refresh, Refresh 0, one at a time):
-#               allocations/s and relay CPU per allocation. No ceiling/floor.
+#   alloc       allocation churn: uturn-bench alloc, one new client 5-tuple
+#               per cycle (Allocate 401, Allocate, Refresh, Refresh 0, one at
+#               a time): allocations/s and relay CPU per allocation. No
+#               ceiling/floor.
 #   invalid     junk at INVALID_RATE packets/s (every uturn-bench invalid
 #               kind) beside one legitimate session: relay CPU per junk
 #               packet and the session's loss. Not in the default list.
@@ -44,7 +47,7 @@
 #   env: SCENARIOS="flood1 flood1-gso flood64 voip alloc"  ROUNDS=6 SECS=10 WARMUP=2
 #        RELAYS="uturnd uturnd-nogso uturnd-gro coturn ceiling"
 #        WINDOW=256 PAYLOAD=120 TRAIN=32 FLOWS64=64 VOIP_SESSIONS=1000 VOIP_RATE=50
-#        ALLOC_SESSIONS=16 INVALID_RATE=20000
+#        INVALID_RATE=20000 GSO_LOAD=uturn-bench|turnflood
 #        FLOOR=1 FLOOR_ROUNDS=2 FLOOR_SECS=10 (FLOOR_SECS >= 3)
 #        SCRATCH=.build-bench6 (swift build -c release --scratch-path)
 #        UTURND=/path/uturnd UTURN_BENCH=/path/uturn-bench (skip those builds)
@@ -71,7 +74,7 @@ TRAIN=${TRAIN:-32}
 FLOWS64=${FLOWS64:-64}
 VOIP_SESSIONS=${VOIP_SESSIONS:-1000}
 VOIP_RATE=${VOIP_RATE:-50}
-ALLOC_SESSIONS=${ALLOC_SESSIONS:-16}
+GSO_LOAD=${GSO_LOAD:-uturn-bench}
 INVALID_RATE=${INVALID_RATE:-20000}
 read -r -a RELAYS <<<"${RELAYS:-uturnd uturnd-nogso uturnd-gro coturn ceiling}"
 FLOOR=${FLOOR:-1}
@@ -108,7 +111,8 @@ has_relay() { [[ " ${RELAYS[*]} " == *" $1 "* ]]; }
 refl=.build-bench-c/cdreflect
 cc -O2 -Wall -Wextra -o "$refl" scripts/bench/cdreflect.c
 tf=.build-bench-c/turnflood
-if needs flood1-gso; then
+[[ $GSO_LOAD == uturn-bench || $GSO_LOAD == turnflood ]] || { echo "GSO_LOAD: uturn-bench or turnflood" >&2; exit 2; }
+if needs flood1-gso && [[ $GSO_LOAD == turnflood ]]; then
 	cc -O2 -Wall -Wextra -o "$tf" scripts/bench/turnflood.c -lcrypto -lpthread
 fi
 
@@ -246,10 +250,10 @@ stop_relay() { # stop_relay PID -> 0 if it was still alive
 
 # The load of SCENARIO against RELAY (argv on stdout, one word per line), and its harness.
 harness_of() { [[ $1 == flood1-gso ]] && echo gso+gro || echo single; }
-load_of() { [[ $1 == flood1-gso ]] && echo turnflood || echo uturn-bench; }
+load_of() { [[ $1 == flood1-gso ]] && echo "$GSO_LOAD" || echo uturn-bench; }
 load_argv() { # load_argv SCENARIO RELAY JSON
 	local s=$1 relay=$2 json=$3 a=()
-	if [[ $s == flood1-gso ]]; then
+	if [[ $s == flood1-gso && $GSO_LOAD == turnflood ]]; then
 		a=("$tf" --port $LISTEN_PORT --peer-port $PEER_PORT --user $USER_NAME --password $PASSWORD
 			--realm $REALM --seconds "$SECS" --warmup "$WARMUP" --window "$WINDOW" --flows 1
 			--payload "$PAYLOAD" --relay-pid "$relay_pid" --gso --gro --train "$TRAIN")
@@ -260,9 +264,10 @@ load_argv() { # load_argv SCENARIO RELAY JSON
 	a=("$ub")
 	case $s in
 	flood1) a+=(flood --sessions 1 --window "$WINDOW") ;;
+	flood1-gso) a+=(flood --sessions 1 --window "$WINDOW" --gso "$TRAIN" --gro) ;;
 	flood64) a+=(flood --sessions "$FLOWS64" --window $(((WINDOW + FLOWS64 - 1) / FLOWS64))) ;;
 	voip) a+=(rate --sessions "$VOIP_SESSIONS" --rate "$VOIP_RATE") ;;
-	alloc) a+=(alloc --sessions "$ALLOC_SESSIONS") ;;
+	alloc) a+=(alloc) ;;
 	invalid) a+=(invalid --rate "$INVALID_RATE" --legit-rate 50) ;;
 	esac
 	a+=(--server 127.0.0.1:$LISTEN_PORT --user $USER_NAME --password $PASSWORD --realm $REALM
@@ -277,7 +282,7 @@ printf 'scenario\tround\tharness\tload\trelay\trt_per_s_median\trt_per_s_min_sam
 {
 	echo "kernel $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 	echo "SCENARIOS=${SCENARIOS[*]} ROUNDS=$ROUNDS SECS=$SECS WARMUP=$WARMUP WINDOW=$WINDOW PAYLOAD=$PAYLOAD TRAIN=$TRAIN"
-	echo "FLOWS64=$FLOWS64 VOIP_SESSIONS=$VOIP_SESSIONS VOIP_RATE=$VOIP_RATE ALLOC_SESSIONS=$ALLOC_SESSIONS INVALID_RATE=$INVALID_RATE"
+	echo "FLOWS64=$FLOWS64 VOIP_SESSIONS=$VOIP_SESSIONS VOIP_RATE=$VOIP_RATE INVALID_RATE=$INVALID_RATE GSO_LOAD=$GSO_LOAD"
 	echo "RELAYS=${RELAYS[*]} FLOOR=$FLOOR FLOOR_ROUNDS=$FLOOR_ROUNDS FLOOR_SECS=$FLOOR_SECS"
 	for n in "${notes[@]}"; do echo "note: $n"; done
 	echo "coturn: $("$TURNSERVER" --version 2>/dev/null | head -1) ($TURNSERVER)"
