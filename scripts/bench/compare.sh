@@ -132,7 +132,7 @@ build_product() { # build_product NAME -> path on stdout
 	return 1
 }
 ub=${UTURN_BENCH:-}
-if needs flood1 flood64 voip alloc invalid || has_relay ceiling; then
+if needs flood1 flood64 voip alloc invalid || { needs flood1-gso && [[ $GSO_LOAD == uturn-bench ]]; }; then
 	[[ -n $ub ]] || ub=$(build_product uturn-bench)
 fi
 uturnd=${UTURND:-}
@@ -141,8 +141,12 @@ if [[ " ${RELAYS[*]} " == *" uturnd"* && -z $uturnd ]]; then
 fi
 
 notes=()
+# uturnd's flags, read once (not `uturnd --help | grep -q`: grep exits at the first match, uturnd
+# gets SIGPIPE, and under pipefail the test reads as "not found").
+uturnd_help=
+[[ -n $uturnd ]] && uturnd_help=$("$uturnd" --help 2>&1 || true)
 # uturnd-gro needs uturnd's receive-side GRO flags; skip it (with a note) when they are missing.
-if has_relay uturnd-gro && needs flood1-gso && ! "$uturnd" --help 2>&1 | grep -q gro-client; then
+if has_relay uturnd-gro && needs flood1-gso && [[ $uturnd_help != *--gro-client* ]]; then
 	notes+=("uturnd-gro skipped: this uturnd build has no --gro-client (uturnd --help)")
 	echo "note: ${notes[-1]}" >&2
 	keep=()
@@ -200,7 +204,7 @@ start_relay() { # start_relay NAME SCENARIO LOG -> sets relay_pid
 		local extra=()
 		[[ $name == uturnd-nogso ]] && extra=(--no-gso)
 		[[ $name == uturnd-gro ]] && extra=(--gro-client --gro-peer)
-		"$uturnd" --help 2>&1 | grep -q -- --no-tcp && extra+=(--no-tcp)
+		[[ $uturnd_help == *--no-tcp* ]] && extra+=(--no-tcp)
 		taskset -c 1 "$uturnd" --listening-ip 127.0.0.1 --listening-port $LISTEN_PORT \
 			--relay-ip 127.0.0.1 --min-port $MIN_PORT --max-port $MAX_PORT --realm $REALM \
 			--user $USER_NAME:$PASSWORD --lt-cred-mech --allow-loopback-peers --workers 1 \

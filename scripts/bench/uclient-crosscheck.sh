@@ -61,7 +61,8 @@ done
 case $SERVER in
 uturnd)
 	extra=()
-	"$UTURND" --help 2>&1 | grep -q -- --no-tcp && extra=(--no-tcp)
+	help=$("$UTURND" --help 2>&1 || true) # not `| grep -q`: SIGPIPE under pipefail
+	[[ $help == *--no-tcp* ]] && extra=(--no-tcp)
 	"$UTURND" "${extra[@]}" --listening-ip 127.0.0.1 --listening-port "$PORT" --relay-ip 127.0.0.1 \
 		--min-port "$MIN_PORT" --max-port "$MAX_PORT" --realm $REALM --user $USER_NAME:$PASSWORD \
 		--lt-cred-mech --allow-loopback-peers --workers 1 >"$work/server.log" 2>&1 &
