@@ -107,9 +107,14 @@ def free_port(span: int = 2, hosts: list[str] | None = None) -> int:
 
 def free_port_range(count: int = 200) -> tuple[int, int]:
     """A relay port range below the Linux ephemeral range (32768+), so relay
-    sockets do not collide with ports the kernel hands to clients."""
-    for _ in range(50):
-        lo = random.randrange(20000, 32000 - count)
+    sockets do not collide with ports the kernel hands to clients. Ranges are
+    whole blocks of `count` ports tried in order from a random one, so a
+    session with many servers still finds room (random ranges collided)."""
+    lo_min, hi_max = 20000, 32000
+    blocks = (hi_max - lo_min) // count
+    first = random.randrange(blocks)
+    for k in range(blocks):
+        lo = lo_min + ((first + k) % blocks) * count
         ports = set(range(lo, lo + count))
         if _handed_out & ports:
             continue

@@ -505,10 +505,15 @@ def short_nonce(tmp_path_factory):
 def test_stale_forged_and_replayed_nonces(short_nonce, hostile, victim):
     """RFC 8489 §9.2.4: a NONCE that is no longer valid gets 438 with a new
     NONCE. Three spellings: a nonce past --stale-nonce 2; a forged one; and a
-    valid nonce replayed from another source port (uturnd binds nonces to the
-    client's transport address). The client recovers with the new nonce."""
+    valid nonce replayed from another address (uturnd binds nonces to the
+    client's IP address; not to its port, since an RFC 6062 ConnectionBind
+    comes from a new connection with the control connection's nonce). The
+    client recovers with the new nonce."""
     c = stun.TurnClient(short_nonce.addr(), "demo", "secret")
     other = stun.TurnClient(short_nonce.addr(), "demo", "secret")
+    other.sock.close()
+    other.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.sock.bind(("127.0.0.2", 0))  # another loopback address
     try:
         assert c.allocate().cls == stun.SUCCESS
         codes = {}
