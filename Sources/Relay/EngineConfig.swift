@@ -35,6 +35,11 @@ public struct EngineConfig: Sendable {
     public var sendOperations = 1024
     /// Most CQEs handled before the send batch is flushed.
     public var maxBatch = 256
+    /// While traffic flows, wait up to this long for `maxBatch / 4`
+    /// completions before handling them (0: handle each wake-up at once).
+    /// Fewer wake-ups per datagram for many slow flows (VoIP), at up to this
+    /// much added latency.
+    public var batchWaitMicroseconds = 0
 
     // Forcing older kernel paths, so they can be tested on a new kernel.
     public var singleShotReceive = false
@@ -125,6 +130,9 @@ public struct EngineConfig: Sendable {
             ("--tcp-stall-timeout", streamStallSeconds),
         ] where !(1...86_400).contains(v) {
             return "\(name) \(v) must be 1...86400 seconds"
+        }
+        if !(0...10_000).contains(batchWaitMicroseconds) {
+            return "--batch-wait-us \(batchWaitMicroseconds) must be 0...10000"
         }
         if maxBatch < 1 || maxBatch > Int(cqEntries) { return "--max-batch \(maxBatch) must be 1...--cq-entries (\(cqEntries))" }
         return nil

@@ -553,6 +553,9 @@ extension Worker {
                     _ = ring.prepareCancel(
                         target: UserData(kind: .streamConnect, slot: slot, generation: c.generation),
                         userData: UserData(kind: .housekeeping, slot: 0))
+                } else if c.closeWhenDrained && t &- c.lastSendProgress >= UInt32(streamLimits.stallSeconds) {
+                    // Its partner is gone and its own reader takes nothing.
+                    closeStream(slot, why: "\(c.role) data: the other end closed and this one reads nothing; closing")
                 }
                 continue
             }

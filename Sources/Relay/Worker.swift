@@ -58,6 +58,10 @@ struct Worker: ~Copyable {
     let groPeer: Bool
     var transactionCounter: UInt64
     var nextTick: UInt64 = 0
+    /// `--batch-wait-us` (zero: wake for the first completion) and how many
+    /// completions a batch wait asks for.
+    let batchWait: Duration
+    let batchMinComplete: Int
     var stopping = false
     /// Draining: new Allocate requests get 508; stop when no allocation is left.
     var draining = false
@@ -163,6 +167,8 @@ struct Worker: ~Copyable {
         self.index = index
         self.control = control
         self.siblings = siblings
+        batchWait = .microseconds(config.batchWaitMicroseconds)
+        batchMinComplete = max(2, config.maxBatch / 4)
         self.log = log
         multishot = features.useMultishotReceive
         self.ring = ring
@@ -242,19 +248,31 @@ struct Worker: ~Copyable {
         flushSubmissions()
         var now = Self.monotonicNow()
         nextTick = now.nanoseconds + 1_000_000_000
+        // --batch-wait-us: while traffic flows, wait for a batch of
+        // completions (or the wait) rather than wake for each one. After a
+        // wake with nothing (idle), the next wait blocks for the first
+        // completion again, so an idle worker does not spin.
+        var busy = false
         while !stopping {
-            let wait = Duration.nanoseconds(Int64(nextTick &- min(nextTick, now.nanoseconds)))
-            do { _ = try ring.submitAndWait(minComplete: 1, timeout: wait) } catch {
+            var wait = Duration.nanoseconds(Int64(nextTick &- min(nextTick, now.nanoseconds)))
+            var minComplete = 1
+            if busy && batchWait > .zero {
+                wait = min(wait, batchWait)
+                minComplete = batchMinComplete
+            }
+            do { _ = try ring.submitAndWait(minComplete: minComplete, timeout: wait) } catch {
                 log(.error, "worker \(index): io_uring_enter failed: \(error)")
                 break
             }
             now = Self.monotonicNow()
             nowSeconds = now.seconds
+            busy = false
             // Drain what is ready, a bounded batch at a time, so sends are
             // flushed at least every `maxBatch` completions.
             while true {
                 let n = ring.reapCompletions(into: completions)
                 if n == 0 { break }
+                busy = true
                 counters.add(.completions, n)
                 counters.add(.batches)
                 for i in 0..<n { dispatch(completions[i], now: now) }

@@ -240,6 +240,9 @@ public struct EngineOptions: ParsableArguments {
     @Option(name: .customLong("max-batch"), help: ArgumentHelp("Most completions handled before queued sends are flushed.", valueName: "n"))
     public var maxBatch: Int = 256
 
+    @Option(name: .customLong("batch-wait-us"), help: ArgumentHelp("While traffic flows, wait up to this many microseconds for a quarter of --max-batch completions before handling them (0: at once). Fewer wake-ups for many slow flows, at that much added latency.", valueName: "us"))
+    public var batchWaitUs: Int = 0
+
     @Flag(name: .customLong("no-multishot"), help: "Use single-shot receives (the Linux 5.19 path) instead of multishot.")
     public var noMultishot = false
 

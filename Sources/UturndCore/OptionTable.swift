@@ -34,7 +34,7 @@ public enum OptionTable {
         "log-file": .value, "log-level": .value, "metrics-listen": .value,
         // engine
         "workers": .value, "pin-workers": .flag, "sq-entries": .value, "cq-entries": .value, "buffers": .value,
-        "buffer-size": .value, "send-ops": .value, "max-batch": .value, "no-multishot": .flag,
+        "buffer-size": .value, "send-ops": .value, "max-batch": .value, "batch-wait-us": .value, "no-multishot": .flag,
         "no-defer-taskrun": .flag, "no-single-issuer": .flag, "no-gso": .flag, "gro-client": .flag,
         "gro-peer": .flag, "gro-buffers": .value,
         "simulate-io-uring-failure": .flag,

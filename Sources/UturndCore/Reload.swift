@@ -195,6 +195,7 @@ public struct Reloader: Sendable {
         ("--buffer-size", { "\($0.engine.bufferSize)" }),
         ("--send-ops", { "\($0.engine.sendOperations)" }),
         ("--max-batch", { "\($0.engine.maxBatch)" }),
+        ("--batch-wait-us", { "\($0.engine.batchWaitMicroseconds)" }),
         ("--no-multishot", { "\($0.engine.singleShotReceive)" }),
         ("--no-defer-taskrun", { "\($0.engine.noDeferTaskrun)" }),
         ("--no-single-issuer", { "\($0.engine.noSingleIssuer)" }),

@@ -299,6 +299,7 @@ extension Settings {
         engine.bufferSize = e.bufferSize
         engine.sendOperations = e.sendOperations
         engine.maxBatch = e.maxBatch
+        engine.batchWaitMicroseconds = e.batchWaitUs
         engine.singleShotReceive = e.noMultishot
         engine.noDeferTaskrun = e.noDeferTaskrun
         engine.noSingleIssuer = e.noSingleIssuer

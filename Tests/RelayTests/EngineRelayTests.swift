@@ -142,7 +142,7 @@ struct EngineRelayTests {
     /// The paths flags force on a new kernel must relay the same traffic.
     @Test(
         "forced kernel paths relay the same traffic",
-        arguments: ["single-shot receive", "no GSO", "no DEFER_TASKRUN", "no SINGLE_ISSUER", "two workers"])
+        arguments: ["single-shot receive", "no GSO", "no DEFER_TASKRUN", "no SINGLE_ISSUER", "two workers", "batch wait"])
     func forcedPaths(path: String) throws {
         let h = try EngineHarness(workers: path == "two workers" ? 2 : 1) { c in
             switch path {
@@ -150,6 +150,7 @@ struct EngineRelayTests {
             case "no GSO": c.gso = false
             case "no DEFER_TASKRUN": c.noDeferTaskrun = true
             case "no SINGLE_ISSUER": c.noSingleIssuer = true
+            case "batch wait": c.batchWaitMicroseconds = 500
             default: break
             }
         }

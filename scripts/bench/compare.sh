@@ -36,6 +36,8 @@
 #   uturnd        uturnd, one worker
 #   uturnd-nogso  the same with --no-gso                        (flood1)
 #   uturnd-gro    the same with --gro-client --gro-peer         (flood1-gso)
+#   uturnd-batch  the same with --batch-wait-us $BATCH_WAIT_US (default 200;
+#                 opt-in: not in the default RELAYS)            (flood64, voip)
 #   coturn        $TURNSERVER (Debian's turnserver 4.6.1 by default), one relay thread
 #   ceiling       scripts/bench/cdreflect.c: bare ChannelData forwarder, no
 #                 TURN, GRO receives and GSO sends; the load sends with
@@ -95,8 +97,8 @@ for s in "${SCENARIOS[@]}"; do
 done
 ((VOIP_SESSIONS <= MAX_PORT - MIN_PORT + 1)) || { echo "VOIP_SESSIONS > relay port range" >&2; exit 2; }
 for r in "${RELAYS[@]}"; do
-	case $r in uturnd | uturnd-nogso | uturnd-gro | coturn | ceiling) ;;
-	*) echo "unknown relay $r (uturnd uturnd-nogso uturnd-gro coturn ceiling)" >&2; exit 2 ;;
+	case $r in uturnd | uturnd-nogso | uturnd-gro | uturnd-batch | coturn | ceiling) ;;
+	*) echo "unknown relay $r (uturnd uturnd-nogso uturnd-gro uturnd-batch coturn ceiling)" >&2; exit 2 ;;
 	esac
 done
 
@@ -162,6 +164,7 @@ scenario_relays() {
 		uturnd | coturn) ok=1 ;;
 		uturnd-nogso) [[ $s == flood1 ]] && ok=1 || ok=0 ;;
 		uturnd-gro) [[ $s == flood1-gso ]] && ok=1 || ok=0 ;;
+		uturnd-batch) [[ $s == voip || $s == flood64 ]] && ok=1 || ok=0 ;;
 		ceiling) [[ $s == flood* || $s == voip ]] && ok=1 || ok=0 ;;
 		esac
 		if ((ok)); then echo "$r"; fi
@@ -200,10 +203,11 @@ check_ports_free() {
 start_relay() { # start_relay NAME SCENARIO LOG -> sets relay_pid
 	local name=$1 scenario=$2 log=$3 tmp
 	case $name in
-	uturnd | uturnd-nogso | uturnd-gro)
+	uturnd | uturnd-nogso | uturnd-gro | uturnd-batch)
 		local extra=()
 		[[ $name == uturnd-nogso ]] && extra=(--no-gso)
 		[[ $name == uturnd-gro ]] && extra=(--gro-client --gro-peer)
+		[[ $name == uturnd-batch ]] && extra=(--batch-wait-us "${BATCH_WAIT_US:-200}")
 		[[ $uturnd_help == *--no-tcp* ]] && extra+=(--no-tcp)
 		taskset -c 1 "$uturnd" --listening-ip 127.0.0.1 --listening-port $LISTEN_PORT \
 			--relay-ip 127.0.0.1 --min-port $MIN_PORT --max-port $MAX_PORT --realm $REALM \
