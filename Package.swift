@@ -95,6 +95,7 @@ if ProcessInfo.processInfo.environment["UTURN_BENCHMARKS"] != nil {
         ("STUN", ["STUN", "BenchmarkFixtures"]),
         ("TURN", ["TURN", "STUN", "BenchmarkFixtures"]),
         ("Relay", ["RelayFixture"]),
+        ("URing", ["RelayFixture"]),
     ]
     for suite in suites {
         package.targets.append(
