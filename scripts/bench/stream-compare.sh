@@ -16,7 +16,7 @@
 # Usage: scripts/bench/stream-compare.sh
 #   env: ROUNDS=4 CLIENTS=20 MESSAGES=2000 PAYLOAD=120 TRANSPORTS="udp tcp tls"
 #        RELAYS="uturnd coturn" OUT=.build-bench-c/streams-<timestamp>
-# Ports (127.0.0.1 only): relay 41478 (TLS 41479), relay range 41500-41699,
+# Ports (127.0.0.1 only): relay 41478 (TLS 41479), relay range 42000-42999,
 # peer 41800-41801. Every process started here is stopped by its PID.
 set -euo pipefail
 
@@ -29,7 +29,7 @@ PAYLOAD=${PAYLOAD:-120}
 read -r -a TRANSPORTS <<<"${TRANSPORTS:-udp tcp tls}"
 read -r -a RELAYS <<<"${RELAYS:-uturnd coturn}"
 OUT=${OUT:-$root/.build-bench-c/streams-$(date +%Y%m%d-%H%M%S)}
-PORT=41478 TLS_PORT=41479 MIN_PORT=41500 MAX_PORT=41699 PEER_PORT=41800
+PORT=41478 TLS_PORT=41479 MIN_PORT=42000 MAX_PORT=42999 PEER_PORT=41800
 REALM=bench.local USER_NAME=bench PASSWORD=bench
 mkdir -p "$OUT"
 
