@@ -67,22 +67,16 @@ extension Worker {
         streams.slots[i].relayAllocation = allocation
         streams.slots[i].connectionID = connectionID
         streams.slots[i].connecting = true
-        let length = withUnsafeMutableBytes(of: &streams.connectAddresses[i]) { peer.store(sockaddr: $0.baseAddress!) }
+        // The kernel reads the address until the CQE: it lives in the table.
+        let address = streams.connectAddresses + i
+        let length = peer.store(sockaddr: UnsafeMutableRawPointer(address))
+        let target = UnsafeRawPointer(address).assumingMemoryBound(to: sockaddr.self)
         let ud = UserData(kind: .streamConnect, slot: slot, generation: streams.slots[i].generation)
-        let ok = withUnsafePointer(to: &streams.connectAddresses[i]) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { a in
-                ring.prepareConnect(socket: socket.rawValue, address: a, length: length, userData: ud)
-            }
+        for attempt in 0..<2 {
+            if ring.prepareConnect(socket: socket.rawValue, address: target, length: length, userData: ud) { return }
+            if attempt == 0 { flushSubmissions() }  // the SQ is full: submit, try once more
         }
-        if !ok {
-            flushSubmissions()
-            let again = withUnsafePointer(to: &streams.connectAddresses[i]) { p in
-                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { a in
-                    ring.prepareConnect(socket: socket.rawValue, address: a, length: length, userData: ud)
-                }
-            }
-            if !again { closeStream(slot, why: "connect: the submission queue is full") }
-        }
+        closeStream(slot, why: "connect: the submission queue is full")
     }
 
     mutating func connectCompleted(_ cqe: Completion, now: MonotonicTime) {
