@@ -428,9 +428,10 @@ extension Worker {
         padding: Int, allocation: AllocationID, payloadCount: Int, buffer h: UInt16
     ) {
         if client.transport != .udp {
+            // A stream pads every message itself (streamQueue), so `padding` is not passed.
             streamForward(
                 allocation: allocation, prefix: prefix, prefixLength: prefixLength, bytes: bytes, count: count,
-                padding: padding, payloadCount: payloadCount)
+                payloadCount: payloadCount)
             return
         }
         guard let listenerFD = listenerFD(for: client.server) else {

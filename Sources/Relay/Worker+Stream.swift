@@ -423,7 +423,7 @@ extension Worker {
     /// allocation, queued on its connection.
     mutating func streamForward(
         allocation: AllocationID, prefix: UnsafeRawPointer?, prefixLength: Int, bytes: UnsafeRawPointer, count: Int,
-        padding: Int, payloadCount: Int
+        payloadCount: Int
     ) {
         let slot = allocationStream[Int(allocation.slot)]
         guard Int(slot) < streams.capacity, streams.slots[Int(slot)].fd >= 0,
@@ -432,9 +432,6 @@ extension Worker {
             counters.add(.dropsNoRoute)
             return
         }
-        // `padding` (a Data indication's, when the buffer had no room for it)
-        // is recomputed by streamQueue from the total length.
-        _ = padding
         if streamQueue(slot, prefix: prefix, prefixLength: prefixLength, bytes: bytes, count: count) {
             turn.tables.countToClient(allocation, bytes: payloadCount)
             counters.add(.packetsToClients)

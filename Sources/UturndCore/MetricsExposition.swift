@@ -95,7 +95,7 @@ public final class MetricsExposition: Sendable {
         // TURN over TCP and TLS.
         Family(
             name: "uturn_stream_connections_total",
-            help: "Client connections over TCP and TLS, by event: accepted, refused (--tcp-connections, --tcp-connections-per-ip, no certificate), closed (by either side, for any reason), timed_out (idle, stalled reader or unfinished TLS handshake; also counted in closed).",
+            help: "TCP and TLS connections (clients, and RFC 6062 connections to and from peers), by event: accepted (or connected), refused (--tcp-connections, --tcp-connections-per-ip, no certificate), closed (by either side, for any reason), timed_out (idle, stalled reader or unfinished TLS handshake; also counted in closed).",
             label: "event",
             series: [
                 ("accepted", "streamAccepted"), ("refused", "streamRefused"), ("closed", "streamClosed"),
