@@ -343,3 +343,47 @@ def test_sighup_reloads_the_certificate(server_factory):
     finally:
         old.close()
         peer.close()
+
+
+def test_random_frames_over_tcp_and_tls(tls_server):
+    """Hostile streams: well-framed STUN and ChannelData with random bodies,
+    random lengths up to 64 KiB split at random places, on several TCP and
+    TLS connections (bounded: 400 frames in all). The server closes what it
+    must, stays up with bounded memory, and a real client is served after."""
+    if server_kind() != "uturnd":
+        pytest.skip("uturnd's RSS and log")
+    import random
+    rng = random.Random(6062)
+    rss_before = stun.rss_kib(tls_server.proc.pid)
+    for n in range(8):
+        tls = n % 2 == 1
+        try:
+            c = stun.StreamTurnClient(tls_addr(tls_server) if tls else tls_server.addr(), "x", "y", tls=tls)
+        except OSError:
+            continue
+        stream = bytearray()
+        for _ in range(50):
+            if rng.random() < 0.5:   # STUN header, random type, cookie, body
+                length = rng.choice([0, 4, 8, rng.randrange(0, 2048, 4), 65532])
+                body = bytes(rng.getrandbits(8) for _ in range(min(length, 4096)))
+                body += b"\0" * (length - len(body))
+                stream += struct.pack("!HHI", rng.randrange(0, 0x4000), length, 0x2112A442)
+                stream += os.urandom(12) + body
+            else:                    # ChannelData, any channel, padded
+                length = rng.choice([0, 1, 3, rng.randrange(0, 1500), 65535])
+                stream += struct.pack("!HH", rng.randrange(0x4000, 0x8000), length)
+                stream += os.urandom(length) + b"\0" * stun._pad4(length)
+        try:
+            pos = 0
+            while pos < len(stream):
+                cut = rng.randrange(1, 9000)
+                c.sock.sendall(bytes(stream[pos:pos + cut]))
+                pos += cut
+        except OSError:
+            pass  # closed by the server: allowed
+        c.close()
+    assert stun.binding(tls_server.addr(), timeout=2) is not None
+    good = allocated_client(tls_server)
+    good.close()
+    assert tls_server.proc.poll() is None
+    assert stun.rss_kib(tls_server.proc.pid) - rss_before < 50_000
