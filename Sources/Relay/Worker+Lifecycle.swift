@@ -125,6 +125,7 @@ extension Worker {
     /// spinning on ENOBUFS.
     mutating func rearmReceives() {
         pendingRearm = false
+        rearmStreamListeners()
         let clientBuffers = buffers.hasFree(large: groClient)
         let peerBuffers = buffers.hasFree(large: groPeer)
         for i in 0..<listeners.count where rearmListeners[i] {

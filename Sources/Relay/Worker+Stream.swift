@@ -16,8 +16,11 @@ struct StreamListener {
     var fd: Int32
     var local: TransportAddress
     var tls: Bool
-    /// Its multishot ACCEPT ended and must be armed again.
+    /// Its multishot ACCEPT ended and must be armed again: at the end of the
+    /// batch, or at the next tick when the kernel was out of descriptors or
+    /// memory (`acceptAtTick`), so a failing accept is not retried in a loop.
     var needsAccept = false
+    var acceptAtTick = false
 }
 
 // TURN over TCP and TLS (RFC 8656 §3.1): accepting connections, cutting the
@@ -42,10 +45,12 @@ extension Worker {
             noteStreamRefusal("accept on \(streamListeners[i].local) failed: \(Errno(rawValue: -cqe.result))", now: now)
         }
         if !cqe.hasMore && !stopping {
-            // Out of descriptors or memory: wait for the tick rather than
-            // spin on an accept that fails at once.
-            streamListeners[i].needsAccept = true
-            if cqe.result != -EMFILE && cqe.result != -ENFILE && cqe.result != -ENOMEM { pendingRearm = true }
+            if cqe.result == -EMFILE || cqe.result == -ENFILE || cqe.result == -ENOMEM {
+                streamListeners[i].acceptAtTick = true
+            } else {
+                streamListeners[i].needsAccept = true
+                pendingRearm = true
+            }
         }
     }
 
@@ -571,6 +576,15 @@ extension Worker {
                 closeStream(slot, why: "idle for \(streamLimits.idleSeconds) s without an allocation; closing")
             }
         }
+        for i in 0..<streamListeners.count where streamListeners[i].acceptAtTick {
+            streamListeners[i].acceptAtTick = false
+            streamListeners[i].needsAccept = true
+        }
+        rearmStreamListeners()
+    }
+
+    /// Arms the accepts that ended (part of `rearmReceives`, and the tick's).
+    mutating func rearmStreamListeners() {
         for i in 0..<streamListeners.count where streamListeners[i].needsAccept {
             streamListeners[i].needsAccept = false
             armStreamListener(i)
