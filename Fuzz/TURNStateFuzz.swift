@@ -410,8 +410,8 @@ private struct Run: ~Copyable {
         case .sendToPeer(let id, _, let payload, _):
             check(server.tables.isLive(id), "sendToPeer from a dead allocation")
             check(payload.lowerBound >= 0 && payload.upperBound <= packet.count, "payload outside the packet")
-        case .none, .dropped:
-            break
+        case .none, .dropped, .tcpRelay:
+            break  // RFC 6062 effects are checked below
         }
         switch outcome.tcpRelay {
         case .connectToPeer(let id, let peer, let cid)?:

@@ -131,13 +131,17 @@ public final class Engine: Sendable {
     /// and channels are kept. Table sizes (`limits`) are fixed at start and
     /// are not changed by a reload.
     public func reload(turn configuration: TURNConfiguration) {
-        for control in controls { control.offer(configuration) }
+        for control in controls where !control.send(.configuration(configuration)) {
+            log(.warning, "worker \(control.index): inbox full; the new configuration was not delivered")
+        }
     }
 
     /// Hands every worker a new certificate and key for its TLS listeners
     /// (SIGHUP). New connections use it; open ones keep theirs.
     public func reload(tls context: TLSServerContext) {
-        for control in controls { control.offer(context) }
+        for control in controls where !control.send(.tls(context)) {
+            log(.warning, "worker \(control.index): inbox full; the new certificate was not delivered")
+        }
     }
 
     /// Counters of one worker (published once a second and at stop).

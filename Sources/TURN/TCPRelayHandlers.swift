@@ -5,12 +5,12 @@ import STUN
 //
 // Client-initiated (RFC 6062 §4.3, §5.2):
 //   1. Connect on the control connection → `handleSTUN` answers nothing yet
-//      and returns `tcpRelay: .connectToPeer(id, peer, connectionID)`.
+//      and returns the effect `.tcpRelay(.connectToPeer(id, peer, connectionID))`.
 //   2. The engine connects the relay to the peer (timeout ≥ 30 s), then calls
 //      `connectCompleted(connectionID:success:now:into:)` and sends what it
 //      wrote on the returned control 5-tuple (success with CONNECTION-ID, or 447).
 //   3. The client opens a new connection and sends ConnectionBind →
-//      `handleSTUN` answers and returns `tcpRelay: .bindConnection(...)`; the
+//      `handleSTUN` answers with the effect `.tcpRelay(.bindConnection(...))`; the
 //      engine splices the two connections.
 // Peer-initiated (RFC 6062 §4.4, §5.3):
 //   1. The engine accepts on the relay listener and calls
@@ -57,7 +57,7 @@ extension TURNServer {
                 allocation: id, peer: peer, phase: .connecting, pending: pending)
         else { return fail(508) }
         return STUNOutcome(
-            responseLength: 0, effect: .none, tcpRelay: .connectToPeer(id, peer: peer, connectionID: connectionID))
+            responseLength: 0, effect: .tcpRelay(.connectToPeer(id, peer: peer, connectionID: connectionID)))
     }
 
     /// ConnectionBind (RFC 6062 §5.4), on a new client connection that has
@@ -90,8 +90,8 @@ extension TURNServer {
         connections.markBound(i)
         let n = successResponse(to: request, auth: auth, into: out)
         return STUNOutcome(
-            responseLength: n, effect: .none,
-            tcpRelay: .bindConnection(connectionID: connectionID, allocation: entry.allocation, peer: entry.peer))
+            responseLength: n,
+            effect: .tcpRelay(.bindConnection(connectionID: connectionID, allocation: entry.allocation, peer: entry.peer)))
     }
 
     // MARK: Engine calls

@@ -9,9 +9,9 @@ extension TURNServer {
     ///   - now: monotonic clock reading; `unixTime`: wall clock seconds (REST API expiry).
     ///   - out: where the response is written (548 bytes is always enough).
     ///   - relays: the engine's relay socket provider.
-    /// - Returns: the response length (0: send nothing) and the effect to apply;
-    ///   for RFC 6062 requests also `tcpRelay` (see `TCPRelayHandlers.swift`
-    ///   for the engine's side of TCP relaying).
+    /// - Returns: the response length (0: send nothing) and the effect to apply
+    ///   (for RFC 6062 requests `.tcpRelay`; see `TCPRelayHandlers.swift` for
+    ///   the engine's side of TCP relaying).
     public mutating func handleSTUN<Relays: RelayPortProvider & ~Copyable>(
         _ packet: UnsafeRawBufferPointer, from fiveTuple: FiveTuple, now: MonotonicTime, unixTime: Int64,
         response out: UnsafeMutableRawBufferPointer, relays: inout Relays

@@ -13,12 +13,13 @@ public enum ServerEffect: Sendable, Equatable {
     case sendToPeer(AllocationID, peer: TransportAddress, payload: Range<Int>, dontFragment: Bool)
     /// Dropped without an answer.
     case dropped(DropReason)
+    /// RFC 6062: a Connect or ConnectionBind that succeeded (see `TCPRelayEffect`).
+    case tcpRelay(TCPRelayEffect)
 }
 
 /// What the engine must do for an RFC 6062 request besides sending the
-/// response. Carried apart from `ServerEffect` (in `STUNOutcome.tcpRelay`)
-/// so that engines switching exhaustively over `ServerEffect` compile
-/// unchanged; with `TURNConfiguration.tcpRelay` off it is always nil.
+/// response (`ServerEffect.tcpRelay`); with `TURNConfiguration.tcpRelay`
+/// off there is none.
 public enum TCPRelayEffect: Sendable, Equatable {
     /// Connect accepted (RFC 6062 §5.2), no response yet: open a TCP
     /// connection from the relayed transport address of `id` to `peer`, give
@@ -52,8 +53,12 @@ public struct STUNOutcome: Sendable, Equatable {
     /// Bytes of response written to the caller's buffer; 0 for none.
     public var responseLength: Int
     public var effect: ServerEffect
-    /// Set only for Connect and ConnectionBind requests that succeeded.
-    public var tcpRelay: TCPRelayEffect? = nil
+
+    /// The RFC 6062 effect, set only for Connect and ConnectionBind requests that succeeded.
+    public var tcpRelay: TCPRelayEffect? {
+        if case .tcpRelay(let e) = effect { return e }
+        return nil
+    }
 }
 
 /// Where data from a peer goes (RFC 8656 §11.5, §12.5).
@@ -131,6 +136,47 @@ public struct TURNServer: ~Copyable {
         guard let client = tables.fiveTuple(of: id), tables.isPermitted(peer.ip, in: id, now: now) else { return .drop }
         if let number = tables.channel(forPeer: peer, in: id, now: now) { return .channel(number, client: client) }
         return .dataIndication(client: client)
+    }
+
+    // MARK: What the engine asks of the tables
+
+    /// Admits `bytes` of client data for a peer under the allocation's
+    /// bandwidth limit and counts them; false when over the limit (drop).
+    @inline(__always)
+    public mutating func admitToPeer(_ id: AllocationID, bytes: Int, now: MonotonicTime) -> Bool {
+        guard tables.admitBandwidth(id, bytes: bytes, now: now) else { return false }
+        tables.countToPeer(id, bytes: bytes)
+        return true
+    }
+
+    /// Counts `bytes` of peer data relayed to the allocation's client.
+    @inline(__always)
+    public mutating func countToClient(_ id: AllocationID, bytes: Int) { tables.countToClient(id, bytes: bytes) }
+
+    /// The allocation's relayed endpoint for peers of `family`, if it has one.
+    @inline(__always)
+    public func relayEndpoint(of id: AllocationID, family: IPAddress.Family) -> RelayEndpoint? {
+        guard let r = tables.relays(of: id) else { return nil }
+        return family == .v4 ? r.v4 : r.v6
+    }
+
+    /// Whether `id` names a live allocation made over `fiveTuple`.
+    public func isAllocation(_ id: AllocationID, of fiveTuple: FiveTuple) -> Bool {
+        tables.isLive(id) && tables.fiveTuple(of: id) == fiveTuple
+    }
+
+    /// Whether `id` names a live allocation.
+    public func isLive(_ id: AllocationID) -> Bool { tables.isLive(id) }
+
+    /// Live allocations.
+    public var allocationCount: Int { tables.count }
+
+    /// Puts a reloaded configuration (users, secrets, peer policy) in force,
+    /// keeping the table sizes fixed at start and every allocation.
+    public mutating func reconfigure(_ new: TURNConfiguration) {
+        var next = new
+        next.limits = configuration.limits
+        configuration = next
     }
 
     /// The username an allocation authenticated with (control path; for logs).

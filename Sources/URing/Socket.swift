@@ -49,10 +49,7 @@ public struct UDPSocket: RawRepresentable, Hashable, Sendable {
 
     @usableFromInline
     func setOption(_ level: Int32, _ name: Int32, _ value: Int32, _ what: String) throws(URingError) {
-        var v = value
-        guard setsockopt(rawValue, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
-            throw .socket(call: "setsockopt(\(what))", .current)
-        }
+        try Syscall.setOption(rawValue, level, name, value, what)
     }
 
     /// `SO_REUSEPORT`: several sockets (one per worker) bind the same address
@@ -93,8 +90,8 @@ public struct UDPSocket: RawRepresentable, Hashable, Sendable {
     public func setReceiveTimeout(_ timeout: Duration) throws(URingError) {
         let (s, atto) = timeout.components
         var tv = timeval(tv_sec: Int(s), tv_usec: Int(atto / 1_000_000_000_000))
-        guard setsockopt(rawValue, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
-            throw .socket(call: "setsockopt(SO_RCVTIMEO)", .current)
+        try withUnsafeBytes(of: &tv) { (b) throws(URingError) in
+            try Syscall.setOption(rawValue, SOL_SOCKET, SO_RCVTIMEO, bytes: b, "SO_RCVTIMEO")
         }
     }
 
@@ -107,14 +104,7 @@ public struct UDPSocket: RawRepresentable, Hashable, Sendable {
 
     /// The bound address. The corresponding C function is `getsockname`.
     public func localAddress() throws(URingError) -> SocketAddress {
-        var s = sockaddr_storage()
-        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let r = withUnsafeMutableBytes(of: &s) {
-            getsockname(rawValue, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), &len)
-        }
-        guard r == 0 else { throw .socket(call: "getsockname", .current) }
-        guard let a = SocketAddress(storage: s) else { throw .socket(call: "getsockname", .invalidArgument) }
-        return a
+        try Syscall.address(of: rawValue, peer: false)
     }
 
     /// A plain `sendto` (control path, tests, tools; the data path sends through
@@ -150,6 +140,6 @@ public struct UDPSocket: RawRepresentable, Hashable, Sendable {
 
     /// Closes the descriptor. The corresponding C function is `close`.
     public func close() {
-        _ = Glibc.close(rawValue)
+        Syscall.close(rawValue)
     }
 }

@@ -67,10 +67,7 @@ public struct StreamSocket: RawRepresentable, Hashable, Sendable {
     }
 
     func setOption(_ level: Int32, _ name: Int32, _ value: Int32, _ what: String) throws(URingError) {
-        var v = value
-        guard setsockopt(rawValue, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
-            throw .socket(call: "setsockopt(\(what))", .current)
-        }
+        try Syscall.setOption(rawValue, level, name, value, what)
     }
 
     /// `TCP_NODELAY`: relayed media must not wait for Nagle's algorithm.
@@ -80,27 +77,16 @@ public struct StreamSocket: RawRepresentable, Hashable, Sendable {
 
     /// The remote address of a connected socket. The C function is `getpeername`.
     public func peerAddress() throws(URingError) -> SocketAddress {
-        try address(getpeername, "getpeername")
+        try Syscall.address(of: rawValue, peer: true)
     }
 
     /// The local address. The C function is `getsockname`.
     public func localAddress() throws(URingError) -> SocketAddress {
-        try address(getsockname, "getsockname")
-    }
-
-    private func address(
-        _ call: (Int32, UnsafeMutablePointer<sockaddr>?, UnsafeMutablePointer<socklen_t>?) -> Int32, _ name: String
-    ) throws(URingError) -> SocketAddress {
-        var s = sockaddr_storage()
-        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let r = withUnsafeMutableBytes(of: &s) { call(rawValue, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), &len) }
-        guard r == 0 else { throw .socket(call: name, .current) }
-        guard let a = SocketAddress(storage: s) else { throw .socket(call: name, .invalidArgument) }
-        return a
+        try Syscall.address(of: rawValue, peer: false)
     }
 
     /// Closes the descriptor. The corresponding C function is `close`.
     public func close() {
-        _ = Glibc.close(rawValue)
+        Syscall.close(rawValue)
     }
 }

@@ -3,140 +3,33 @@ import STUN
 import TURN
 import URing
 
-// The per-packet path: one completion in, routed through the TURN tables,
-// out as a queued send. No heap allocation, no reference counting, no lock.
-//
-// Receive buffers are reference counted (see ReceiveBuffers): the dispatcher
-// holds one reference while it looks at a buffer, each queued send that
-// points into it holds another, and whoever drops the last one gives the
-// buffer back. A buffer from a UDP_GRO socket holds a train of equal-size
-// datagrams, walked one by one; each may go out in a different send.
+/// Where the answer to a client's request goes: the UDP listener socket it
+/// came in on, or the stream connection (TCP/TLS) it came over.
+enum ClientReply {
+    case datagram(Int32)
+    case stream(UInt32)
+}
+
+// The per-packet path: what a part received, routed through the TURN tables
+// to the part that sends it. No heap allocation, no reference counting, no
+// lock.
 extension Worker {
-    @inline(never)
-    mutating func dispatch(_ cqe: Completion, now: MonotonicTime) {
-        let ud = cqe.userData
-        switch ud.kind {
-        case .listenerReceive:
-            if let id = cqe.bufferID {
-                let h = ReceiveBuffers.handle(id: id, large: groClient)
-                buffers.took(h)
-                if cqe.result > 0 { fromClient(listener: Int(ud.slot), buffer: h, length: cqe.result, now: now) }
-                buffers.release(h)
-            }
-            if !multishot || !cqe.hasMore { receiveEnded(cqe, listener: Int(ud.slot)) }
-        case .relayReceive:
-            let live = relays.live(slot: ud.slot, generation: ud.generation)
-            if let id = cqe.bufferID {
-                let h = ReceiveBuffers.handle(id: id, large: groPeer)
-                buffers.took(h)
-                if cqe.result > 0, let s = live {
-                    fromPeer(relaySlot: Int(ud.slot), socket: s, buffer: h, length: cqe.result, now: now)
-                }
-                buffers.release(h)
-            }
-            if live != nil && (!multishot || !cqe.hasMore) {
-                if cqe.result == -ENOBUFS { counters.add(.enobufs) }
-                rearmRelays.append(ud)
-                pendingRearm = true
-            }
-        case .send:
-            sendCompleted(op: ud.slot, result: cqe.result)
-        case .streamReceive:
-            streamReceiveCompleted(cqe, now: now)
-        case .streamSend:
-            streamSendCompleted(cqe, now: now)
-        case .streamAccept:
-            acceptCompleted(cqe, listener: Int(ud.slot), now: now)
-        case .streamConnect:
-            connectCompleted(cqe, now: now)
-        case .relayAccept:
-            relayAcceptCompleted(cqe, now: now)
-        case .wake:
-            takeNewConfiguration()
-            takeNewTLSContext()
-            takeHandoffs(now: now)
-            checkStopRequest(now: now)
-        default:
-            break
-        }
-    }
-
-    mutating func receiveEnded(_ cqe: Completion, listener: Int) {
-        if cqe.result == -ENOBUFS { counters.add(.enobufs) }
-        rearmListeners[listener] = true
-        pendingRearm = true
-    }
-
-    /// What a receive delivered: the payload (one datagram, or a GRO train
-    /// of `segmentSize`-byte datagrams), with room before it for a header.
-    struct Received {
-        var payload: UnsafeMutableRawBufferPointer
-        var source: TransportAddress
-        /// 0 when the payload is one datagram.
-        var segmentSize: Int
-
-        /// The train's datagram starting at `offset` (the last may be shorter).
-        @inline(__always)
-        func datagram(at offset: Int) -> UnsafeMutableRawBufferPointer {
-            let n = min(segmentSize, payload.count - offset)
-            return UnsafeMutableRawBufferPointer(rebasing: payload[offset..<(offset + n)])
-        }
-    }
-
-    /// Multishot puts ~200 bytes of recvmsg header, address and control
-    /// before the payload; the single-shot path puts the payload at offset 0,
-    /// so it is moved up by `singleShotHeadroom` (the 5.19 path pays one memmove).
-    @inline(__always)
-    func received(buffer h: UInt16, length: Int32, header rh: borrowing ReceiveMessageHeader) -> Received? {
-        let base = buffers.base(h)
-        let message: ReceivedMessage
-        if multishot {
-            guard let m = rh.parseMultishot(buffer: base, length: length) else { return nil }
-            message = m
-        } else {
-            message = rh.parseSingleShot(buffer: base, length: length)
-        }
-        guard !message.isPayloadTruncated, message.payload.count > 0, let nameBase = message.name.baseAddress,
-            let source = TransportAddress(sockaddr: nameBase, length: message.name.count)
-        else { return nil }
-        if multishot {
-            var segment = 0
-            if h & ReceiveBuffers.largeFlag != 0, let s = message.groSegmentSize, s > 0, s < message.payload.count {
-                segment = s
-            }
-            return Received(payload: message.payload, source: source, segmentSize: segment)
-        }
-        let n = message.payload.count
-        guard n + Self.singleShotHeadroom <= buffers.size(h) else { return nil }
-        (base + Self.singleShotHeadroom).copyMemory(from: base, byteCount: n)
-        return Received(
-            payload: UnsafeMutableRawBufferPointer(start: base + Self.singleShotHeadroom, count: n), source: source,
-            segmentSize: 0)
-    }
-
-    /// Room kept before the payload on the single-shot path: the largest
-    /// Data-indication prefix (20 + 24 + 4 bytes), rounded up.
-    static var singleShotHeadroom: Int { 64 }
-
     @inline(__always)
     mutating func countTrain(_ r: Received) {
         counters.add(.groTrains)
-        counters.add(.groDatagrams, (r.payload.count + r.segmentSize - 1) / r.segmentSize)
+        counters.add(.groDatagrams, r.trainLength)
     }
 
     // MARK: Client → relay
 
     @inline(__always)
     mutating func fromClient(listener li: Int, buffer h: UInt16, length: Int32, now: MonotonicTime) {
-        let got =
-            multishot
-            ? received(buffer: h, length: length, header: header)
-            : received(buffer: h, length: length, header: singleShotHeaders![li])
+        let got = reactor.received(buffer: h, length: length, singleShotHeader: li)
         guard let r = got else {
             counters.add(.dropsTruncated)
             return
         }
-        let listener = listeners[li]
+        let listener = datagram.listeners[li]
         let fiveTuple = FiveTuple(client: r.source, server: listener.local, transport: .udp)
         if r.segmentSize == 0 {
             fromClient(datagram: r.payload, fiveTuple: fiveTuple, reply: .datagram(listener.fd), buffer: h, now: now)
@@ -182,52 +75,29 @@ extension Worker {
         }
         guard let (allocation, peer) = turn.routeChannelData(channel: frame.channelNumber, from: fiveTuple, now: now),
             let fd = relayFD(allocation, family: peer.ip.family),
-            turn.tables.admitBandwidth(allocation, bytes: frame.payload.count, now: now)
+            turn.admitToPeer(allocation, bytes: frame.payload.count, now: now)
         else {
             counters.add(.dropsNoRoute)
             return
         }
-        turn.tables.countToPeer(allocation, bytes: frame.payload.count)
         sendToPeer(fd: fd, peer: peer, bytes: frame.payload, buffer: h)
     }
 
     @inline(__always)
     mutating func sendToPeer(fd: Int32, peer: TransportAddress, bytes: UnsafeRawBufferPointer, buffer: UInt16?) {
-        guard let base = bytes.baseAddress else { return }
-        guard let h = buffer else {
-            // Bytes outside the receive buffers (a frame gathered from a
-            // stream): copied into the send's own scratch.
-            guard bytes.count <= SendBatcher.scratchSize else {
-                counters.add(.dropsTruncated)
-                return
-            }
-            if batcher.enqueueGenerated(fd: fd, to: peer, { out in
-                out.copyMemory(from: bytes)
-                return bytes.count
-            }) {
-                counters.add(.packetsToPeers)
-                counters.add(.bytesToPeers, bytes.count)
-            } else {
-                counters.add(.dropsNoSendOp)
-            }
-            return
-        }
-        if batcher.enqueue(fd: fd, to: peer, bytes: base, count: bytes.count, buffer: h) {
-            buffers.retain(h)
+        if datagram.sendToPeer(fd: fd, peer: peer, bytes: bytes, buffer: buffer, &reactor.buffers) {
             counters.add(.packetsToPeers)
             counters.add(.bytesToPeers, bytes.count)
         } else {
-            counters.add(.dropsNoSendOp)
+            counters.add(bytes.count > SendBatcher.scratchSize && buffer == nil ? .dropsTruncated : .dropsNoSendOp)
         }
     }
 
     /// The relay socket of `allocation` for a peer of `family`.
     @inline(__always)
     func relayFD(_ allocation: AllocationID, family: IPAddress.Family) -> Int32? {
-        guard let r = turn.tables.relays(of: allocation) else { return nil }
-        guard let endpoint = family == .v4 ? r.v4 : r.v6 else { return nil }
-        let fd = relays.fd(ofHandle: endpoint.handle)
-        return fd >= 0 ? fd : nil
+        guard let endpoint = turn.relayEndpoint(of: allocation, family: family) else { return nil }
+        return datagram.relayFD(endpoint)
     }
 
     /// STUN from a client: Send indications are data path (forwarded from the
@@ -241,13 +111,12 @@ extension Worker {
         }
         let outcome = turn.handleSTUN(
             UnsafeRawBufferPointer(payload), from: fiveTuple, now: now, unixTime: Int64(time(nil)),
-            response: response, relays: &relays)
+            response: response, relays: &datagram.relays)
         switch outcome.effect {
         case .sendToPeer(let allocation, let peer, let range, _):
             if let fd = relayFD(allocation, family: peer.ip.family),
-                turn.tables.admitBandwidth(allocation, bytes: range.count, now: now)
+                turn.admitToPeer(allocation, bytes: range.count, now: now)
             {
-                turn.tables.countToPeer(allocation, bytes: range.count)
                 sendToPeer(fd: fd, peer: peer, bytes: UnsafeRawBufferPointer(rebasing: payload[range]), buffer: h)
             } else {
                 counters.add(.dropsNoRoute)
@@ -265,8 +134,8 @@ extension Worker {
             if removed.relayTransport == .tcp { closeConnectionsOfRemovedAllocations() }
         case .dropped:
             counters.add(.dropsMalformed)
-        case .none:
-            break
+        case .none, .tcpRelay:
+            break  // RFC 6062 effects are applied after the response
         }
         if outcome.responseLength > 0 {
             counters.add(.stunRequests)
@@ -279,8 +148,8 @@ extension Worker {
         // RFC 6062, after the response (ConnectionBind's goes out before
         // the connection turns into a data connection).
         if let effect = outcome.tcpRelay { tcpRelayEffect(effect, reply: reply, now: now) }
-        armNewRelays()
-        cancelClosedRelays()
+        datagram.armNewRelays(&reactor)
+        datagram.cancelClosedRelays(&reactor)
     }
 
     /// Counts an error response by code and logs it, at most one line a
@@ -328,10 +197,8 @@ extension Worker {
     mutating func fromPeer(
         relaySlot: Int, socket: RelaySockets.Slot, buffer h: UInt16, length: Int32, now: MonotonicTime
     ) {
-        let got =
-            multishot
-            ? received(buffer: h, length: length, header: header)
-            : received(buffer: h, length: length, header: singleShotHeaders![listeners.count + relaySlot])
+        let got = reactor.received(
+            buffer: h, length: length, singleShotHeader: datagram.listeners.count + relaySlot)
         guard let r = got else {
             counters.add(.dropsTruncated)
             return
@@ -404,7 +271,7 @@ extension Worker {
                 length = header + count
                 // The padding goes in place too when the buffer has room after
                 // the payload; otherwise it comes from the batcher's zeros.
-                if base + count + padding <= buffers.base(h) + buffers.size(h) {
+                if base + count + padding <= reactor.buffers.base(h) + reactor.buffers.size(h) {
                     (base + count).initializeMemory(as: UInt8.self, repeating: 0, count: padding)
                     length += padding
                     padding = 0
@@ -434,16 +301,15 @@ extension Worker {
                 payloadCount: payloadCount)
             return
         }
-        guard let listenerFD = listenerFD(for: client.server) else {
+        guard let listenerFD = datagram.listenerFD(for: client.server) else {
             counters.add(.dropsNoRoute)
             return
         }
-        turn.tables.countToClient(allocation, bytes: payloadCount)
-        if batcher.enqueue(
-            fd: listenerFD, to: client.client, prefix: prefix, prefixLength: prefixLength, bytes: bytes, count: count,
-            padding: padding, buffer: h)
+        turn.countToClient(allocation, bytes: payloadCount)
+        if datagram.sendToClient(
+            fd: listenerFD, client: client.client, prefix: prefix, prefixLength: prefixLength, bytes: bytes,
+            count: count, padding: padding, buffer: h, &reactor.buffers)
         {
-            buffers.retain(h)
             counters.add(.packetsToClients)
             counters.add(.bytesToClients, prefixLength + count + padding)
         } else {
@@ -456,19 +322,9 @@ extension Worker {
     mutating func replyToClient(_ reply: ClientReply, _ client: TransportAddress, _ message: UnsafeRawBufferPointer) {
         switch reply {
         case .datagram(let fd):
-            let ok = batcher.enqueueGenerated(fd: fd, to: client) { out in
-                out.copyMemory(from: message)
-                return message.count
-            }
-            if !ok { counters.add(.dropsNoSendOp) }
+            if !datagram.reply(fd: fd, to: client, message) { counters.add(.dropsNoSendOp) }
         case .stream(let slot):
             _ = streamQueue(slot, prefix: nil, prefixLength: 0, bytes: message.baseAddress!, count: message.count)
         }
-    }
-
-    @inline(__always)
-    func listenerFD(for local: TransportAddress) -> Int32? {
-        for i in 0..<listeners.count where listeners[i].local == local { return listeners[i].fd }
-        return nil
     }
 }

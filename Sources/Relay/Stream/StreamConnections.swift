@@ -288,12 +288,3 @@ struct StreamConnections: ~Copyable {
 
     mutating func clearDirty(_ slot: UInt32) { isDirty[Int(slot)] = false }
 }
-
-extension UserData.Kind {
-    /// A multishot ACCEPT on a stream listener; slot = stream listener index.
-    static var streamAccept: UserData.Kind { UserData.Kind(rawValue: 5) }
-    /// A RECV on a client connection; slot, generation = the connection's.
-    static var streamReceive: UserData.Kind { UserData.Kind(rawValue: 6) }
-    /// A SEND on a client connection; slot, generation = the connection's.
-    static var streamSend: UserData.Kind { UserData.Kind(rawValue: 7) }
-}

@@ -3,9 +3,10 @@ import TURN
 import URing
 
 /// What the engine's controlling thread shares with one worker: the stop
-/// request, the waker that interrupts the worker's wait, and the counters the
-/// worker publishes once a second. Everything here is an atomic or immutable;
-/// the worker reads `stopRequest` only when woken or on its tick.
+/// request, the waker that interrupts the worker's wait, the worker's inbox
+/// (control-plane messages: reloads, connections handed over by other
+/// workers) and the counters the worker publishes once a second. The worker
+/// reads `stopRequest` and its inbox only when woken or on its tick.
 final class WorkerControl: Sendable {
     let index: Int
     /// 0: run; 1: drain (refuse new allocations, stop when none are left or
@@ -17,15 +18,8 @@ final class WorkerControl: Sendable {
     let startResult = Mutex<StartResult?>(nil)
     let waker = Mutex<Waker?>(nil)
     let counters = PublishedCounters()
-    /// A new TURN configuration (users, secrets, peer policy) waiting for the
-    /// worker to take at its next wake-up; see `Engine.reload`.
-    let pendingConfiguration = Mutex<TURNConfiguration?>(nil)
-    /// A new certificate and key for the TLS listeners, taken the same way;
-    /// connections already open keep the one they started with.
-    let pendingTLS = Mutex<TLSServerContext?>(nil)
-    /// Client connections other workers passed here (RFC 6062 ConnectionBind
-    /// for a CONNECTION-ID this worker issued); taken at the next wake-up.
-    let handoffs = Mutex<[StreamHandoff]>([])
+    /// Messages for the worker, taken at its next wake-up (ControlQueue.swift).
+    let inbox = ControlQueue<WorkerMessage>(capacity: 1024)
 
     enum StartResult: Sendable {
         case running
@@ -41,14 +35,12 @@ final class WorkerControl: Sendable {
         waker.withLock { $0?.wake() }
     }
 
-    func offer(_ configuration: TURNConfiguration) {
-        pendingConfiguration.withLock { $0 = configuration }
+    /// Queues `message` for the worker and wakes it; false when its inbox is full.
+    @discardableResult
+    func send(_ message: WorkerMessage) -> Bool {
+        guard inbox.send(message) else { return false }
         waker.withLock { $0?.wake() }
-    }
-
-    func offer(_ tls: TLSServerContext) {
-        pendingTLS.withLock { $0 = tls }
-        waker.withLock { $0?.wake() }
+        return true
     }
 
     /// Asks for a drain unless a stop is already under way.
@@ -57,6 +49,18 @@ final class WorkerControl: Sendable {
         _ = stopRequest.compareExchange(expected: Self.run, desired: Self.drain, ordering: .releasing)
         waker.withLock { $0?.wake() }
     }
+}
+
+/// What the control plane (or another worker) asks of a worker.
+enum WorkerMessage: Sendable {
+    /// A new TURN configuration (users, secrets, peer policy); see `Engine.reload`.
+    case configuration(TURNConfiguration)
+    /// A new certificate and key for the TLS listeners; connections already
+    /// open keep the one they started with.
+    case tls(TLSServerContext)
+    /// A client connection whose ConnectionBind names a CONNECTION-ID this
+    /// worker issued (RFC 6062), moved here by the worker that accepted it.
+    case handoff(StreamHandoff)
 }
 
 /// Per-worker counters: the worker keeps plain integers it alone writes
@@ -102,4 +106,7 @@ struct WorkerCounters: ~Copyable {
 
     @inline(__always)
     mutating func add(_ f: Field, _ n: Int = 1) { storage[f.rawValue] &+= UInt64(n) }
+
+    /// Sets a counter kept elsewhere (the reactor's SQ-full count).
+    mutating func set(_ f: Field, _ n: Int) { storage[f.rawValue] = UInt64(n) }
 }

@@ -302,16 +302,3 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
         }
     }
 }
-
-extension UserData.Kind {
-    /// A receive on a client-facing listener socket; slot = listener index.
-    static var listenerReceive: UserData.Kind { UserData.Kind(rawValue: 1) }
-    /// A receive on a relay socket; slot = relay slot, generation = its generation.
-    static var relayReceive: UserData.Kind { UserData.Kind(rawValue: 2) }
-    /// A SENDMSG; slot = send operation.
-    static var send: UserData.Kind { UserData.Kind(rawValue: 3) }
-    /// Cancels and other bookkeeping whose completion needs nothing.
-    static var housekeeping: UserData.Kind { UserData.Kind(rawValue: 4) }
-    /// A multishot ACCEPT on a TCP relay listener (RFC 6062); slot, generation = the relay slot's.
-    static var relayAccept: UserData.Kind { UserData.Kind(rawValue: 8) }
-}

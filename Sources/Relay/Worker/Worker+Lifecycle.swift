@@ -1,0 +1,114 @@
+import Glibc
+import STUN
+import TURN
+import URing
+
+// The worker's bookkeeping around the packet path: the 1 s tick (expiry),
+// control-plane messages (reload, hand-offs), draining and shutdown. See
+// Worker.swift for the loop and Worker+Routing.swift for the per-packet path.
+extension Worker {
+    func logRemoved(_ removed: RemovedAllocation, why: String) {
+        let c = removed.counters
+        let relayed = [removed.relayV4, removed.relayV6].compactMap { $0?.address.description }.joined(separator: " ")
+        log(
+            .info,
+            "allocation \(why): client \(removed.fiveTuple.client) via \(removed.fiveTuple.server) user \(removed.username) relay \(relayed) id \(removed.id.slot).\(removed.id.generation) "
+                + "to-peer \(c.packetsToPeer) pkts/\(c.bytesToPeer) B, to-client \(c.packetsToClient) pkts/\(c.bytesToClient) B")
+    }
+
+    // MARK: Timers and shutdown
+
+    mutating func tick(now: MonotonicTime) {
+        datagram.relays.nowSeconds = now.seconds
+        datagram.relays.expireReservations()
+        while let removed = turn.nextExpired(now: now) {
+            closeRelays(of: removed)
+            counters.add(.allocationsExpired)
+            logRemoved(removed, why: "expired")
+        }
+        datagram.cancelClosedRelays(&reactor)
+        if stream.connections.capacity > 0 {
+            streamTick(now: now)
+            if turn.configuration.tcpRelay { tcpRelayTick(now: now) }
+        }
+        if datagram.needsRearm || stream.needsRearm { rearmReceives() }
+        if stream.connections.dirtyCount > 0 { flushStreams() }
+        flushSubmissions()
+        counters.set(.sqFull, reactor.sqFullEvents)
+        control.counters.publish(counters)
+        checkStopRequest(now: now)
+    }
+
+    /// Closes the relay sockets of an allocation the TURN tables removed.
+    mutating func closeRelays(of removed: RemovedAllocation) {
+        if let e = removed.relayV4 { datagram.relays.closeRelay(e) }
+        if let e = removed.relayV6 { datagram.relays.closeRelay(e) }
+    }
+
+    /// Takes what the control plane and other workers sent (ControlQueue.swift).
+    mutating func takeControlMessages(now: MonotonicTime) {
+        while let message = control.inbox.receive() {
+            switch message {
+            case .configuration(let new):
+                // The tables keep their sizes (fixed at start) and every allocation.
+                turn.reconfigure(new)
+                log(.info, "worker \(index): new configuration in force")
+            case .tls(let new):
+                stream.tlsContext = new
+                if index == 0 { log(.info, "TLS: new certificate \(new.certificateFile) in force for new connections") }
+            case .handoff(let h):
+                takeHandoff(h, now: now)
+            }
+        }
+    }
+
+    mutating func checkStopRequest(now: MonotonicTime) {
+        switch control.stopRequest.load(ordering: .acquiring) {
+        case WorkerControl.stopNow:
+            stopping = true
+        case WorkerControl.drain:
+            if !draining { log(.info, "worker \(index): draining \(turn.allocationCount) allocations") }
+            draining = true
+            if turn.allocationCount == 0 || now.nanoseconds >= control.drainDeadline.load(ordering: .relaxed) {
+                stopping = true
+            }
+        default:
+            break
+        }
+    }
+
+    /// While draining, an Allocate request is answered 508 without reaching
+    /// the state machine. Returns true when it answered.
+    mutating func refuseWhileDraining(_ packet: UnsafeRawBufferPointer, to client: TransportAddress, reply: ClientReply)
+        -> Bool
+    {
+        guard let request = try? STUNMessage(parsing: packet), request.method == .allocate,
+            request.messageClass == .request
+        else { return false }
+        let n: Int
+        do throws(STUNError) {
+            var e = try STUNEncoder(
+                into: response, method: .allocate, class: .errorResponse, transactionID: request.transactionID)
+            try e.appendErrorCode(508, reason: "Server Shutting Down")
+            n = e.count
+        } catch {
+            return false
+        }
+        replyToClient(reply, client, UnsafeRawBufferPointer(rebasing: response[0..<n]))
+        return true
+    }
+
+    mutating func shutdown() {
+        closeAllStreams()
+        counters.set(.sqFull, reactor.sqFullEvents)
+        control.counters.publish(counters)
+        let perBatch = Double(counters[.completions]) / Double(max(1, counters[.batches]))
+        let perSend = Double(counters[.datagramsSent]) / Double(max(1, counters[.sendCalls]))
+        log(
+            .info,
+            "worker \(index): stopping; \(datagram.relays.openCount) relay sockets open; relayed \(counters[.packetsToPeers]) to peers, \(counters[.packetsToClients]) to clients; "
+                + "\(oneDecimal(perBatch)) CQEs per batch, \(oneDecimal(perSend)) datagrams per send, "
+                + "\(counters[.gsoSends]) GSO sends, \(counters[.enobufs]) ENOBUFS, \(counters[.receiveRearms]) re-arms, "
+                + "drops: no route \(counters[.dropsNoRoute]), no send op \(counters[.dropsNoSendOp]), send error \(counters[.dropsSendError]), malformed \(counters[.dropsMalformed])")
+    }
+}

@@ -1,0 +1,220 @@
+import Glibc
+import STUN
+import TURN
+import URing
+
+/// One worker: a thread that owns one of each part and its TURN tables.
+/// Nothing here is shared with other workers, so the packet path takes no
+/// lock. The parts (docs/architecture.md has the map):
+///
+/// - `reactor` (Reactor/): the io_uring and its receive buffers; every
+///   operation goes through it, and it never loses one to a full SQ.
+/// - `datagram` (Datagram/): UDP listeners, relay sockets, the send batcher.
+/// - `stream` (Stream/): TCP/TLS listeners and connections, TLS sessions,
+///   send queues and limits.
+/// - `tcpRelay` (TCPRelay/): RFC 6062 connections moving between workers.
+/// - `turn`: the TURN state machine and its tables (the TURN module).
+///
+/// The worker routes: each completion goes to the part that owns its kind
+/// (Worker+Dispatch.swift), and what a part received is routed through the
+/// TURN tables to the part that sends it (Worker+Routing.swift).
+///
+/// The loop: wait for completions (at most until the next 1 s tick), copy
+/// them out, dispatch each (receive → route → queue a send; send done →
+/// recycle its buffers), then flush the queued sends as GSO batches, hand
+/// recycled buffers back, re-arm receives that ended, and submit — one
+/// `io_uring_enter` per batch.
+///
+/// Per packet: no heap allocation, no reference counting, no lock. The
+/// worker is a ~Copyable struct living on its thread's stack; its tables are
+/// preallocated; classes (the control block, the waker) are touched only on
+/// wake-ups and ticks.
+struct Worker: ~Copyable {
+    let index: Int
+    let control: WorkerControl
+    /// Every worker's control block, this one's included (handing a
+    /// connection to another worker; control path only).
+    let siblings: [WorkerControl]
+    let log: EngineLog
+    var reactor: Reactor
+    var datagram: DatagramPart
+    var stream: StreamPart
+    var tcpRelay: TCPRelayPart
+    var turn: TURNServer
+    var counters = WorkerCounters()
+    /// Response scratch for the control path (a STUN response fits in 548 bytes).
+    let response: UnsafeMutableRawBufferPointer
+    /// Transaction IDs of the Data indications this worker makes.
+    var transactionCounter: UInt64
+    var nextTick: UInt64 = 0
+    /// `--batch-wait-us` (zero: wake for the first completion) and how many
+    /// completions a batch wait asks for.
+    let batchWait: Duration
+    let batchMinComplete: Int
+    var stopping = false
+    /// Draining: new Allocate requests get 508; stop when no allocation is left.
+    var draining = false
+    /// Refused requests are logged at most once a second per worker.
+    var lastRefusalLog: UInt64 = 0
+    var suppressedRefusals = 0
+    /// Monotonic seconds at the last wake-up.
+    var nowSeconds: UInt32 = 0
+
+    /// Size of a GRO train buffer: the most one coalesced receive can carry.
+    static let largeBufferSize = 65_536 + 512
+
+    init(
+        index: Int, config: EngineConfig, turnConfig: TURNConfiguration, quotas: AllocationQuotas,
+        control: WorkerControl, siblings: [WorkerControl], log: @escaping EngineLog
+    ) throws(EngineError) {
+        var options = RingOptions()
+        options.submissionEntries = config.sqEntries
+        options.completionEntries = config.cqEntries
+        if config.noDeferTaskrun { options.highestRung = .singleIssuerCoopTaskrun }
+        if config.noSingleIssuer { options.highestRung = .coopTaskrun }
+        options.allowMultishotReceive = !config.singleShotReceive
+        if config.simulateRingFailure {
+            throw EngineError(
+                "io_uring unavailable (simulated by --simulate-io-uring-failure): "
+                    + URingError.explainUnavailable(.notPermitted))
+        }
+        var ring: Ring
+        do { ring = try Ring(options: options) } catch {
+            throw EngineError("worker \(index): cannot set up io_uring: \(error)")
+        }
+        let features: KernelFeatures
+        do { features = try KernelFeatures.probe(options: options) } catch {
+            throw EngineError("worker \(index): io_uring probe failed: \(error)")
+        }
+        let anyGRO = config.groClient || config.groPeer
+        let largeCount = anyGRO ? config.groBuffers : 2
+        let largeSize = anyGRO ? Self.largeBufferSize : 4096
+        let buffers: ReceiveBuffers
+        do {
+            buffers = try ReceiveBuffers(
+                ring: &ring, smallCount: config.buffers, smallSize: config.bufferSize, largeCount: largeCount,
+                largeSize: largeSize)
+        } catch {
+            throw EngineError(
+                "worker \(index): cannot register receive buffers (\(config.buffers) × \(config.bufferSize) B, \(largeCount) × \(largeSize) B): \(error). \(error.explanation)")
+        }
+        let waker: Waker
+        do { waker = try ring.makeWaker() } catch { throw EngineError("worker \(index): eventfd: \(error)") }
+        let relayCapacity = turnConfig.limits.maxAllocations * 2
+        let slice = PortRange.slice(min: config.minPort, max: config.maxPort, workers: config.workers, index: index)
+        // The parts bind their listeners; one that fails closes what it
+        // bound, and the parts made before it close theirs as they go.
+        let datagram = try DatagramPart(config: config, relayCapacity: relayCapacity, ports: slice, workerIndex: index)
+        let stream = try StreamPart(config: config, maxAllocations: turnConfig.limits.maxAllocations, workerIndex: index)
+        // The backlog can hold, without growing, every operation the worker
+        // can have waiting at once in ordinary overload: a receive per
+        // socket, every send operation, and a receive and a send per connection.
+        let backlogCapacity =
+            datagram.datagramSockets + config.sendOperations + 2 * stream.connections.capacity
+            + stream.listeners.count
+        reactor = Reactor(
+            ring: ring, buffers: buffers, multishot: features.useMultishotReceive,
+            datagramSockets: datagram.datagramSockets, maxBatch: config.maxBatch, backlogCapacity: backlogCapacity)
+        self.datagram = datagram
+        self.stream = stream
+        tcpRelay = TCPRelayPart(workers: config.workers)
+        control.waker.withLock { $0 = waker }
+        self.index = index
+        self.control = control
+        self.siblings = siblings
+        batchWait = .microseconds(config.batchWaitMicroseconds)
+        batchMinComplete = max(2, config.maxBatch / 4)
+        self.log = log
+        turn = TURNServer(configuration: turnConfig, quotas: quotas, now: Self.monotonicNow())
+        if tcpRelay.tagBits > 0 { turn.setConnectionIDTag(UInt32(index), bits: tcpRelay.tagBits) }
+        response = .allocate(byteCount: 2048, alignment: 8)
+        transactionCounter = UInt64(index + 1) &* 0x9E37_79B9_7F4A_7C15
+        if index == 0 { log(.info, "io_uring: \(features)") }
+    }
+
+    deinit {
+        response.deallocate()
+    }
+
+    static func monotonicNow() -> MonotonicTime {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return MonotonicTime(nanoseconds: UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec))
+    }
+
+    // MARK: The loop
+
+    mutating func run() {
+        for i in 0..<datagram.listeners.count { datagram.armListener(i, &reactor) }
+        for i in 0..<stream.listeners.count { armStreamListener(i) }
+        flushSubmissions()
+        var now = Self.monotonicNow()
+        nextTick = now.nanoseconds + 1_000_000_000
+        // --batch-wait-us: while traffic flows, wait for a batch of
+        // completions (or the wait) rather than wake for each one. After a
+        // wake with nothing (idle), the next wait blocks for the first
+        // completion again, so an idle worker does not spin.
+        var busy = false
+        while !stopping {
+            var wait = Duration.nanoseconds(Int64(nextTick &- min(nextTick, now.nanoseconds)))
+            var minComplete = 1
+            if busy && batchWait > .zero {
+                wait = min(wait, batchWait)
+                minComplete = batchMinComplete
+            }
+            do { try reactor.wait(minComplete: minComplete, timeout: wait) } catch {
+                log(.error, "worker \(index): io_uring_enter failed: \(error)")
+                break
+            }
+            now = Self.monotonicNow()
+            nowSeconds = now.seconds
+            busy = false
+            // Drain what is ready, a bounded batch at a time, so sends are
+            // flushed at least every `maxBatch` completions.
+            while true {
+                let n = reactor.reap()
+                if n == 0 { break }
+                busy = true
+                counters.add(.completions, n)
+                counters.add(.batches)
+                for i in 0..<n { dispatch(reactor.completions[i], now: now) }
+                finishBatch()
+                if n < reactor.completions.count { break }
+            }
+            if now.nanoseconds >= nextTick {
+                tick(now: now)
+                nextTick = now.nanoseconds + 1_000_000_000
+            }
+        }
+        shutdown()
+    }
+
+    /// End of a CQE batch: flush sends as GSO groups, give recycled buffers
+    /// back to the kernel, re-arm receives that ended, submit.
+    @inline(__always)
+    mutating func finishBatch() {
+        counters.add(.sendCalls, datagram.flushSends(&reactor))
+        if stream.connections.dirtyCount > 0 { flushStreams() }
+        reactor.buffers.publish()
+        if datagram.needsRearm || stream.needsRearm { rearmReceives() }
+        flushSubmissions()
+    }
+
+    /// Submits what the parts queued (the reactor's backlog first).
+    @inline(__always)
+    mutating func flushSubmissions() {
+        reactor.flush()
+    }
+
+    /// Re-arms the receives and accepts that ended.
+    mutating func rearmReceives() {
+        if stream.needsRearm { rearmStreamListeners() }
+        if datagram.needsRearm { counters.add(.receiveRearms, datagram.rearm(&reactor)) }
+    }
+}
+
+/// `x` with one decimal, without Foundation's formatter.
+func oneDecimal(_ x: Double) -> String {
+    let tenths = Int((x * 10).rounded())
+    return "\(tenths / 10).\(tenths % 10)"
+}
