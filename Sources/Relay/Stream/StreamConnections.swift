@@ -17,13 +17,21 @@ import URing
 /// That bounds what a slow reader can cost: `outboxCapacity` bytes.
 struct StreamConnection {
     /// What the bytes on a connection are.
-    enum Role: UInt8 {
+    enum Role: UInt8, CustomStringConvertible {
         /// A TURN client: STUN messages and ChannelData (RFC 8656 §3.1).
         case client
         /// RFC 6062: a TCP connection to a peer from a relayed address.
         case peer
         /// RFC 6062: a client's data connection after ConnectionBind.
         case clientData
+
+        var description: String {
+            switch self {
+            case .client: "client"
+            case .peer: "peer"
+            case .clientData: "client data"
+            }
+        }
     }
 
     /// -1: the slot is free.
@@ -34,25 +42,29 @@ struct StreamConnection {
     /// The allocation made over this connection (its 5-tuple's), if any.
     var allocation: AllocationID?
 
-    // RFC 6062 data connections (role .peer or .clientData): raw bytes
-    // relayed to and from `partner`; `inbox` holds what the partner could not
-    // take yet, and no receive is armed until it is empty again (so a slow
-    // reader on one side slows the sender on the other: TCP back-pressure).
+    // RFC 6062 data connections (role .peer or .clientData): raw bytes,
+    // relayed to and from the other side of their pair (TCPRelay/DataPairs,
+    // entry `pair`); `inbox` holds what the other side could not take yet,
+    // and no receive is armed until it is empty again (so a slow reader on
+    // one side slows the sender on the other: TCP back-pressure).
     var role = Role.client
-    /// The TCP allocation a peer connection belongs to.
-    var relayAllocation = AllocationID(slot: 0, generation: 0)
-    var connectionID: UInt32 = 0
-    var partner: UInt32 = .max
-    var partnerGeneration: UInt32 = 0
-    /// A CONNECT to the peer is in flight.
-    var connecting = false
+    /// The data pair this connection is a side of (.max: none).
+    var pair: UInt32 = .max
     /// Close once the outbox has been sent (the partner ended).
     var closeWhenDrained = false
     /// Moving to another worker once its send in flight completes: read nothing more.
     var handingOff = false
     var inbox: UnsafeMutableRawPointer? = nil
     var inboxCapacity = 0
+    /// Bytes held: `inbox[inboxRead..<inboxCount]` are not consumed yet.
     var inboxCount = 0
+    var inboxRead = 0
+
+    // The receive being cut into frames (`StreamPart.nextFrame`): the bytes
+    // of receive buffer `pendingBuffer` not looked at yet (ciphertext over TLS).
+    var pending: UnsafeMutableRawPointer? = nil
+    var pendingCount = 0
+    var pendingBuffer: UInt16 = 0
 
     var outbox: UnsafeMutableRawPointer? = nil
     var outboxCapacity = 0
@@ -195,22 +207,6 @@ struct StreamConnections: ~Copyable {
             n += 1
         }
         return n
-    }
-
-    /// The open peer connection with this CONNECTION-ID (a linear walk: the control path).
-    func peerConnection(_ connectionID: UInt32) -> UInt32? {
-        for i in 0..<capacity
-        where slots[i].fd >= 0 && slots[i].role == .peer && slots[i].connectionID == connectionID {
-            return UInt32(i)
-        }
-        return nil
-    }
-
-    /// The open partner of a data connection, if it still is.
-    func partner(of slot: UInt32) -> UInt32? {
-        let c = slots[Int(slot)]
-        guard c.partner != .max, isOpen(c.partner, generation: c.partnerGeneration) else { return nil }
-        return c.partner
     }
 
     /// Gives up a connection whose descriptor now belongs to another worker:

@@ -19,9 +19,38 @@ struct StreamListener {
 /// The worker's TURN-over-TCP/TLS side (RFC 8656 §3.1): its stream
 /// listeners, the connection table (client connections and RFC 6062 data
 /// connections), the TLS context, the limits, and the scratch TLS needs.
-/// The code that drives it is in Worker+StreamReceive.swift and
-/// Worker+StreamSend.swift; everything it holds is in here.
+///
+/// It owns the connections and everything done to them: accepting
+/// (StreamPart+Accept), cutting received bytes into frames
+/// (StreamPart+Frames), queueing and sending (StreamPart+Send), closing and
+/// the timers (StreamPart+Close). What it cannot decide alone it hands to the
+/// worker: frames, pulled one at a time with `nextFrame` and routed through
+/// TURN; and `events` (a connection closed, one is ready to move to another
+/// worker), drained by the worker after each call.
 struct StreamPart: ~Copyable {
+    /// What the worker must act on after a call into the part.
+    enum Event {
+        /// A connection was closed (already logged, shut down and closed):
+        /// its allocation or its data pair ends with it.
+        case closed(ClosedConnection)
+        /// A connection marked for hand-off has no send in flight any more.
+        case readyToHandOff(UInt32)
+        /// An operation of a closed connection to cancel (its receive).
+        case cancel(UserData)
+    }
+
+    /// What is left of a closed connection for the worker.
+    struct ClosedConnection {
+        var slot: UInt32
+        var generation: UInt32
+        var fiveTuple: FiveTuple
+        var role: StreamConnection.Role
+        /// The allocation made over it (client connections).
+        var allocation: AllocationID?
+        /// Its data pair (RFC 6062), or .max.
+        var pair: UInt32
+    }
+
     struct Limits {
         var perSource: Int
         var idleSeconds: Int
@@ -44,9 +73,19 @@ struct StreamPart: ~Copyable {
     var lastRefusalLog: UInt64 = 0
     /// A listener's accept ended and waits to be armed again.
     var needsRearm = false
+    /// Monotonic seconds at the worker's last wake-up.
+    var nowSeconds: UInt32 = 0
+    /// Events for the worker, oldest first (room for one per connection
+    /// reserved at start; the worker empties it after every call).
+    var events: [Event] = []
+    let counters: CounterView
+    let log: EngineLog
+    let workerIndex: Int
 
     /// Binds every TCP and TLS listening address (SO_REUSEPORT).
-    init(config: EngineConfig, maxAllocations: Int, workerIndex: Int) throws(EngineError) {
+    init(
+        config: EngineConfig, maxAllocations: Int, workerIndex: Int, counters: CounterView, log: @escaping EngineLog
+    ) throws(EngineError) {
         let addresses = config.tcpListen.map { ($0, false) } + config.tlsListen.map { ($0, true) }
         let bound = UnsafeMutableBufferPointer<StreamListener>.allocate(capacity: addresses.count)
         for (i, (address, tls)) in addresses.enumerated() {
@@ -71,6 +110,10 @@ struct StreamPart: ~Copyable {
         let tlsScratch = config.tlsListen.isEmpty ? 64 : StreamFraming.maxFrameLength + 64
         plainScratch = .allocate(byteCount: tlsScratch, alignment: 16)
         cipherScratch = .allocate(byteCount: config.tlsListen.isEmpty ? 64 : 20_480, alignment: 16)
+        events.reserveCapacity(connections.capacity + 16)
+        self.counters = counters
+        self.log = log
+        self.workerIndex = workerIndex
     }
 
     deinit {
@@ -94,5 +137,32 @@ struct StreamPart: ~Copyable {
     mutating func noteAllocation(_ allocation: AllocationID, madeOver slot: UInt32) {
         connections.slots[Int(slot)].allocation = allocation
         allocationStream[Int(allocation.slot)] = slot
+    }
+
+    /// The allocation is gone (deleted or expired): its connection has none
+    /// now, and is closed when idle for `limits.idleSeconds`.
+    mutating func allocationGone(_ allocation: AllocationID) {
+        if let slot = connection(of: allocation) { connections.slots[Int(slot)].allocation = nil }
+    }
+
+    /// The connection in `slot` (a copy, for the worker's decisions).
+    @inline(__always)
+    subscript(_ slot: UInt32) -> StreamConnection { connections.slots[Int(slot)] }
+
+    /// Where a CONNECT from `slot` keeps its peer address (the kernel reads
+    /// it until the completion, so it lives in the table, not on the stack).
+    func connectAddress(_ slot: UInt32) -> UnsafeMutablePointer<sockaddr_storage> {
+        connections.connectAddresses + Int(slot)
+    }
+
+    func isOpen(_ slot: UInt32, generation: UInt32) -> Bool { connections.isOpen(slot, generation: generation) }
+
+    /// How a connection is named in the log: its client, or its peer.
+    func name(_ c: StreamConnection) -> String {
+        switch c.role {
+        case .client: "connection \(c.fiveTuple.client) \(c.fiveTuple.transport == .tls ? "TLS" : "TCP")"
+        case .peer: "peer connection \(c.fiveTuple.client) on \(c.fiveTuple.server)"
+        case .clientData: "client data connection \(c.fiveTuple.client) \(c.fiveTuple.transport == .tls ? "TLS" : "TCP")"
+        }
     }
 }

@@ -15,12 +15,13 @@ struct StreamHandoff: @unchecked Sendable {
     var unsent: [UInt8]
 }
 
-/// The worker's RFC 6062 state beyond the connection table: how
-/// CONNECTION-IDs name the worker that issued them, and connections
-/// waiting for their last send before they move to that worker.
-/// The data connections themselves are stream connections
-/// (Stream/StreamConnections.swift); the code is in Worker+TCPRelay.swift.
+/// The worker's RFC 6062 state: the data pairs (a peer connection and,
+/// once bound, the client's data connection), how CONNECTION-IDs name the
+/// worker that issued them, and connections waiting for their last send
+/// before they move to that worker. The connections themselves are stream
+/// connections (Stream/); the code joining both is Worker+TCPRelay.swift.
 struct TCPRelayPart: ~Copyable {
+    var pairs: DataPairs
     /// Bits at the top of a CONNECTION-ID that name the worker that issued it.
     let tagBits: Int
     /// Connections waiting for their last send before moving to the worker
@@ -30,7 +31,8 @@ struct TCPRelayPart: ~Copyable {
     /// A CONNECT not finished after this long is cancelled (the client gets 447).
     static var connectTimeoutSeconds: Int { 30 }
 
-    init(workers: Int) {
+    init(workers: Int, connections: Int) {
+        pairs = DataPairs(capacity: connections)
         tagBits = workers <= 1 ? 0 : Int.bitWidth - (workers - 1).leadingZeroBitCount
     }
 

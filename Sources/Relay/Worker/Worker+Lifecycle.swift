@@ -23,6 +23,7 @@ extension Worker {
         datagram.relays.expireReservations()
         while let removed = turn.nextExpired(now: now) {
             closeRelays(of: removed)
+            stream.allocationGone(removed.id)
             counters.add(.allocationsExpired)
             logRemoved(removed, why: "expired")
         }

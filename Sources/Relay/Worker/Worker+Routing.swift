@@ -130,6 +130,7 @@ extension Worker {
                 "allocation created: client \(fiveTuple.client) via \(fiveTuple.server) user \(turn.username(of: allocation) ?? "?") relay \(relayed) id \(allocation.slot).\(allocation.generation)")
         case .allocationDeleted(let removed):
             counters.add(.allocationsDeleted)
+            stream.allocationGone(removed.id)
             logRemoved(removed, why: "deleted")
             if removed.relayTransport == .tcp { closeConnectionsOfRemovedAllocations() }
         case .dropped:

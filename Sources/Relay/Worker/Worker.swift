@@ -41,7 +41,7 @@ struct Worker: ~Copyable {
     var stream: StreamPart
     var tcpRelay: TCPRelayPart
     var turn: TURNServer
-    var counters = WorkerCounters()
+    var counters: WorkerCounters
     /// Response scratch for the control path (a STUN response fits in 548 bytes).
     let response: UnsafeMutableRawBufferPointer
     /// Transaction IDs of the Data indications this worker makes.
@@ -105,7 +105,10 @@ struct Worker: ~Copyable {
         // The parts bind their listeners; one that fails closes what it
         // bound, and the parts made before it close theirs as they go.
         let datagram = try DatagramPart(config: config, relayCapacity: relayCapacity, ports: slice, workerIndex: index)
-        let stream = try StreamPart(config: config, maxAllocations: turnConfig.limits.maxAllocations, workerIndex: index)
+        let counters = WorkerCounters()
+        let stream = try StreamPart(
+            config: config, maxAllocations: turnConfig.limits.maxAllocations, workerIndex: index,
+            counters: counters.view, log: log)
         // The backlog can hold, without growing, every operation the worker
         // can have waiting at once in ordinary overload: a receive per
         // socket, every send operation, and a receive and a send per connection.
@@ -116,8 +119,9 @@ struct Worker: ~Copyable {
             ring: ring, buffers: buffers, multishot: features.useMultishotReceive,
             datagramSockets: datagram.datagramSockets, maxBatch: config.maxBatch, backlogCapacity: backlogCapacity)
         self.datagram = datagram
+        tcpRelay = TCPRelayPart(workers: config.workers, connections: stream.connections.capacity)
         self.stream = stream
-        tcpRelay = TCPRelayPart(workers: config.workers)
+        self.counters = counters
         control.waker.withLock { $0 = waker }
         self.index = index
         self.control = control
@@ -168,6 +172,7 @@ struct Worker: ~Copyable {
             }
             now = Self.monotonicNow()
             nowSeconds = now.seconds
+            stream.nowSeconds = nowSeconds
             busy = false
             // Drain what is ready, a bounded batch at a time, so sends are
             // flushed at least every `maxBatch` completions.

@@ -107,6 +107,22 @@ struct WorkerCounters: ~Copyable {
     @inline(__always)
     mutating func add(_ f: Field, _ n: Int = 1) { storage[f.rawValue] &+= UInt64(n) }
 
+    /// Where a part of the worker counts (see `CounterView`).
+    var view: CounterView { CounterView(storage: storage) }
+
     /// Sets a counter kept elsewhere (the reactor's SQ-full count).
     mutating func set(_ f: Field, _ n: Int) { storage[f.rawValue] = UInt64(n) }
+}
+
+/// A part's handle on its worker's counters, so a part counts what it does
+/// without being handed the counters on every call.
+///
+/// Invariant: every view is made from the worker's own `WorkerCounters` and
+/// held by a part of the same worker, on the same thread; the worker
+/// outlives its parts' use of it (parts count nothing in their deinit).
+struct CounterView {
+    let storage: UnsafeMutablePointer<UInt64>
+
+    @inline(__always)
+    func add(_ f: WorkerCounters.Field, _ n: Int = 1) { storage[f.rawValue] &+= UInt64(n) }
 }
