@@ -38,8 +38,7 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
 
     let capacity: Int
     private let slots: UnsafeMutablePointer<Slot>
-    private let freeSlots: UnsafeMutablePointer<UInt32>
-    private var freeCount: Int
+    private var freeSlots: SlotFreeList
     private var portsV4: PortRange
     private var portsV6: PortRange
     let relayIPv4: IPAddress?
@@ -65,9 +64,7 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
         self.capacity = capacity
         slots = .allocate(capacity: capacity)
         slots.initialize(repeating: Slot(), count: capacity)
-        freeSlots = .allocate(capacity: capacity)
-        for i in 0..<capacity { freeSlots[i] = UInt32(capacity - 1 - i) }
-        freeCount = capacity
+        freeSlots = SlotFreeList(capacity: capacity)
         portsV4 = PortRange(ports)
         portsV6 = PortRange(ports)
         relayIPv4 = config.relayIPv4
@@ -82,7 +79,6 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
     deinit {
         for i in 0..<capacity where slots[i].inUse { Glibc.close(slots[i].fd) }
         slots.deallocate()
-        freeSlots.deallocate()
     }
 
     /// The slot for a relay receive completion, if it is still the socket that
@@ -118,7 +114,7 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
         if n == toCancel.count { toCancel.removeAll(keepingCapacity: true) } else { toCancel.removeFirst(n) }
     }
 
-    var openCount: Int { capacity - freeCount }
+    var openCount: Int { capacity - freeSlots.count }
 
     // MARK: RelayPortProvider
 
@@ -204,8 +200,7 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
         slots[i].tcp = false
         slots[i].fd = -1
         slots[i].generation = UserData.nextGeneration(after: s.generation)
-        freeSlots[freeCount] = UInt32(i)
-        freeCount += 1
+        freeSlots.give(UInt32(i))
     }
 
     // MARK: Internals
@@ -219,7 +214,7 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
     private mutating func open(id: AllocationID, family: IPAddress.Family, port: UInt16, tcp: Bool = false)
         -> OpenResult
     {
-        guard freeCount > 0 else { return .failed }
+        guard freeSlots.count > 0 else { return .failed }
         guard let ip = family == .v4 ? relayIPv4 : relayIPv6 else { return .failed }
         let bindAddress = SocketAddress(TransportAddress(ip: ip, port: port))
         if tcp {
@@ -254,8 +249,7 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
     private mutating func take(fd: Int32, id: AllocationID, family: IPAddress.Family, port: UInt16, ip: IPAddress, tcp: Bool)
         -> RelayEndpoint
     {
-        freeCount -= 1
-        let slot = Int(freeSlots[freeCount])
+        let slot = Int(freeSlots.take()!)  // checked by `open`
         slots[slot].fd = fd
         slots[slot].allocation = id
         slots[slot].port = port

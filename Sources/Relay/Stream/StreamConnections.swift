@@ -129,8 +129,7 @@ struct StreamConnections: ~Copyable {
     let capacity: Int
     let outboxCapacity: Int
     let slots: UnsafeMutablePointer<StreamConnection>
-    private let free: UnsafeMutablePointer<UInt32>
-    private var freeCount: Int
+    private var free: SlotFreeList
     /// Slots with queued bytes and no SEND in flight, to flush at the end of the batch.
     let dirty: UnsafeMutablePointer<UInt32>
     var dirtyCount = 0
@@ -151,9 +150,7 @@ struct StreamConnections: ~Copyable {
         self.outboxCapacity = outboxCapacity
         slots = .allocate(capacity: max(1, capacity))
         slots.initialize(repeating: StreamConnection(), count: max(1, capacity))
-        free = .allocate(capacity: max(1, capacity))
-        for i in 0..<capacity { free[i] = UInt32(capacity - 1 - i) }
-        freeCount = capacity
+        free = SlotFreeList(capacity: capacity)
         dirty = .allocate(capacity: max(1, capacity))
         isDirty = .allocate(capacity: max(1, capacity))
         isDirty.initialize(repeating: false, count: max(1, capacity))
@@ -165,7 +162,6 @@ struct StreamConnections: ~Copyable {
         for i in 0..<capacity where slots[i].fd >= 0 || slots[i].closed { releaseMemory(UInt32(i)) }
         slots.deinitialize(count: max(1, capacity))
         slots.deallocate()
-        free.deallocate()
         dirty.deallocate()
         isDirty.deallocate()
         connectAddresses.deallocate()
@@ -173,9 +169,7 @@ struct StreamConnections: ~Copyable {
 
     /// A slot for a new connection on `fd`, or nil when the table is full.
     mutating func open(fd: Int32, fiveTuple: FiveTuple, tls: TLSStream?, now: UInt32) -> UInt32? {
-        guard freeCount > 0 else { return nil }
-        freeCount -= 1
-        let slot = free[freeCount]
+        guard let slot = free.take() else { return nil }
         let generation = UserData.nextGeneration(after: slots[Int(slot)].generation)
         var c = StreamConnection()
         c.fd = fd
@@ -234,8 +228,7 @@ struct StreamConnections: ~Copyable {
         let generation = slots[i].generation
         slots[i] = StreamConnection()
         slots[i].generation = generation
-        free[freeCount] = slot
-        freeCount += 1
+        free.give(slot)
     }
 
     private func releaseMemory(_ slot: UInt32) {

@@ -37,22 +37,18 @@ struct DataPair {
 struct DataPairs: ~Copyable {
     let capacity: Int
     private let entries: UnsafeMutablePointer<DataPair>
-    private let free: UnsafeMutablePointer<UInt32>
-    private var freeCount: Int
+    private var free: SlotFreeList
 
     init(capacity: Int) {
         self.capacity = capacity
         entries = .allocate(capacity: max(1, capacity))
         entries.initialize(repeating: DataPair(), count: max(1, capacity))
-        free = .allocate(capacity: max(1, capacity))
-        for i in 0..<capacity { free[i] = UInt32(capacity - 1 - i) }
-        freeCount = capacity
+        free = SlotFreeList(capacity: capacity)
     }
 
     deinit {
         entries.deinitialize(count: max(1, capacity))
         entries.deallocate()
-        free.deallocate()
     }
 
     subscript(_ pair: UInt32) -> DataPair {
@@ -65,9 +61,7 @@ struct DataPairs: ~Copyable {
         connectionID: UInt32, allocation: AllocationID, peer: UInt32, peerGeneration: UInt32, connecting: Bool,
         now: UInt32
     ) -> UInt32? {
-        guard freeCount > 0 else { return nil }
-        freeCount -= 1
-        let pair = free[freeCount]
+        guard let pair = free.take() else { return nil }
         entries[Int(pair)] = DataPair(
             connectionID: connectionID, allocation: allocation, peer: peer, peerGeneration: peerGeneration,
             connecting: connecting, since: now, inUse: true)
@@ -85,7 +79,6 @@ struct DataPairs: ~Copyable {
     mutating func remove(_ pair: UInt32) {
         guard entries[Int(pair)].inUse else { return }
         entries[Int(pair)] = DataPair()
-        free[freeCount] = pair
-        freeCount += 1
+        free.give(pair)
     }
 }
