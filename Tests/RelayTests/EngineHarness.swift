@@ -1,4 +1,3 @@
-import CURing
 import Glibc
 import Relay
 import Synchronization
@@ -101,14 +100,8 @@ final class TestSocket {
                         msg.msg_iov = iovp
                         msg.msg_iovlen = 1
                         msg.msg_control = c.baseAddress
-                        msg.msg_controllen = curing_cmsg_space(2)
-                        let cmsg = c.baseAddress!.assumingMemoryBound(to: cmsghdr.self)
-                        cmsg.pointee.cmsg_len = curing_cmsg_len(2)
-                        cmsg.pointee.cmsg_level = Int32(IPPROTO_UDP)
-                        cmsg.pointee.cmsg_type = curing_udp_segment()
-                        curing_cmsg_data(cmsg).withMemoryRebound(to: UInt16.self, capacity: 1) {
-                            $0.pointee = UInt16(datagrams[0].count)
-                        }
+                        msg.msg_controllen = ControlMessages.writeUDPSegment(
+                            UInt16(datagrams[0].count), to: c.baseAddress!)
                         return Glibc.sendmsg(socket.rawValue, &msg, 0)
                     }
                 }

@@ -1,6 +1,6 @@
-import CURing
 import Glibc
 import STUN
+import URing
 
 /// Collects the datagrams a worker produces while draining one CQE batch and
 /// turns them into as few SENDMSG operations as possible.
@@ -15,15 +15,24 @@ import STUN
 /// payload in the receive buffer, and zero padding. The buffers go back to
 /// the buffer ring when the send completes (`complete(_:)` hands their IDs back).
 ///
-/// Storage: `capacity` send operations, each with its `msghdr`, destination
-/// address, cmsg space, iovecs, buffer IDs and a small scratch area for
-/// generated messages (STUN responses), all allocated once at start. Nothing
-/// here allocates, retains or locks per datagram.
+/// Storage, all allocated once in `init`, for `capacity` send operations:
+/// - `slots`, URing's ``SendMessageSlots``: per op its `msghdr`, destination
+///   `sockaddr_storage`, `maxIovecs` iovecs and `UDP_SEGMENT` cmsg space;
+///   `flush` fills the header with `SendMessageSlots.prepare`, which also
+///   writes the cmsg (`ControlMessages.writeUDPSegment`);
+/// - `meta`: one `OpMeta` per op (socket, destination, sizes, grouping state);
+/// - `bufferIDs`: `kernelMaxSegments` receive-buffer IDs per op;
+/// - `scratch`: `scratchSize` bytes per op for copied prefixes or a generated
+///   message (STUN response);
+/// - the free list, the pending list, the open-group table and four zero bytes.
+/// Nothing here allocates, retains or locks per datagram.
 ///
-/// Invariant for the unsafe code below: every pointer is derived from the one
-/// allocation made in `init`, at an offset `op * stride + field offset` with
-/// `op < capacity`; msghdr fields point only into the same op's region (or
-/// into receive buffers that stay owned by the op until `complete`).
+/// Invariant for the unsafe code below: every pointer is derived from one of
+/// the allocations made in `init` (here or in `slots`) for an op index
+/// `op < capacity`, at `op * kernelMaxSegments` buffer IDs, `op * scratchSize`
+/// scratch bytes or `slots`' own slot `op`; an op's `msghdr` and iovecs point
+/// only into the same op's slot and scratch, at `zeros`, or into receive
+/// buffers that stay owned by the op until `complete`.
 public struct SendBatcher: ~Copyable {
     /// Kernel limit on segments per GSO send (UDP_MAX_SEGMENTS).
     public static let kernelMaxSegments = 64
@@ -46,17 +55,15 @@ public struct SendBatcher: ~Copyable {
     /// Datagrams per send: 1 when GSO is off, else up to `kernelMaxSegments`.
     public private(set) var maxSegments: Int
 
-    // Layout of one op's region.
-    private static let msgOffset = 0
-    private static let addrOffset = 64  // msghdr is 56 bytes
-    private static let controlOffset = addrOffset + 32  // sockaddr_in6 is 28
-    private static let controlSize = 32  // CMSG_SPACE(2) == 24
-    private static let iovOffset = controlOffset + controlSize
-    private static let bufsOffset = iovOffset + maxIovecs * MemoryLayout<iovec>.stride
-    private static let scratchOffset = bufsOffset + kernelMaxSegments * 2
-    private static let stride = (scratchOffset + scratchSize + 63) & ~63
-
-    private let base: UnsafeMutableRawPointer
+    /// Each op's `msghdr`, destination, iovecs and `UDP_SEGMENT` cmsg: slot
+    /// `op` of these belongs to op `op`.
+    private let slots: SendMessageSlots
+    /// `kernelMaxSegments` receive-buffer IDs per op, one per datagram.
+    private let bufferIDStorage: UnsafeMutablePointer<UInt16>
+    /// `scratchSize` bytes per op (a multiple of 64, so each op's area keeps
+    /// the allocation's 64-byte alignment): prefixes at `datagram * maxPrefix`,
+    /// or one generated message from offset 0.
+    private let scratchStorage: UnsafeMutableRawPointer
     private let meta: UnsafeMutablePointer<OpMeta>
     private let freeOps: UnsafeMutablePointer<UInt32>
     private var freeCount: Int
@@ -86,8 +93,11 @@ public struct SendBatcher: ~Copyable {
         precondition(capacity > 0 && capacity <= Int(UInt32.max))
         self.capacity = capacity
         self.maxSegments = gso ? Self.kernelMaxSegments : 1
-        base = .allocate(byteCount: capacity * Self.stride, alignment: 64)
-        base.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * Self.stride)
+        slots = SendMessageSlots(count: capacity, iovecsPerMessage: Self.maxIovecs)
+        bufferIDStorage = .allocate(capacity: capacity * Self.kernelMaxSegments)
+        bufferIDStorage.initialize(repeating: 0, count: capacity * Self.kernelMaxSegments)
+        scratchStorage = .allocate(byteCount: capacity * Self.scratchSize, alignment: 64)
+        scratchStorage.initializeMemory(as: UInt8.self, repeating: 0, count: capacity * Self.scratchSize)
         meta = .allocate(capacity: capacity)
         meta.initialize(repeating: OpMeta(), count: capacity)
         freeOps = .allocate(capacity: capacity)
@@ -101,7 +111,8 @@ public struct SendBatcher: ~Copyable {
     }
 
     deinit {
-        base.deallocate()
+        bufferIDStorage.deallocate()
+        scratchStorage.deallocate()
         meta.deallocate()
         freeOps.deallocate()
         pending.deallocate()
@@ -118,17 +129,15 @@ public struct SendBatcher: ~Copyable {
     public mutating func disableGSO() { maxSegments = 1 }
 
     @inline(__always)
-    private func region(_ op: Int) -> UnsafeMutableRawPointer { base + op * Self.stride }
+    private func scratch(_ op: Int) -> UnsafeMutableRawPointer { scratchStorage + op * Self.scratchSize }
 
     @inline(__always)
     private func bufferIDs(_ op: Int) -> UnsafeMutablePointer<UInt16> {
-        (region(op) + Self.bufsOffset).assumingMemoryBound(to: UInt16.self)
+        bufferIDStorage + op * Self.kernelMaxSegments
     }
 
     @inline(__always)
-    private func iovecs(_ op: Int) -> UnsafeMutablePointer<iovec> {
-        (region(op) + Self.iovOffset).assumingMemoryBound(to: iovec.self)
-    }
+    private func iovecs(_ op: Int) -> UnsafeMutablePointer<iovec> { slots.iovecs(op) }
 
     @inline(__always)
     private static func hashSlot(fd: Int32, _ d: TransportAddress) -> Int {
@@ -218,7 +227,7 @@ public struct SendBatcher: ~Copyable {
         var v = meta[op].iovecs
         let iov = iovecs(op)
         if prefixLength > 0, let prefix {
-            let copy = region(op) + Self.scratchOffset + d * Self.maxPrefix
+            let copy = scratch(op) + d * Self.maxPrefix
             copy.copyMemory(from: prefix, byteCount: prefixLength)
             iov[v] = iovec(iov_base: copy, iov_len: prefixLength)
             v += 1
@@ -242,8 +251,8 @@ public struct SendBatcher: ~Copyable {
         fd: Int32, to destination: TransportAddress, _ write: (UnsafeMutableRawBufferPointer) -> Int
     ) -> Bool {
         guard let op = acquire(fd: fd, destination: destination) else { return false }
-        let scratch = region(op) + Self.scratchOffset
-        let n = write(UnsafeMutableRawBufferPointer(start: scratch, count: Self.scratchSize))
+        let area = scratch(op)
+        let n = write(UnsafeMutableRawBufferPointer(start: area, count: Self.scratchSize))
         precondition(n >= 0 && n <= Self.scratchSize)
         if n == 0 {
             // Nothing to send after all: give the op back.
@@ -252,7 +261,7 @@ public struct SendBatcher: ~Copyable {
             freeCount += 1
             return true
         }
-        iovecs(op)[0] = iovec(iov_base: scratch, iov_len: n)
+        iovecs(op)[0] = iovec(iov_base: area, iov_len: n)
         meta[op].segmentSize = n
         meta[op].datagrams = 1
         meta[op].iovecs = 1
@@ -273,26 +282,10 @@ public struct SendBatcher: ~Copyable {
         while done < pendingCount {
             let op = Int(pending[done])
             let m = meta[op]
-            let r = region(op)
-            let msg = (r + Self.msgOffset).assumingMemoryBound(to: msghdr.self)
-            let nameLength = m.destination.store(sockaddr: r + Self.addrOffset)
-            msg.pointee = msghdr()
-            msg.pointee.msg_name = r + Self.addrOffset
-            msg.pointee.msg_namelen = nameLength
-            msg.pointee.msg_iov = iovecs(op)
-            msg.pointee.msg_iovlen = m.iovecs
-            if m.datagrams > 1 {
-                let control = r + Self.controlOffset
-                let cmsg = control.assumingMemoryBound(to: cmsghdr.self)
-                cmsg.pointee.cmsg_len = curing_cmsg_len(2)
-                cmsg.pointee.cmsg_level = Int32(IPPROTO_UDP)
-                cmsg.pointee.cmsg_type = curing_udp_segment()
-                curing_cmsg_data(cmsg).withMemoryRebound(to: UInt16.self, capacity: 1) {
-                    $0.pointee = UInt16(m.segmentSize)
-                }
-                msg.pointee.msg_control = control
-                msg.pointee.msg_controllen = curing_cmsg_space(2)
-            }
+            // A group of two or more is one GSO send: UDP_SEGMENT cmsg.
+            let msg = slots.prepare(
+                op, destination: SocketAddress(m.destination), iovecCount: m.iovecs,
+                segmentSize: m.datagrams > 1 ? UInt16(m.segmentSize) : nil)
             guard submit(UInt32(op), m.fd, msg) else { break }
             done += 1
         }
