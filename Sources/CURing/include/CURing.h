@@ -24,19 +24,9 @@
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
-// Thread placement and naming are GNU extensions that Swift's Glibc module
-// hides; implemented in curing.c under _GNU_SOURCE. 0 on success, else errno.
-int curing_pin_current_thread(int cpu);
-int curing_name_current_thread(const char *name);
-
 #endif
 #ifndef UDP_GRO
 #define UDP_GRO 104
-// Thread placement and naming are GNU extensions that Swift's Glibc module
-// hides; implemented in curing.c under _GNU_SOURCE. 0 on success, else errno.
-int curing_pin_current_thread(int cpu);
-int curing_name_current_thread(const char *name);
-
 #endif
 
 static inline int curing_udp_segment(void) { return UDP_SEGMENT; }
