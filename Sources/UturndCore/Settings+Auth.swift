@@ -1,0 +1,91 @@
+import ArgumentParser
+import TURN
+
+extension Settings {
+    /// Auth group (`AuthOptions`): the realm, the static `--user`s and the
+    /// TURN REST API secrets. uturn always authenticates, so one of the two
+    /// kinds of credential is required.
+    static func credentials(
+        _ o: AuthOptions, warnings: inout [String]
+    ) throws(ValidationError) -> (store: CredentialStore, userNames: [String], hasDemoUser: Bool) {
+        let realm = o.realm
+        if realm.isEmpty { throw ValidationError("--realm must not be empty.") }
+        if realm.utf8.count > 763 { throw ValidationError("--realm is longer than 763 bytes (RFC 8489 §14.9).") }
+        let (passwords, keys) = try Settings.staticUsers(o.users)
+        let rest = try Settings.restCredentials(o, warnings: &warnings)
+        if passwords.isEmpty && keys.isEmpty && rest == nil {
+            throw ValidationError(
+                "no credentials: give --user name:password, or --use-auth-secret with --static-auth-secret (uturn always authenticates).")
+        }
+        return (
+            store: CredentialStore(realm: realm, users: passwords, keys: keys, rest: rest),
+            userNames: (Array(passwords.keys) + Array(keys.keys)).sorted(),
+            hasDemoUser: passwords[Settings.demoUser.0] == Settings.demoUser.1
+        )
+    }
+
+    /// `--user`: name:password, or name:0x<hex> for coturn's precomputed key;
+    /// each name once.
+    static func staticUsers(
+        _ entries: [String]
+    ) throws(ValidationError) -> (passwords: [String: String], keys: [String: [LongTermKey]]) {
+        var passwords: [String: String] = [:]
+        var keys: [String: [LongTermKey]] = [:]
+        for entry in entries {
+            guard let colon = entry.firstIndex(of: ":"), colon != entry.startIndex,
+                entry.index(after: colon) != entry.endIndex
+            else {
+                throw ValidationError(
+                    "--user '\(Settings.redact(entry))': expected name:password (or name:0x<32 hex digits> for a precomputed key).")
+            }
+            let name = String(entry[..<colon])
+            let secret = String(entry[entry.index(after: colon)...])
+            if passwords[name] != nil || keys[name] != nil {
+                throw ValidationError("--user \(name) is given twice.")
+            }
+            if secret.hasPrefix("0x") || secret.hasPrefix("0X") {
+                guard let key = LongTermKey(hex: secret) else {
+                    throw ValidationError(
+                        "--user \(name): a key after 0x must be 32 hex digits (MD5) or 64 (SHA-256).")
+                }
+                keys[name] = [key]
+            } else {
+                passwords[name] = secret
+            }
+        }
+        return (passwords, keys)
+    }
+
+    /// `--use-auth-secret` with its `--static-auth-secret`s and
+    /// `--rest-api-separator` (nil: REST API credentials off).
+    static func restCredentials(_ o: AuthOptions, warnings: inout [String]) throws(ValidationError) -> RESTCredentials? {
+        let secrets = o.staticAuthSecrets
+        guard o.useAuthSecret else {
+            if !secrets.isEmpty {
+                throw ValidationError("--static-auth-secret is given without --use-auth-secret; add --use-auth-secret to accept REST API credentials.")
+            }
+            return nil
+        }
+        if secrets.isEmpty {
+            throw ValidationError(
+                "--use-auth-secret needs at least one --static-auth-secret (uturn has no secret database).")
+        }
+        if secrets.contains(where: \.isEmpty) { throw ValidationError("--static-auth-secret must not be empty.") }
+        guard o.restAPISeparator.utf8.count == 1, let sep = o.restAPISeparator.utf8.first,
+            !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains(sep)
+        else {
+            throw ValidationError("--rest-api-separator must be one ASCII character other than a digit.")
+        }
+        let rest = RESTCredentials(secrets: secrets, separator: sep)
+        if secrets.contains(where: { $0.utf8.count < 16 }) {
+            warnings.append("a --static-auth-secret is shorter than 16 characters; REST passwords made with it are easy to guess")
+        }
+        return rest
+    }
+
+    /// A --user value with its password part hidden, for error messages.
+    static func redact(_ entry: String) -> String {
+        guard let colon = entry.firstIndex(of: ":") else { return entry }
+        return entry[..<colon] + ":…"
+    }
+}
