@@ -6,7 +6,8 @@ import Relay
 /// (`LineLogHandler`) writes `2026-11-26T18:00:00.123Z level message` lines
 /// to one file descriptor, dropping lines below `level`. Each line is one
 /// write(2), so lines from several threads do not interleave. Sendable: it
-/// holds only the descriptor, which lives as long as the process.
+/// holds the level, the descriptor (which lives as long as the process) and
+/// a swift-log logger writing to it.
 ///
 /// The engine logs through a plain closure (`engineLog`), so the library
 /// modules do not depend on swift-log; `bootstrap()` points every other

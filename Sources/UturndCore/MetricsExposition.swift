@@ -21,8 +21,8 @@ public struct MetricsSample: Sendable {
 
 /// The Prometheus metrics of one uturnd, in swift-prometheus's registry:
 /// every metric is created once, at init, with fixed labels (direction,
-/// source, reason, worker, version), never one per user, allocation or
-/// address. `render(_:)` copies a sample's values in and returns the text
+/// source, reason, code, event, worker, version), never one per user,
+/// allocation or address. `render(_:)` copies a sample's values in and returns the text
 /// exposition format 0.0.4 (`# HELP` and `# TYPE` once per family).
 ///
 /// The engine's counters are totals that its workers publish once a second;

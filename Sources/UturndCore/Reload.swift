@@ -9,10 +9,11 @@ import TURN
 ///
 /// Runtime-changeable: users and their passwords, realm, REST API secrets and
 /// separator, peer policy (allow/deny blocks, loopback), allocation and nonce
-/// lifetimes, strict channel numbers, --drain-timeout. Everything else is
-/// fixed when the engine starts (sockets, threads, rings, quotas' counters,
-/// the log destination, the metrics endpoint); a difference there is
-/// reported, not applied.
+/// lifetimes, strict channel numbers, --drain-timeout, and the TLS
+/// certificate and key (read afresh when TLS listeners run). Everything
+/// else is fixed when the engine starts (sockets, threads, rings, quotas'
+/// counters, the log level and destination, the metrics endpoint); a
+/// difference there is reported, not applied.
 public struct Reloader: Sendable {
     /// The arguments after the program name, exactly as at start.
     public var commandLine: [String]
@@ -95,7 +96,9 @@ public struct Reloader: Sendable {
         var nonces = current.turn.nonces
         nonces.lifetime = fresh.turn.nonces.lifetime
         turn.nonces = nonces
-        // These follow the sockets the engine opened at start.
+        // These were fixed at start: they follow the sockets the engine opened
+        // (own addresses, relay families, TCP relaying) and the table sizes
+        // its workers allocated.
         turn.peerPolicy.serverAddresses = current.turn.peerPolicy.serverAddresses
         turn.relayFamilies = current.turn.relayFamilies
         turn.limits = current.turn.limits
