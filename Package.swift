@@ -29,11 +29,19 @@ let package = Package(
         // C shims: only what Swift cannot import or call cheaply by itself.
         .target(name: "CCrypto", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
+        // The kernel fast path: the BPF program (bpf/, compiled by the
+        // BPFObjectPlugin, not by SwiftPM's C compiler) and its libbpf loader.
+        .target(name: "CFastPath", exclude: ["bpf"], linkerSettings: [.linkedLibrary("bpf")]),
+        .executableTarget(name: "bpf-embed"),
+        .plugin(name: "BPFObjectPlugin", capability: .buildTool(), dependencies: ["bpf-embed"]),
+        .target(name: "FastPathObject", plugins: ["BPFObjectPlugin"]),
 
         .target(name: "STUN", dependencies: ["CCrypto"], swiftSettings: strict),
         .target(name: "TURN", dependencies: ["STUN", "CCrypto"], swiftSettings: strict),
         .target(name: "URing", dependencies: ["CURing"], swiftSettings: strict),
-        .target(name: "Relay", dependencies: ["TURN", "URing", "STUN", "CCrypto"], swiftSettings: strict),
+        .target(
+            name: "Relay", dependencies: ["TURN", "URing", "STUN", "CCrypto", "CFastPath", "FastPathObject"],
+            swiftSettings: strict),
         // The daemon's front end (flags, config file, logging, building the
         // configurations) is a library so it can be tested; uturnd is its thin main.
         .target(

@@ -31,6 +31,8 @@ public final class Engine: Sendable {
     let log: EngineLog
     let controls: [WorkerControl]
     let threads = Mutex<[pthread_t]>([])
+    /// The kernel fast path while the workers run (nil: off); closed after they stop.
+    let fastPath = Mutex<FastPathProgram?>(nil)
 
     public init(
         config: EngineConfig, turn: TURNConfiguration, quotas: AllocationQuotas = AllocationQuotas(),
@@ -48,6 +50,14 @@ public final class Engine: Sendable {
     /// error (after stopping the workers that did start).
     public func start() throws(EngineError) {
         try checkListenAddressesFree()
+        let interfaces =
+            config.offloadInterfaces.isEmpty
+            ? FastPathProgram.interfaces(
+                holding: config.listen.map(\.ip) + [config.relayIPv4, config.relayIPv6].compactMap { $0 })
+            : config.offloadInterfaces
+        let program = try FastPathProgram.start(mode: config.offload, interfaces: interfaces, log: log)
+        fastPath.withLock { $0 = program }
+        let maps = program?.maps
         let siblings = controls
         for control in controls {
             let config = self.config
@@ -61,7 +71,7 @@ public final class Engine: Sendable {
                 do throws(EngineError) {
                     worker = try Worker(
                         index: control.index, config: config, turnConfig: turn, quotas: quotas, control: control,
-                        siblings: siblings, log: log)
+                        siblings: siblings, fastPath: maps, log: log)
                 } catch {
                     control.startResult.withLock { $0 = .failed(error.description) }
                     return
@@ -150,6 +160,12 @@ public final class Engine: Sendable {
         return WorkerCounters.Field.allCases.map { f in ("\(f)", controls[index].counters[f]) }
     }
 
+    /// ChannelData that reached an offloaded entry but was passed to user
+    /// space (length mismatch or padding; expired entry). Nil when offload is off.
+    public var offloadPassed: (length: UInt64, expired: UInt64)? {
+        fastPath.withLock { $0?.passedToUserSpace }
+    }
+
     /// Number of worker threads.
     public var workerCount: Int { controls.count }
 
@@ -160,6 +176,8 @@ public final class Engine: Sendable {
             return t
         }
         for t in all { pthread_join(t, nil) }
+        // The workers have deleted their entries; now detach the program.
+        fastPath.withLock { $0 = nil }
     }
 
     /// Counters summed over workers (each published once a second and at stop).

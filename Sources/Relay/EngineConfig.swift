@@ -78,6 +78,12 @@ public struct EngineConfig: Sendable {
     /// A connection whose queued bytes make no progress this long is closed.
     public var streamStallSeconds = 10
 
+    /// The kernel fast path for established UDP channels (`--offload`).
+    public var offload = OffloadMode.off
+    /// Interfaces it attaches to (`--offload-interface`); empty: those that
+    /// hold the listening and relay addresses.
+    public var offloadInterfaces: [String] = []
+
     /// Test-only: make ring setup fail as if io_uring were disabled, to check
     /// the operator-facing message.
     public var simulateRingFailure = false

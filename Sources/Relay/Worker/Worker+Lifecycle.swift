@@ -21,13 +21,15 @@ extension Worker {
     mutating func tick(now: MonotonicTime) {
         datagram.relays.nowSeconds = now.seconds
         datagram.relays.expireReservations()
-        while let removed = turn.nextExpired(now: now) {
+        while var removed = turn.nextExpired(now: now) {
+            removeFastPath(&removed, now: now)
             closeRelays(of: removed)
             stream.allocationGone(removed.id)
             counters.add(.allocationsExpired)
             logRemoved(removed, why: "expired")
         }
         datagram.cancelClosedRelays(&reactor)
+        fastPathTick(now: now)
         if stream.connections.capacity > 0 {
             streamTick(now: now)
             if turn.configuration.tcpRelay { tcpRelayTick(now: now) }
@@ -53,6 +55,7 @@ extension Worker {
             case .configuration(let new):
                 // The tables keep their sizes (fixed at start) and every allocation.
                 turn.reconfigure(new)
+                resyncFastPath(now: now)
                 log(.info, "worker \(index): new configuration in force")
             case .tls(let new):
                 stream.tlsContext = new
@@ -100,6 +103,7 @@ extension Worker {
     }
 
     mutating func shutdown() {
+        clearFastPath(now: Self.monotonicNow())
         closeAllStreams()
         counters.set(.sqFull, reactor.sqFullEvents)
         control.counters.publish(counters)

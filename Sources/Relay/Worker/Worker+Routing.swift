@@ -128,7 +128,8 @@ extension Worker {
             log(
                 .info,
                 "allocation created: client \(fiveTuple.client) via \(fiveTuple.server) user \(turn.username(of: allocation) ?? "?") relay \(relayed) id \(allocation.slot).\(allocation.generation)")
-        case .allocationDeleted(let removed):
+        case .allocationDeleted(var removed):
+            removeFastPath(&removed, now: now)
             counters.add(.allocationsDeleted)
             stream.allocationGone(removed.id)
             logRemoved(removed, why: "deleted")
@@ -151,6 +152,7 @@ extension Worker {
         if let effect = outcome.tcpRelay { tcpRelayEffect(effect, reply: reply, now: now) }
         datagram.armNewRelays(&reactor)
         datagram.cancelClosedRelays(&reactor)
+        syncFastPathAfterRequest(UnsafeRawBufferPointer(payload), fiveTuple: fiveTuple, now: now)
     }
 
     /// Counts an error response by code and logs it, at most one line a

@@ -12,7 +12,9 @@ import URing
 /// - `datagram` (Datagram/): UDP listeners, relay sockets, the send batcher.
 /// - `stream` (Stream/): TCP/TLS listeners and connections, TLS sessions,
 ///   send queues and limits.
-/// - `tcpRelay` (TCPRelay/): RFC 6062 connections moving between workers.
+/// - `tcpRelay` (TCPRelay/): RFC 6062 data pairs and connections moving
+///   between workers.
+/// - `fastPath` (FastPath/): this worker's entries in the kernel fast path.
 /// - `turn`: the TURN state machine and its tables (the TURN module).
 ///
 /// The worker routes: each completion goes to the part that owns its kind
@@ -40,6 +42,7 @@ struct Worker: ~Copyable {
     var datagram: DatagramPart
     var stream: StreamPart
     var tcpRelay: TCPRelayPart
+    var fastPath: FastPathPart
     var turn: TURNServer
     var counters: WorkerCounters
     /// Response scratch for the control path (a STUN response fits in 548 bytes).
@@ -65,7 +68,7 @@ struct Worker: ~Copyable {
 
     init(
         index: Int, config: EngineConfig, turnConfig: TURNConfiguration, quotas: AllocationQuotas,
-        control: WorkerControl, siblings: [WorkerControl], log: @escaping EngineLog
+        control: WorkerControl, siblings: [WorkerControl], fastPath maps: FastPathMaps?, log: @escaping EngineLog
     ) throws(EngineError) {
         var options = RingOptions()
         options.submissionEntries = config.sqEntries
@@ -122,6 +125,7 @@ struct Worker: ~Copyable {
         tcpRelay = TCPRelayPart(workers: config.workers, connections: stream.connections.capacity)
         self.stream = stream
         self.counters = counters
+        fastPath = FastPathPart(maps: maps, workerIndex: index, workers: config.workers, log: log)
         control.waker.withLock { $0 = waker }
         self.index = index
         self.control = control

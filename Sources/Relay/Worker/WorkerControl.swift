@@ -92,6 +92,8 @@ struct WorkerCounters: ~Copyable {
         case streamAccepted, streamRefused, streamClosed, streamTimeouts, streamDropsFull, tlsFailures
         case bytesFromStreams, bytesToStreams
         case allocationsCreated, allocationsDeleted, allocationsExpired
+        case offloadPacketsToPeers, offloadBytesToPeers, offloadPacketsToClients, offloadBytesToClients
+        case offloadEntriesWritten, offloadEntriesDeleted
     }
     private let storage: UnsafeMutablePointer<UInt64>
 

@@ -1,0 +1,48 @@
+// CFastPath: loads uturn's kernel fast path (bpf/fastpath.bpf.c, compiled
+// with clang -target bpf at build time and embedded in the binary) through
+// libbpf, attaches it at TC ingress, and reads and writes its maps. Every
+// function returns 0 or a negative errno, and writes what went wrong into
+// `err` (NUL-terminated, at most `errlen` bytes).
+#ifndef UTURN_CFASTPATH_H
+#define UTURN_CFASTPATH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "fastpath_maps.h"
+
+struct uturn_fastpath;
+
+// Opens and loads the object (`size` bytes at `object`): verifies the
+// program and creates its maps. Needs CAP_BPF (or root) and, to attach, CAP_NET_ADMIN.
+int uturn_fastpath_load(const void *object, size_t size, struct uturn_fastpath **out, char *err, size_t errlen);
+
+// Attaches the program at TC ingress of interface `ifindex`: as a tcx link
+// (kernel 6.6+; detached by the kernel when uturnd exits, even by a crash),
+// else as a filter on a clsact qdisc (detached by uturn_fastpath_close).
+// *how is set to "tcx" or "tc".
+int uturn_fastpath_attach_tc(struct uturn_fastpath *fp, int ifindex, const char **how, char *err, size_t errlen);
+
+// Detaches from every interface and frees everything.
+void uturn_fastpath_close(struct uturn_fastpath *fp);
+
+// The maps' descriptors (for the map calls below; valid until close).
+int uturn_fastpath_clients_fd(const struct uturn_fastpath *fp);
+int uturn_fastpath_peers_fd(const struct uturn_fastpath *fp);
+int uturn_fastpath_counters_fd(const struct uturn_fastpath *fp);
+int uturn_fastpath_passed_fd(const struct uturn_fastpath *fp);
+
+int uturn_fastpath_put_client(int fd, const struct fp_client_key *key, const struct fp_client_value *value);
+int uturn_fastpath_delete_client(int fd, const struct fp_client_key *key);
+int uturn_fastpath_put_peer(int fd, const struct fp_peer_key *key, const struct fp_peer_value *value);
+int uturn_fastpath_delete_peer(int fd, const struct fp_peer_key *key);
+
+// Counters of entry pair `index`, summed over CPUs; zeroing them.
+int uturn_fastpath_read_counters(int fd, uint32_t index, struct fp_counters *sum);
+int uturn_fastpath_zero_counters(int fd, uint32_t index);
+// ChannelData passed to user space for `reason` (fp_passed_reason), summed over CPUs.
+uint64_t uturn_fastpath_read_passed(int fd, uint32_t reason);
+
+// Interface index of `name`, or 0.
+unsigned uturn_fastpath_ifindex(const char *name);
+
+#endif

@@ -1,0 +1,88 @@
+// The maps the kernel fast path (bpf/fastpath.bpf.c) and uturnd share:
+// their keys and values, byte for byte. Addresses and ports are in network
+// byte order, as they sit in the packet; everything else in host order.
+// Only the worker that owns an allocation writes its entries; the program
+// only reads entries and bumps per-CPU counters.
+#ifndef UTURN_FASTPATH_MAPS_H
+#define UTURN_FASTPATH_MAPS_H
+
+#ifdef __bpf__
+#include <linux/types.h>
+typedef __u8 fp_u8;
+typedef __u16 fp_u16;
+typedef __u32 fp_u32;
+typedef __u64 fp_u64;
+#else
+#include <stdint.h>
+typedef uint8_t fp_u8;
+typedef uint16_t fp_u16;
+typedef uint32_t fp_u32;
+typedef uint64_t fp_u64;
+#endif
+
+// Client -> peer: a ChannelData datagram from `client` to a listening
+// address `server`, on `channel`.
+struct fp_client_key {
+    fp_u32 client_ip;
+    fp_u32 server_ip;
+    fp_u16 client_port;
+    fp_u16 server_port;
+    fp_u16 channel;
+    fp_u16 pad;
+};
+
+// ... leaves as a UDP datagram from the relayed address to the peer.
+struct fp_client_value {
+    fp_u32 relay_ip;
+    fp_u32 peer_ip;
+    fp_u16 relay_port;
+    fp_u16 peer_port;
+    // Index into the counters map.
+    fp_u32 counter;
+    // CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) after which the entry
+    // forwards nothing: the channel, its permission or the allocation ended.
+    fp_u64 expires_ns;
+};
+
+// Peer -> client: a UDP datagram from `peer` to a relayed address `relay`.
+struct fp_peer_key {
+    fp_u32 peer_ip;
+    fp_u32 relay_ip;
+    fp_u16 peer_port;
+    fp_u16 relay_port;
+};
+
+// ... leaves as ChannelData on `channel` from the listening address to the client.
+struct fp_peer_value {
+    fp_u32 client_ip;
+    fp_u32 server_ip;
+    fp_u16 client_port;
+    fp_u16 server_port;
+    fp_u16 channel;
+    fp_u16 pad;
+    fp_u32 counter;
+    fp_u32 pad2;
+    fp_u64 expires_ns;
+};
+
+// Per entry pair and per CPU: what the kernel relayed.
+struct fp_counters {
+    fp_u64 packets_to_peer;
+    fp_u64 bytes_to_peer;
+    fp_u64 packets_to_client;
+    fp_u64 bytes_to_client;
+};
+
+// Per CPU: ChannelData that matched an entry but went to user space
+// (length mismatch, padding, expired), by reason.
+enum fp_passed_reason {
+    FP_PASSED_LENGTH = 0,
+    FP_PASSED_EXPIRED = 1,
+    // Sent by a socket on this host and bound for another: relayed by user space.
+    FP_PASSED_LOCAL_ORIGIN = 2,
+    FP_PASSED_REASONS = 3,
+};
+
+#define FP_MAX_ENTRIES 65536
+
+#endif

@@ -1,0 +1,214 @@
+import CFastPath
+import STUN
+import TURN
+
+/// The worker's side of the kernel fast path: it turns what the TURN tables
+/// say about this worker's allocations into map entries (one client-side and
+/// one peer-side entry per offloaded channel), keeps them in step, and reads
+/// back what the kernel relayed. Only this worker writes these entries, and
+/// only counter slots of its own range, so no lock is needed.
+///
+/// All of it is the control path: entries change when a request changes an
+/// allocation (ChannelBind, CreatePermission, Refresh), when one ends, on a
+/// reload and on the 1 s tick; the packets themselves never reach user space.
+struct FastPathPart: ~Copyable {
+    /// One offloaded channel.
+    struct Entry {
+        var allocation = AllocationID(slot: 0, generation: 0)
+        var channel: UInt16 = 0
+        var peer = TransportAddress(ip: IPAddress(v4: 0), port: 0)
+        var client = fp_client_key()
+        var peerKey = fp_peer_key()
+        /// Monotonic seconds: the entry forwards nothing after this.
+        var expiresAt: UInt32 = 0
+        /// What the kernel had relayed at the last read.
+        var reported = fp_counters()
+    }
+
+    /// What the kernel relayed for one allocation since the last read.
+    struct Relayed {
+        var allocation: AllocationID
+        var packetsToPeer: UInt64
+        var bytesToPeer: UInt64
+        var packetsToClient: UInt64
+        var bytesToClient: UInt64
+    }
+
+    private let maps: FastPathMaps?
+    /// This worker's counter slots are counterBase ..< counterBase + capacity.
+    private let counterBase: UInt32
+    let capacity: Int
+    private let entries: UnsafeMutablePointer<Entry>
+    private var free: SlotFreeList
+    /// (allocation, channel) → entry. A dictionary is fine: the control path.
+    private var index: [Key: UInt32] = [:]
+    private let log: EngineLog
+    /// Map writes that failed (logged once each few seconds at most).
+    private var lastErrorLog: UInt32 = 0
+
+    private struct Key: Hashable {
+        var slot: UInt32
+        var generation: UInt32
+        var channel: UInt16
+    }
+
+    init(maps: FastPathMaps?, workerIndex: Int, workers: Int, log: @escaping EngineLog) {
+        self.maps = maps
+        capacity = maps == nil ? 0 : Int(FP_MAX_ENTRIES) / max(1, workers)
+        counterBase = UInt32(workerIndex * capacity)
+        entries = .allocate(capacity: max(1, capacity))
+        entries.initialize(repeating: Entry(), count: max(1, capacity))
+        free = SlotFreeList(capacity: capacity)
+        self.log = log
+    }
+
+    deinit {
+        entries.deinitialize(count: max(1, capacity))
+        entries.deallocate()
+    }
+
+    var enabled: Bool { maps != nil }
+    var count: Int { index.count }
+
+    /// Makes the entries of `allocation` match `routes` (what TURN says may
+    /// be offloaded now): new channels get entries, changed ones are
+    /// rewritten, the rest are deleted. Returns what the deleted ones relayed.
+    mutating func sync(_ allocation: AllocationID, routes: [OffloadRoute], now: UInt32) -> Relayed? {
+        guard let maps else { return nil }
+        var gone = Relayed(allocation: allocation, packetsToPeer: 0, bytesToPeer: 0, packetsToClient: 0, bytesToClient: 0)
+        var wanted = Set<UInt16>()
+        for route in routes where Self.offloadable(route) {
+            wanted.insert(route.channel)
+            let key = Key(slot: allocation.slot, generation: allocation.generation, channel: route.channel)
+            if let e = index[key] {
+                if entries[Int(e)].peer != route.peer {
+                    add(remove(e, maps: maps), to: &gone)
+                    index[key] = nil
+                } else {
+                    if entries[Int(e)].expiresAt != route.expiresAt {
+                        entries[Int(e)].expiresAt = route.expiresAt
+                        write(e, route: route, maps: maps, now: now)
+                    }
+                    continue
+                }
+            }
+            guard let e = free.take() else {
+                noteError("no room for another fast-path entry on this worker (\(capacity))", now: now)
+                continue
+            }
+            _ = uturn_fastpath_zero_counters(maps.counters, counterBase + e)
+            entries[Int(e)] = Entry(
+                allocation: allocation, channel: route.channel, peer: route.peer, client: Self.clientKey(route),
+                peerKey: Self.peerKey(route), expiresAt: route.expiresAt, reported: fp_counters())
+            index[key] = e
+            write(e, route: route, maps: maps, now: now)
+        }
+        for (key, e) in index
+        where key.slot == allocation.slot && key.generation == allocation.generation && !wanted.contains(key.channel) {
+            add(remove(e, maps: maps), to: &gone)
+            index[key] = nil
+        }
+        return gone.packetsToPeer + gone.packetsToClient > 0 ? gone : nil
+    }
+
+    /// Allocations whose entries' expiry has come (resync them), and what
+    /// every entry relayed since the last read.
+    mutating func tick(now: UInt32) -> (due: [AllocationID], relayed: [Relayed]) {
+        guard let maps else { return ([], []) }
+        var due: [AllocationID] = []
+        var relayed: [Relayed] = []
+        for (_, e) in index {
+            let entry = entries[Int(e)]
+            var r = Relayed(allocation: entry.allocation, packetsToPeer: 0, bytesToPeer: 0, packetsToClient: 0, bytesToClient: 0)
+            add(read(e, maps: maps), to: &r)
+            if r.packetsToPeer + r.packetsToClient > 0 { relayed.append(r) }
+            if entry.expiresAt <= now && !due.contains(entry.allocation) { due.append(entry.allocation) }
+        }
+        return (due, relayed)
+    }
+
+    /// Allocations that have entries (a reload re-checks them all).
+    var allocations: [AllocationID] {
+        var seen: [AllocationID] = []
+        for (key, _) in index {
+            let id = AllocationID(slot: key.slot, generation: key.generation)
+            if !seen.contains(id) { seen.append(id) }
+        }
+        return seen
+    }
+
+    // MARK: Internals
+
+    /// What the kernel path handles: IPv4 client, relay and peer.
+    private static func offloadable(_ r: OffloadRoute) -> Bool {
+        r.peer.ip.family == .v4 && r.fiveTuple.client.ip.family == .v4 && r.fiveTuple.server.ip.family == .v4
+            && r.relay.address.ip.family == .v4
+    }
+
+    private static func clientKey(_ r: OffloadRoute) -> fp_client_key {
+        fp_client_key(
+            client_ip: r.fiveTuple.client.ip.v4.bigEndian, server_ip: r.fiveTuple.server.ip.v4.bigEndian,
+            client_port: r.fiveTuple.client.port.bigEndian, server_port: r.fiveTuple.server.port.bigEndian,
+            channel: r.channel, pad: 0)
+    }
+
+    private static func peerKey(_ r: OffloadRoute) -> fp_peer_key {
+        fp_peer_key(
+            peer_ip: r.peer.ip.v4.bigEndian, relay_ip: r.relay.address.ip.v4.bigEndian,
+            peer_port: r.peer.port.bigEndian, relay_port: r.relay.address.port.bigEndian)
+    }
+
+    private mutating func write(_ e: UInt32, route r: OffloadRoute, maps: FastPathMaps, now: UInt32) {
+        let expires = UInt64(r.expiresAt) &* 1_000_000_000
+        var client = entries[Int(e)].client
+        var clientValue = fp_client_value(
+            relay_ip: r.relay.address.ip.v4.bigEndian, peer_ip: r.peer.ip.v4.bigEndian,
+            relay_port: r.relay.address.port.bigEndian, peer_port: r.peer.port.bigEndian, counter: counterBase + e,
+            expires_ns: expires)
+        var peer = entries[Int(e)].peerKey
+        var peerValue = fp_peer_value(
+            client_ip: r.fiveTuple.client.ip.v4.bigEndian, server_ip: r.fiveTuple.server.ip.v4.bigEndian,
+            client_port: r.fiveTuple.client.port.bigEndian, server_port: r.fiveTuple.server.port.bigEndian,
+            channel: r.channel, pad: 0, counter: counterBase + e, pad2: 0, expires_ns: expires)
+        let a = uturn_fastpath_put_client(maps.clients, &client, &clientValue)
+        let b = uturn_fastpath_put_peer(maps.peers, &peer, &peerValue)
+        if a != 0 || b != 0 { noteError("writing a fast-path entry failed (errno \(-min(a, b)))", now: now) }
+    }
+
+    /// Deletes entry `e` from the maps and frees it; returns its last counts.
+    private mutating func remove(_ e: UInt32, maps: FastPathMaps) -> fp_counters {
+        var client = entries[Int(e)].client
+        var peer = entries[Int(e)].peerKey
+        _ = uturn_fastpath_delete_client(maps.clients, &client)
+        _ = uturn_fastpath_delete_peer(maps.peers, &peer)
+        let last = read(e, maps: maps)
+        free.give(e)
+        return last
+    }
+
+    /// What entry `e` relayed since the last read.
+    private mutating func read(_ e: UInt32, maps: FastPathMaps) -> fp_counters {
+        var now = fp_counters()
+        guard uturn_fastpath_read_counters(maps.counters, counterBase + e, &now) == 0 else { return fp_counters() }
+        let before = entries[Int(e)].reported
+        entries[Int(e)].reported = now
+        return fp_counters(
+            packets_to_peer: now.packets_to_peer &- before.packets_to_peer,
+            bytes_to_peer: now.bytes_to_peer &- before.bytes_to_peer,
+            packets_to_client: now.packets_to_client &- before.packets_to_client,
+            bytes_to_client: now.bytes_to_client &- before.bytes_to_client)
+    }
+
+    private func add(_ c: fp_counters, to r: inout Relayed) {
+        r.packetsToPeer &+= c.packets_to_peer
+        r.bytesToPeer &+= c.bytes_to_peer
+        r.packetsToClient &+= c.packets_to_client
+        r.bytesToClient &+= c.bytes_to_client
+    }
+
+    private mutating func noteError(_ what: String, now: UInt32) {
+        guard now &- lastErrorLog >= 5 else { return }
+        lastErrorLog = now
+        log(.warning, "offload: \(what)")
+    }
+}

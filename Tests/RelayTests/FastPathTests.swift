@@ -1,0 +1,166 @@
+import Glibc
+import Relay
+import STUN
+import TURN
+import Testing
+import URing
+
+/// The kernel fast path on loopback: a real engine with `--offload tc` on
+/// lo, real sockets. Needs root (CAP_BPF, CAP_NET_ADMIN); skipped without.
+/// The program is attached as a tcx link owned by the engine, so it is gone
+/// when the engine stops, even if a test fails.
+@Suite("Kernel fast path on loopback", .serialized, .enabled(if: getuid() == 0, "needs root for BPF and tc"))
+struct FastPathTests {
+    static func harness(mode: OffloadMode = .tc) throws -> EngineHarness {
+        try EngineHarness { c in
+            c.offload = mode
+            c.offloadInterfaces = ["lo"]
+        }
+    }
+
+    /// Counters are published once a second: waits until `done` says yes (at most 4 s).
+    static func waitForCounters(_ h: EngineHarness, _ done: (EngineHarness) -> Bool) {
+        for _ in 0..<40 where !done(h) { usleep(100_000) }
+    }
+
+    static func sendIndication(to peer: TransportAddress, _ payload: [UInt8]) throws -> [UInt8] {
+        var buf = [UInt8](repeating: 0, count: 256)
+        let n = try buf.withUnsafeMutableBytes { raw throws(STUNError) in
+            var e = try STUNEncoder(into: raw, method: .send, class: .indication, transactionID: .random())
+            try e.append(.xorPeerAddress, xorAddress: peer)
+            var failure: STUNError?
+            payload.withUnsafeBytes { b in
+                do throws(STUNError) { try e.append(.data, bytes: b) } catch { failure = error }
+            }
+            if let failure { throw failure }
+            return e.count
+        }
+        return Array(buf[0..<n])
+    }
+
+    static func counter(_ h: EngineHarness, _ name: String) -> UInt64 { h.engine.counter(name) ?? 0 }
+
+    /// Datagrams relayed by user space (all relayed minus the kernel's).
+    static func userSpaceToPeers(_ h: EngineHarness) -> UInt64 {
+        counter(h, "packetsToPeers") - counter(h, "offloadPacketsToPeers")
+    }
+
+    @Test("ChannelData both ways relayed in the kernel, byte for byte; user space relays none of it")
+    func relayedInKernel() throws {
+        let h = try Self.harness()
+        let client = try TestSocket()
+        let peer = try TestSocket()
+        var tc = TURNClient()
+        let relayed = try EngineRelayTests.allocate(h, client: client, tc: &tc, peer: peer.address, channel: 0x4001)
+        let rounds = 50
+        for i in 0..<rounds {
+            let payload = (0..<(40 + i)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ i) }
+            try client.send(EngineRelayTests.channelData(0x4001, payload), to: h.server)
+            let atPeer = try #require(try peer.receive(), "round \(i): nothing at the peer")
+            #expect(atPeer.bytes == payload)
+            #expect(atPeer.from == relayed)
+            let answer = Array(payload.reversed()) + [UInt8(i)]
+            try peer.send(answer, to: relayed)
+            let back = try #require(try client.receive(), "round \(i): nothing back at the client")
+            #expect(back.bytes == EngineRelayTests.channelData(0x4001, answer))
+            #expect(back.from == h.server)
+        }
+        Self.waitForCounters(h) { Self.counter($0, "offloadPacketsToClients") >= UInt64(rounds) }
+        #expect(Self.counter(h, "offloadPacketsToPeers") == UInt64(rounds))
+        #expect(Self.counter(h, "offloadPacketsToClients") == UInt64(rounds))
+        #expect(Self.userSpaceToPeers(h) == 0)
+        #expect(Self.counter(h, "packetsToClients") == Self.counter(h, "offloadPacketsToClients"))
+        #expect(Self.counter(h, "offloadEntriesWritten") == 1)
+        #expect(h.logs.all.contains { $0.contains("offload: kernel fast path (TC ingress) on lo") })
+    }
+
+    @Test("what the program must not take reaches user space unchanged: STUN, Send indications, bad lengths, padding")
+    func nonMatchingPassesThrough() throws {
+        let h = try Self.harness()
+        let client = try TestSocket()
+        let peer = try TestSocket()
+        var tc = TURNClient()
+        let relayed = try EngineRelayTests.allocate(h, client: client, tc: &tc, peer: peer.address, channel: 0x4002)
+        // A STUN Binding request from the client: answered by user space.
+        try client.send(TURNClient().request(.binding, sign: false), to: h.server)
+        let binding = try #require(try client.receive())
+        #expect(TURNClient.parse(binding.bytes) { $0.xorMappedAddress } == client.address)
+        // A Send indication: relayed by user space.
+        try client.send(Self.sendIndication(to: peer.address, Array("indication".utf8)), to: h.server)
+        #expect(try peer.receive()?.bytes == Array("indication".utf8))
+        // ChannelData padded to 4 bytes (allowed over UDP): the kernel passes
+        // it up, user space relays the payload.
+        try client.send(EngineRelayTests.channelData(0x4002, [1, 2, 3]) + [0], to: h.server)
+        #expect(try peer.receive()?.bytes == [1, 2, 3])
+        // A length field longer than the datagram: user space drops it.
+        var bad = EngineRelayTests.channelData(0x4002, [9, 9, 9, 9])
+        bad[3] = 40
+        try client.send(bad, to: h.server)
+        // A channel never bound: user space drops it.
+        try client.send(EngineRelayTests.channelData(0x4777, [5, 5]), to: h.server)
+        // Then a good one goes through the kernel and is the next thing the peer sees.
+        try client.send(EngineRelayTests.channelData(0x4002, [7, 7]), to: h.server)
+        #expect(try peer.receive()?.bytes == [7, 7])
+        Self.waitForCounters(h) { Self.counter($0, "offloadPacketsToPeers") >= 1 }
+        #expect(Self.counter(h, "offloadPacketsToPeers") == 1)
+        #expect(Self.userSpaceToPeers(h) == 2)  // the indication and the padded frame
+        #expect(Self.counter(h, "dropsMalformed") + Self.counter(h, "dropsNoRoute") >= 2)
+        #expect((h.engine.offloadPassed?.length ?? 0) >= 2)
+        _ = relayed
+    }
+
+    @Test("a deleted allocation stops kernel forwarding at once")
+    func deletedAllocationStops() throws {
+        let h = try Self.harness()
+        let client = try TestSocket()
+        let peer = try TestSocket()
+        var tc = TURNClient()
+        let relayed = try EngineRelayTests.allocate(h, client: client, tc: &tc, peer: peer.address, channel: 0x4003)
+        try client.send(EngineRelayTests.channelData(0x4003, [1]), to: h.server)
+        #expect(try peer.receive()?.bytes == [1])
+        try client.send(tc.request(.refresh) { e throws(STUNError) in try e.appendLifetime(0) }, to: h.server)
+        let answer = try #require(try client.receive())
+        #expect(TURNClient.parse(answer.bytes) { $0.messageClass } == .successResponse)
+        try peer.send([2], to: relayed)
+        try client.send(EngineRelayTests.channelData(0x4003, [3]), to: h.server)
+        try peer.socket.setReceiveTimeout(.milliseconds(500))
+        try client.socket.setReceiveTimeout(.milliseconds(500))
+        #expect(try peer.receive() == nil)
+        #expect(try client.receive() == nil)
+        Self.waitForCounters(h) { Self.counter($0, "offloadEntriesDeleted") >= 1 }
+        #expect(Self.counter(h, "offloadEntriesDeleted") == 1)
+        #expect(Self.counter(h, "offloadPacketsToPeers") == 1)
+        #expect(h.logs.all.contains { $0.contains("allocation deleted") && $0.contains("to-peer 1 pkts") })
+    }
+
+    @Test("a reload whose peer policy denies the peer takes the channel out of the kernel")
+    func reloadDeniesPeer() throws {
+        let h = try Self.harness()
+        let client = try TestSocket()
+        let peer = try TestSocket()
+        var tc = TURNClient()
+        _ = try EngineRelayTests.allocate(h, client: client, tc: &tc, peer: peer.address, channel: 0x4004)
+        try client.send(EngineRelayTests.channelData(0x4004, [1]), to: h.server)
+        #expect(try peer.receive()?.bytes == [1])
+        var denying = h.turn
+        denying.peerPolicy = PeerPolicy(allowLoopbackPeers: false, serverAddresses: [h.server.ip])
+        h.engine.reload(turn: denying)
+        Self.waitForCounters(h) { Self.counter($0, "offloadEntriesDeleted") >= 1 }
+        #expect(Self.counter(h, "offloadEntriesDeleted") == 1)
+        #expect(Self.counter(h, "offloadPacketsToPeers") == 1)
+    }
+
+    @Test("--offload off loads nothing; auto on a host that can loads the program")
+    func modes() throws {
+        let off = try Self.harness(mode: .off)
+        #expect(off.engine.offloadPassed == nil)
+        #expect(!off.logs.all.contains { $0.contains("offload:") })
+        let auto = try Self.harness(mode: .auto)
+        #expect(auto.engine.offloadPassed != nil)
+    }
+
+    @Test("--offload xdp is refused with what to use instead")
+    func xdpRefused() throws {
+        #expect(throws: EngineError.self) { _ = try Self.harness(mode: .xdp) }
+    }
+}
