@@ -114,6 +114,20 @@ public final class MetricsExposition: Sendable {
             series: [("", "tlsFailures")]),
         // Each worker's io_uring loop.
         Family(
+            name: "uturn_offload_packets_total",
+            help: "Datagrams the kernel fast path relayed (--offload); also counted in uturn_relayed_packets_total.",
+            label: "direction",
+            series: [("client_to_peer", "offloadPacketsToPeers"), ("peer_to_client", "offloadPacketsToClients")]),
+        Family(
+            name: "uturn_offload_bytes_total",
+            help: "Payload bytes the kernel fast path relayed; also counted in uturn_relayed_bytes_total.",
+            label: "direction",
+            series: [("client_to_peer", "offloadBytesToPeers"), ("peer_to_client", "offloadBytesToClients")]),
+        Family(
+            name: "uturn_offload_entries_total",
+            help: "Channels written into (a bound channel) and deleted from (expired, deleted, denied) the kernel fast path.",
+            label: "event", series: [("written", "offloadEntriesWritten"), ("deleted", "offloadEntriesDeleted")]),
+        Family(
             name: "uturn_ring_completions_total",
             help: "Completion queue entries handled; divided by uturn_ring_batches_total: CQEs per batch.",
             series: [("", "completions")], perWorker: true),

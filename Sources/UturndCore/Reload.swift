@@ -206,6 +206,8 @@ public struct Reloader: Sendable {
         ("--gro-client", { "\($0.engine.groClient)" }),
         ("--gro-peer", { "\($0.engine.groPeer)" }),
         ("--gro-buffers", { "\($0.engine.groBuffers)" }),
+        ("--offload", { $0.engine.offload.rawValue }),
+        ("--offload-interface", { $0.engine.offloadInterfaces.joined(separator: ", ") }),
         ("--user-quota", { "\($0.userQuota)" }),
         ("--total-quota", { "\($0.totalQuota)" }),
         ("--no-tcp", { "\($0.engine.tcpListen.isEmpty)" }),

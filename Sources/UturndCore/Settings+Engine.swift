@@ -33,5 +33,10 @@ extension Settings {
         engine.groPeer = e.groPeer
         engine.groBuffers = e.groBuffers
         engine.simulateRingFailure = e.simulateIOUringFailure
+        guard let offload = OffloadMode(rawValue: e.offload) else {
+            throw ValidationError("--offload \(e.offload) must be off, auto, tc or xdp.")
+        }
+        engine.offload = offload
+        engine.offloadInterfaces = e.offloadInterface
     }
 }
