@@ -18,10 +18,11 @@ extension TURNServer {
     /// The channels of `id` that could be relayed below the socket layer
     /// now: a UDP allocation with a UDP relay, the channel bound and
     /// unexpired, the peer's permission valid and the peer allowed by the
-    /// current peer policy (a reload can deny it). Control path: called
+    /// current peer policy (a reload can deny it). None while a bandwidth
+    /// limit is set: the kernel would not apply it. Control path: called
     /// after a request changed the allocation, and on the tick.
     public func offloadRoutes(of id: AllocationID, now: MonotonicTime) -> [OffloadRoute] {
-        guard tables.isLive(id), let fiveTuple = tables.fiveTuple(of: id), fiveTuple.transport == .udp,
+        guard configuration.bandwidthBytesPerSecond == 0, tables.isLive(id), let fiveTuple = tables.fiveTuple(of: id), fiveTuple.transport == .udp,
             tables.relayTransport(of: id) == .udp
         else { return [] }
         let allocationEnds = now.seconds &+ tables.remainingLifetime(of: id, now: now)

@@ -7,7 +7,7 @@ public enum CoturnOptions {
     static let admin = "uturn has no admin interface"
     static let process = "uturn runs in the foreground; let systemd (or similar) handle daemonising, users and pid files"
     static let logging = "use --log-level and --log-file"
-    static let transport = "uturn serves TURN over UDP, TCP and TLS, and relays UDP only"
+    static let transport = "uturn serves TURN over UDP, TCP and TLS, and relays UDP (and TCP for RFC 6062 clients)"
     static let missing = "not implemented in uturn"
 
     public static let unsupported: [String: String] = {

@@ -19,7 +19,8 @@ public struct Uturnd: ParsableCommand {
 
             Signals: SIGTERM drains (see --drain-timeout) and exits, SIGINT exits at once, SIGHUP \
             re-reads the config file with the same command line and applies users, REST secrets, \
-            peer policy and lifetimes without dropping allocations (a bad file is logged and \
+            peer policy, lifetimes and the TLS certificate and key without dropping allocations \
+            (channels the peer policy now denies leave the kernel fast path; a bad file is logged and \
             changes nothing; listening, relay and engine options need a restart). Under systemd \
             (NOTIFY_SOCKET) it reports READY, RELOADING and STOPPING. Needs Linux 5.19 or newer \
             with io_uring enabled.
