@@ -4,7 +4,10 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,3 +204,65 @@ uint64_t uturn_fastpath_read_passed(int fd, uint32_t reason) {
 }
 
 unsigned uturn_fastpath_ifindex(const char *name) { return if_nametoindex(name); }
+
+int uturn_fastpath_route_v4(uint32_t source, uint32_t destination, uint32_t *ifindex) {
+    struct {
+        struct nlmsghdr header;
+        struct rtmsg route;
+        char attributes[64];
+    } request;
+    memset(&request, 0, sizeof(request));
+    request.header.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
+    request.header.nlmsg_type = RTM_GETROUTE;
+    request.header.nlmsg_flags = NLM_F_REQUEST;
+    request.header.nlmsg_seq = 1;
+    request.route.rtm_family = AF_INET;
+    request.route.rtm_dst_len = 32;
+    request.route.rtm_src_len = 32;
+    const struct { unsigned short type; uint32_t value; } attributes[2] = {{RTA_DST, destination}, {RTA_SRC, source}};
+    for (int i = 0; i < 2; i++) {
+        struct rtattr *a = (struct rtattr *)((char *)&request + NLMSG_ALIGN(request.header.nlmsg_len));
+        a->rta_type = attributes[i].type;
+        a->rta_len = RTA_LENGTH(sizeof(uint32_t));
+        memcpy(RTA_DATA(a), &attributes[i].value, sizeof(uint32_t));
+        request.header.nlmsg_len = NLMSG_ALIGN(request.header.nlmsg_len) + RTA_ALIGN(a->rta_len);
+    }
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0) return -errno;
+    int rc = -EIO;
+    if (send(fd, &request, request.header.nlmsg_len, 0) < 0) {
+        rc = -errno;
+        goto done;
+    }
+    char answer[4096];
+    ssize_t n = recv(fd, answer, sizeof(answer), 0);
+    if (n < 0) {
+        rc = -errno;
+        goto done;
+    }
+    for (struct nlmsghdr *h = (struct nlmsghdr *)answer; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+        if (h->nlmsg_type == NLMSG_ERROR) {
+            struct nlmsgerr *e = NLMSG_DATA(h);
+            rc = e->error ? e->error : -EIO;
+            goto done;
+        }
+        if (h->nlmsg_type != RTM_NEWROUTE) continue;
+        struct rtmsg *r = NLMSG_DATA(h);
+        if (r->rtm_type == RTN_LOCAL) {
+            *ifindex = 0;
+            rc = 0;
+            goto done;
+        }
+        int length = RTM_PAYLOAD(h);
+        for (struct rtattr *a = RTM_RTA(r); RTA_OK(a, length); a = RTA_NEXT(a, length)) {
+            if (a->rta_type == RTA_OIF) {
+                memcpy(ifindex, RTA_DATA(a), sizeof(uint32_t));
+                rc = 0;
+                goto done;
+            }
+        }
+    }
+done:
+    close(fd);
+    return rc;
+}

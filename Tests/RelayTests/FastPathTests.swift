@@ -164,3 +164,32 @@ struct FastPathTests {
         #expect(throws: EngineError.self) { _ = try Self.harness(mode: .xdp) }
     }
 }
+
+/// Two engines with the fast path on lo at once (two tcx programs in a
+/// chain): each relays its own channels in the kernel, because a program
+/// passes what it does not relay on to the next one.
+@Suite("Kernel fast path: two relays on one interface", .serialized, .enabled(if: getuid() == 0, "needs root"))
+struct FastPathCoexistenceTests {
+    @Test("both relays' channels are relayed in the kernel")
+    func twoPrograms() throws {
+        let first = try FastPathTests.harness()
+        let second = try FastPathTests.harness()
+        for h in [first, second] {
+            let client = try TestSocket()
+            let peer = try TestSocket()
+            var tc = TURNClient()
+            let relayed = try EngineRelayTests.allocate(h, client: client, tc: &tc, peer: peer.address, channel: 0x4010)
+            for i in 0..<10 {
+                try client.send(EngineRelayTests.channelData(0x4010, [UInt8(i)]), to: h.server)
+                #expect(try peer.receive()?.bytes == [UInt8(i)])
+                try peer.send([UInt8(i), 1], to: relayed)
+                #expect(try client.receive()?.bytes == EngineRelayTests.channelData(0x4010, [UInt8(i), 1]))
+            }
+        }
+        for h in [first, second] {
+            FastPathTests.waitForCounters(h) { FastPathTests.counter($0, "offloadPacketsToClients") >= 10 }
+            #expect(FastPathTests.counter(h, "offloadPacketsToPeers") == 10)
+            #expect(FastPathTests.counter(h, "offloadPacketsToClients") == 10)
+        }
+    }
+}

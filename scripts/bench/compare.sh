@@ -38,12 +38,18 @@
 #   uturnd-gro    the same with --gro-client --gro-peer         (flood1-gso)
 #   uturnd-batch  the same with --batch-wait-us $BATCH_WAIT_US (default 200;
 #                 opt-in: not in the default RELAYS)            (flood64, voip)
+#   uturnd-offload  the same with --offload tc on lo (the kernel fast path;
+#                 opt-in, needs root)                           (flood1, flood64, voip)
 #   coturn        $TURNSERVER (Debian's turnserver 4.6.1 by default), one relay thread
 #   ceiling       scripts/bench/cdreflect.c: bare ChannelData forwarder, no
 #                 TURN, GRO receives and GSO sends; the load sends with
 #                 --no-turn and the same shape. The most the harness can show.
 #                 (flood1, flood1-gso, flood64, voip)
 # Every row of results.tsv names its scenario, load generator and harness.
+# With PERF=1 (the default as root with perf installed) each row also has
+# total_cpu_us_per_rt: every CPU's busy time (softirq included), sampled with
+# perf record -a -e cpu-clock -F 2000 over the measured window, per round
+# trip: the figure that counts the kernel's work for every relay alike.
 #
 # Usage: scripts/bench/compare.sh
 #   env: SCENARIOS="flood1 flood1-gso flood64 voip alloc"  ROUNDS=6 SECS=10 WARMUP=2
@@ -85,6 +91,8 @@ FLOOR_SECS=${FLOOR_SECS:-10}
 FLOOR_SH=${FLOOR_SH:-$root/../shared/tools/floor/run.sh}
 [[ -f $FLOOR_SH ]] || FLOOR_SH=/work/shared/tools/floor/run.sh
 SCRATCH=${SCRATCH:-$root/.build-bench6}
+# PERF=1: whole-machine busy CPU per round trip (perf record -a), needs perf and root.
+PERF=${PERF:-$([[ $(id -u) == 0 ]] && command -v perf >/dev/null && echo 1 || echo 0)}
 TURNSERVER=${TURNSERVER:-turnserver}
 OUT=${OUT:-$root/.build-bench-c/results-$(date +%Y%m%d-%H%M%S)}
 LISTEN_PORT=40478 MIN_PORT=${MIN_PORT:-20000} MAX_PORT=${MAX_PORT:-31999} PEER_PORT=40700
@@ -165,6 +173,7 @@ scenario_relays() {
 		uturnd-nogso) [[ $s == flood1 ]] && ok=1 || ok=0 ;;
 		uturnd-gro) [[ $s == flood1-gso ]] && ok=1 || ok=0 ;;
 		uturnd-batch) [[ $s == voip || $s == flood64 ]] && ok=1 || ok=0 ;;
+		uturnd-offload) [[ $s == flood1 || $s == flood64 || $s == voip ]] && ok=1 || ok=0 ;;
 		ceiling) [[ $s == flood* || $s == voip ]] && ok=1 || ok=0 ;;
 		esac
 		if ((ok)); then echo "$r"; fi
@@ -203,8 +212,9 @@ check_ports_free() {
 start_relay() { # start_relay NAME SCENARIO LOG -> sets relay_pid
 	local name=$1 scenario=$2 log=$3 tmp
 	case $name in
-	uturnd | uturnd-nogso | uturnd-gro | uturnd-batch)
+	uturnd | uturnd-nogso | uturnd-gro | uturnd-batch | uturnd-offload)
 		local extra=()
+		[[ $name == uturnd-offload ]] && extra=(--offload tc --offload-interface lo)
 		[[ $name == uturnd-nogso ]] && extra=(--no-gso)
 		[[ $name == uturnd-gro ]] && extra=(--gro-client --gro-peer)
 		[[ $name == uturnd-batch ]] && extra=(--batch-wait-us "${BATCH_WAIT_US:-200}")
@@ -286,7 +296,7 @@ load_argv() { # load_argv SCENARIO RELAY JSON
 }
 
 results=$OUT/results.tsv
-printf 'scenario\tround\tharness\tload\trelay\trt_per_s_median\trt_per_s_min_sample\trt_per_s_max_sample\trelay_cpu_pct\trelay_cpu_us_per_rt\tcpu1_us_per_rt\tcpu0_busy_pct\tcpu1_busy_pct\tsent\treceived\twritten_off\tloss_pct\tp50_us\tp99_us\tp999_us\talloc_per_s\tother_cpu_pct\n' >"$results"
+printf 'scenario\tround\tharness\tload\trelay\trt_per_s_median\trt_per_s_min_sample\trt_per_s_max_sample\trelay_cpu_pct\trelay_cpu_us_per_rt\tcpu1_us_per_rt\tcpu0_busy_pct\tcpu1_busy_pct\tsent\treceived\twritten_off\tloss_pct\tp50_us\tp99_us\tp999_us\talloc_per_s\tother_cpu_pct\ttotal_cpu_us_per_rt\n' >"$results"
 {
 	echo "kernel $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 	echo "SCENARIOS=${SCENARIOS[*]} ROUNDS=$ROUNDS SECS=$SECS WARMUP=$WARMUP WINDOW=$WINDOW PAYLOAD=$PAYLOAD TRAIN=$TRAIN"
@@ -321,9 +331,21 @@ for scenario in "${SCENARIOS[@]}"; do
 			# what else ran on the machine mid-window (other sessions' builds skew results)
 			(sleep $((WARMUP + SECS / 2)); top -b -n 2 -d 1 -w 200 | awk '/^top -/ { n++ } n == 2' |
 				head -16 >"$OUT/$tag.top.txt") &
+			top_pid=$!
+			# Whole-machine busy CPU (every CPU, softirq included) sampled by
+			# perf over the middle of the measured window: a relay whose work
+			# runs in the kernel (--offload) is not seen by its process CPU.
+			pdata=$OUT/$tag.perf.data
+			perf_pid=
+			if ((PERF)); then
+				(sleep $((WARMUP + 1)); perf record -a -e cpu-clock -F 2000 -o "$pdata" -- sleep $((SECS - 2)) \
+					>/dev/null 2>&1) &
+				perf_pid=$!
+			fi
 			mapfile -t argv < <(load_argv "$scenario" "$relay" "$json")
 			taskset -c 0 "${argv[@]}" >"$llog" 2>&1 || status=$?
-			wait $! 2>/dev/null || true # the top snapshot
+			[[ -n $perf_pid ]] && wait "$perf_pid" 2>/dev/null
+			wait "$top_pid" 2>/dev/null || true # the top snapshot
 			if ! stop_relay "$relay_pid"; then
 				echo "$tag: $relay exited before the end of its run; its log:" >&2
 				tail -30 "$rlog" >&2
@@ -339,8 +361,18 @@ for scenario in "${SCENARIOS[@]}"; do
 			# %CPU of everything but the relay, the load and top in the mid-run snapshot
 			other=$(awk 'f && $12 !~ /^(turnflood|uturn-bench|uturnd|turnserver|cdreflect|top)$/ { s += $9 }
 				/^ *PID/ { f = 1 } END { printf "%.0f", s }' "$OUT/$tag.top.txt")
-			python3 "$root/scripts/bench/row.py" "$scenario" "$round" "$harness" "$load" "$relay" \
-				"$([[ $load == turnflood ]] && echo "$llog" || echo "$json")" "$other" >>"$results"
+			busy=
+			if ((PERF)) && [[ -s $pdata ]]; then
+				busy=$(perf report -i "$pdata" --sort sym --stdio 2>/dev/null | awk '/^ +[0-9.]+%/ { p = $1; sub("%", "", p)
+					if ($0 !~ /(safe_halt|default_idle|cpu_idle_poll|intel_idle|acpi_idle|mwait|poll_idle)/) b += p }
+					END { printf "%.4f", b / 100 }')
+				rm -f "$pdata"
+			fi
+			row=$(python3 "$root/scripts/bench/row.py" "$scenario" "$round" "$harness" "$load" "$relay" \
+				"$([[ $load == turnflood ]] && echo "$llog" || echo "$json")" "$other")
+			total=$(awk -v b="$busy" -v rt="$(cut -f6 <<<"$row")" -v n="$(nproc)" \
+				'BEGIN { if (b != "" && rt > 0) printf "%.3f", b * n * 1e6 / rt }')
+			printf '%s\t%s\n' "$row" "$total" >>"$results"
 			tail -1 "$results"
 		done
 	done

@@ -49,7 +49,8 @@ suffix = "" if other_max is None else f"-other-le-{other_max:g}"
 
 LABEL = {"coturn": "coturn 4.6.1", "ceiling": "ceiling: cdreflect, no TURN",
          "ceiling-straight": "ceiling: cdreflect --straight",
-         "uturnd-gro": "uturnd-gro (`--gro-client --gro-peer`)", "uturnd-nogso": "uturnd-nogso (`--no-gso`)"}
+         "uturnd-gro": "uturnd-gro (`--gro-client --gro-peer`)", "uturnd-nogso": "uturnd-nogso (`--no-gso`)",
+         "uturnd-offload": "uturnd-offload (`--offload tc`)", "uturnd-batch": "uturnd-batch (`--batch-wait-us`)"}
 TITLE = {
     "flood1": "one flow, 120-byte flood",
     "flood1-gso": "one flow, 120-byte flood, GSO trains and GRO receivers",
@@ -89,7 +90,7 @@ for r in rows:
     groups.setdefault((r["scenario"], r["harness"]), {}).setdefault(r["relay"], []).append(r)
 
 COLS = ["rt_per_s_median", "relay_cpu_us_per_rt", "relay_cpu_pct", "cpu1_us_per_rt", "cpu0_busy_pct",
-        "other_cpu_pct", "loss_pct", "p50_us", "p99_us", "p999_us", "alloc_per_s", "sent"]
+        "other_cpu_pct", "loss_pct", "p50_us", "p99_us", "p999_us", "alloc_per_s", "sent", "total_cpu_us_per_rt"]
 tables = {}
 for key, relays in groups.items():
     tables[key] = []
@@ -150,30 +151,31 @@ for key, table in tables.items():
     elif scenario == "voip":
         md += ["| harness | load | relay | rounds | round trips/s, median (min–max) | loss % | latency p50 µs "
                "| p99 µs | p99.9 µs | relay CPU µs / rt | relay CPU % | CPU 1 µs / rt (incl. softirq) "
-               "| CPU 0 busy % | foreign CPU % mid-run |",
-               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+               "| CPU 0 busy % | foreign CPU % mid-run | total CPU µs / rt (all CPUs, perf) |",
+               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for e in table:
             md.append(f"| {h} | {e['load']} | {LABEL.get(e['relay'], e['relay'])} | {e['rounds']} "
                       f"| {fmt(e['rt_per_s_median'], 0)} | {fmt(e['loss_pct'], 3)} | {fmt(e['p50_us'], 0)} "
                       f"| {fmt(e['p99_us'], 0)} | {fmt(e['p999_us'], 0)} | {fmt(e['relay_cpu_us_per_rt'], 2)} "
                       f"| {fmt(e['relay_cpu_pct'], 0)} | {fmt(e['cpu1_us_per_rt'], 2)} | {fmt(e['cpu0_busy_pct'], 0)} "
-                      f"| {fmt(e['other_cpu_pct'], 0)} |")
+                      f"| {fmt(e['other_cpu_pct'], 0)} | {fmt(e['total_cpu_us_per_rt'], 2)} |")
     else:
         md += ["| harness | load | relay | rounds | round trips/s, median (min–max) | relay CPU µs / rt, median "
-               "(min–max) | relay CPU % | CPU 1 µs / rt (incl. softirq) | CPU 0 busy % | foreign CPU % mid-run |",
-               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+               "(min–max) | relay CPU % | CPU 1 µs / rt (incl. softirq) | CPU 0 busy % | foreign CPU % mid-run "
+               "| total CPU µs / rt (all CPUs, perf) |",
+               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for e in table:
             md.append(f"| {h} | {e['load']} | {LABEL.get(e['relay'], e['relay'])} | {e['rounds']} "
                       f"| {fmt(e['rt_per_s_median'], 0)} | {fmt(e['relay_cpu_us_per_rt'], 2)} "
                       f"| {fmt(e['relay_cpu_pct'], 0)} | {fmt(e['cpu1_us_per_rt'], 2)} | {fmt(e['cpu0_busy_pct'], 0)} "
-                      f"| {fmt(e['other_cpu_pct'], 0)} |")
+                      f"| {fmt(e['other_cpu_pct'], 0)} | {fmt(e['total_cpu_us_per_rt'], 2)} |")
         for fh, modes in floor.items():
             if floor_scenario(fh) != key:
                 continue
             for mode, runs in modes.items():
                 md.append(f"| {fh} | floor's own client | floor {mode} | {len(runs)} | {fmt(stats([x[0] for x in runs]), 0)} "
                           f"| {fmt(stats([x[1] for x in runs]), 2)} | {fmt(stats([x[2] for x in runs]), 0)} "
-                          f"| {fmt(stats([x[3] for x in runs]), 2)} | – | – |")
+                          f"| {fmt(stats([x[3] for x in runs]), 2)} | – | – | – |")
     if scenario in ("flood64", "voip", "alloc", "invalid"):
         md.append("")
         md.append("No floor row: `shared/tools/floor` drives one flow of back-to-back datagrams only, not this shape.")

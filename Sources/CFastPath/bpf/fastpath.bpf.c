@@ -8,15 +8,16 @@
 //   peer -> client: a UDP datagram from a peer to a relayed address whose
 //     (peer, relayed address) has an entry becomes ChannelData to the client.
 //
-// Every other packet passes on unchanged (TC_ACT_OK): the program sees all
-// traffic on the interface. ChannelData whose length field does not match
+// Every other packet passes on unchanged (PASS, to the next program and the
+// stack): the program sees all traffic on the interface. ChannelData whose length field does not match
 // the datagram (short, padded, trailing bytes) and entries past their expiry
 // go to user space too, which relays or drops them as the TURN state says.
 // Only IPv4 without options or fragments, and no GSO trains, are handled
 // here; IPv6 stays in user space in this version.
 //
 // The result is delivered locally (a peer or client on this host) or sent
-// out of the interface the routing table names (bpf_redirect_neigh). UDP
+// out of the interface the routing table named when user space wrote the
+// entry (bpf_redirect_neigh: no forwarding sysctl needed). UDP
 // checksums are updated field by field; see is_partial for datagrams that
 // were sent on this host.
 #include <linux/bpf.h>
@@ -29,10 +30,6 @@
 #include <bpf/bpf_endian.h>
 
 #include "fastpath_maps.h"
-
-#ifndef AF_INET
-#define AF_INET 2
-#endif
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
@@ -61,6 +58,13 @@ struct {
     __type(key, __u32);
     __type(value, __u64);
 } fp_passed SEC(".maps");
+
+// A packet this program does not relay goes on to whatever would have seen
+// it next: the next program on the interface (tcx: TCX_NEXT; a clsact
+// filter chain: TC_ACT_UNSPEC, the same value), then the stack. TC_ACT_OK
+// would end the chain and hide the packet from programs attached after this
+// one (another uturnd, a CNI's program).
+#define PASS TC_ACT_UNSPEC
 
 #define IP_OFF ETH_HLEN
 #define UDP_OFF (ETH_HLEN + sizeof(struct iphdr))
@@ -93,26 +97,11 @@ static __always_inline int csum2(struct __sk_buff *skb, __u16 from, __u16 to, __
     return bpf_l4_csum_replace(skb, UDP_CHECK_OFF, from, to, pseudo | CSUM_UDP | 2);
 }
 
-// Where the rewritten packet goes: to this host (the stack delivers it), or
-// out of the interface the routing table picks (bpf_redirect_neigh).
-#define ROUTE_LOCAL 0
-#define ROUTE_OUT 1
-
-static __always_inline int route(struct __sk_buff *skb, __u32 saddr, __u32 daddr, __u16 tot_len, __u32 *ifindex) {
-    struct bpf_fib_lookup fib = {};
-    fib.family = AF_INET;
-    fib.l4_protocol = IPPROTO_UDP;
-    fib.tot_len = tot_len;
-    fib.ipv4_src = saddr;
-    fib.ipv4_dst = daddr;
-    fib.ifindex = skb->ingress_ifindex;
-    long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-    *ifindex = fib.ifindex;
-    return rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH ? ROUTE_OUT : ROUTE_LOCAL;
-}
-
-static __always_inline int send_on(int where, __u32 ifindex) {
-    return where == ROUTE_OUT ? bpf_redirect_neigh(ifindex, 0, 0, 0) : TC_ACT_OK;
+// Where the rewritten packet goes: out of the interface user space found
+// for the destination when it wrote the entry (bpf_redirect_neigh resolves
+// the next hop), or, for a destination on this host (0), up the stack.
+static __always_inline int send_on(__u32 ifindex) {
+    return ifindex ? bpf_redirect_neigh(ifindex, 0, 0, 0) : TC_ACT_OK;
 }
 
 // A datagram sent by a socket on this host (loopback, or a veth from
@@ -151,12 +140,11 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct iphdr *ip, stru
     __u16 cd0 = bpf_htons(channel), cd1 = bpf_htons(length);
 
     __u16 tot_len = sizeof(struct iphdr) + sizeof(struct udphdr) + length;
-    __u32 ifindex = 0;
-    int where = route(skb, v->relay_ip, v->peer_ip, tot_len, &ifindex);
+    __u32 ifindex = v->egress_ifindex;
     int partial = is_partial(&nip, &nudp);
-    if (partial && where == ROUTE_OUT) {
+    if (partial && ifindex) {
         count_passed(FP_PASSED_LOCAL_ORIGIN);
-        return TC_ACT_OK;
+        return PASS;
     }
     if (partial) {
         nudp.check = 0;
@@ -187,7 +175,7 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct iphdr *ip, stru
         bpf_skb_adjust_room(skb, -4, BPF_ADJ_ROOM_MAC, 0))
         return TC_ACT_SHOT;
     count(v->counter, 1, length);
-    return send_on(where, ifindex);
+    return send_on(ifindex);
 }
 
 // UDP from a peer -> ChannelData to the client. `length` is the UDP payload length.
@@ -199,12 +187,11 @@ static __always_inline int to_client(struct __sk_buff *skb, struct iphdr *ip, st
     __u16 cd[2] = { bpf_htons(v->channel), bpf_htons(length) };
 
     __u16 tot_len = sizeof(struct iphdr) + sizeof(struct udphdr) + 4 + length;
-    __u32 ifindex = 0;
-    int where = route(skb, v->server_ip, v->client_ip, tot_len, &ifindex);
+    __u32 ifindex = v->egress_ifindex;
     int partial = is_partial(&nip, &nudp);
-    if (partial && where == ROUTE_OUT) {
+    if (partial && ifindex) {
         count_passed(FP_PASSED_LOCAL_ORIGIN);
-        return TC_ACT_OK;
+        return PASS;
     }
     if (partial) {
         nudp.check = 0;
@@ -235,23 +222,23 @@ static __always_inline int to_client(struct __sk_buff *skb, struct iphdr *ip, st
         bpf_skb_store_bytes(skb, UDP_OFF + sizeof(struct udphdr), cd, sizeof(cd), 0))
         return TC_ACT_SHOT;
     count(v->counter, 0, length);
-    return send_on(where, ifindex);
+    return send_on(ifindex);
 }
 
 SEC("tc")
 int uturn_fastpath(struct __sk_buff *skb) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
-    if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP)) return TC_ACT_OK;
+    if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP)) return PASS;
     struct iphdr *ip = (void *)(eth + 1);
-    if ((void *)(ip + 1) > end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP) return TC_ACT_OK;
-    if (ip->frag_off & bpf_htons(0x3fff)) return TC_ACT_OK;  // a fragment: user space
+    if ((void *)(ip + 1) > end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP) return PASS;
+    if (ip->frag_off & bpf_htons(0x3fff)) return PASS;  // a fragment: user space
     struct udphdr *udp = (void *)(ip + 1);
-    if ((void *)(udp + 1) > end) return TC_ACT_OK;
-    if (skb->gso_size != 0) return TC_ACT_OK;  // a GSO train: user space walks it
+    if ((void *)(udp + 1) > end) return PASS;
+    if (skb->gso_size != 0) return PASS;  // a GSO train: user space walks it
     __u16 udp_len = bpf_ntohs(udp->len);
     if (udp_len < sizeof(struct udphdr) || bpf_ntohs(ip->tot_len) != sizeof(struct iphdr) + udp_len)
-        return TC_ACT_OK;
+        return PASS;
     __u16 payload = udp_len - sizeof(struct udphdr);
     __u8 *p = (void *)(udp + 1);
 
@@ -267,11 +254,11 @@ int uturn_fastpath(struct __sk_buff *skb) {
             __u16 length = ((__u16)p[2] << 8) | p[3];
             if ((__u32)length + 4 != payload) {
                 count_passed(FP_PASSED_LENGTH);
-                return TC_ACT_OK;
+                return PASS;
             }
             if (v->expires_ns <= bpf_ktime_get_ns()) {
                 count_passed(FP_PASSED_EXPIRED);
-                return TC_ACT_OK;
+                return PASS;
             }
             return to_peer(skb, ip, udp, v, k.channel, length);
         }
@@ -281,14 +268,14 @@ int uturn_fastpath(struct __sk_buff *skb) {
         .peer_ip = ip->saddr, .relay_ip = ip->daddr, .peer_port = udp->source, .relay_port = udp->dest,
     };
     struct fp_peer_value *pv = bpf_map_lookup_elem(&fp_peers, &pk);
-    if (!pv) return TC_ACT_OK;
+    if (!pv) return PASS;
     if (payload > 0xffff - 64) {
         count_passed(FP_PASSED_LENGTH);
-        return TC_ACT_OK;
+        return PASS;
     }
     if (pv->expires_ns <= bpf_ktime_get_ns()) {
         count_passed(FP_PASSED_EXPIRED);
-        return TC_ACT_OK;
+        return PASS;
     }
     return to_client(skb, ip, udp, pv, payload);
 }

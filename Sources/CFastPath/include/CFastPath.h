@@ -42,6 +42,12 @@ int uturn_fastpath_zero_counters(int fd, uint32_t index);
 // ChannelData passed to user space for `reason` (fp_passed_reason), summed over CPUs.
 uint64_t uturn_fastpath_read_passed(int fd, uint32_t reason);
 
+// Where this host sends a datagram from `source` to `destination` (IPv4,
+// network byte order): *ifindex gets the outgoing interface, or 0 when the
+// destination is this host. Asks the routing table over rtnetlink (RTM_GETROUTE,
+// as `ip route get DST from SRC` does). 0 or a negative errno.
+int uturn_fastpath_route_v4(uint32_t source, uint32_t destination, uint32_t *ifindex);
+
 // Interface index of `name`, or 0.
 unsigned uturn_fastpath_ifindex(const char *name);
 

@@ -39,6 +39,9 @@ struct fp_client_value {
     fp_u16 peer_port;
     // Index into the counters map.
     fp_u32 counter;
+    // Interface to send the result out of (bpf_redirect_neigh), or 0 to
+    // hand it to this host's stack (the destination is local).
+    fp_u32 egress_ifindex;
     // CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) after which the entry
     // forwards nothing: the channel, its permission or the allocation ended.
     fp_u64 expires_ns;
@@ -61,7 +64,8 @@ struct fp_peer_value {
     fp_u16 channel;
     fp_u16 pad;
     fp_u32 counter;
-    fp_u32 pad2;
+    // As in fp_client_value: 0 for local delivery.
+    fp_u32 egress_ifindex;
     fp_u64 expires_ns;
 };
 

@@ -160,19 +160,29 @@ struct FastPathPart: ~Copyable {
 
     private mutating func write(_ e: UInt32, route r: OffloadRoute, maps: FastPathMaps, now: UInt32) {
         let expires = UInt64(r.expiresAt) &* 1_000_000_000
+        // Where each direction leaves this host, from the routing table now
+        // (re-read whenever the entry is rewritten).
+        var toPeer: UInt32 = 0
+        var toClient: UInt32 = 0
+        let a = uturn_fastpath_route_v4(r.relay.address.ip.v4.bigEndian, r.peer.ip.v4.bigEndian, &toPeer)
+        let b = uturn_fastpath_route_v4(r.fiveTuple.server.ip.v4.bigEndian, r.fiveTuple.client.ip.v4.bigEndian, &toClient)
+        guard a == 0, b == 0 else {
+            noteError("no route for channel \(r.channel) (errno \(-min(a, b))); it stays in user space", now: now)
+            return
+        }
         var client = entries[Int(e)].client
         var clientValue = fp_client_value(
             relay_ip: r.relay.address.ip.v4.bigEndian, peer_ip: r.peer.ip.v4.bigEndian,
             relay_port: r.relay.address.port.bigEndian, peer_port: r.peer.port.bigEndian, counter: counterBase + e,
-            expires_ns: expires)
+            egress_ifindex: toPeer, expires_ns: expires)
         var peer = entries[Int(e)].peerKey
         var peerValue = fp_peer_value(
             client_ip: r.fiveTuple.client.ip.v4.bigEndian, server_ip: r.fiveTuple.server.ip.v4.bigEndian,
             client_port: r.fiveTuple.client.port.bigEndian, server_port: r.fiveTuple.server.port.bigEndian,
-            channel: r.channel, pad: 0, counter: counterBase + e, pad2: 0, expires_ns: expires)
-        let a = uturn_fastpath_put_client(maps.clients, &client, &clientValue)
-        let b = uturn_fastpath_put_peer(maps.peers, &peer, &peerValue)
-        if a != 0 || b != 0 { noteError("writing a fast-path entry failed (errno \(-min(a, b)))", now: now) }
+            channel: r.channel, pad: 0, counter: counterBase + e, egress_ifindex: toClient, expires_ns: expires)
+        let c = uturn_fastpath_put_client(maps.clients, &client, &clientValue)
+        let d = uturn_fastpath_put_peer(maps.peers, &peer, &peerValue)
+        if c != 0 || d != 0 { noteError("writing a fast-path entry failed (errno \(-min(c, d)))", now: now) }
     }
 
     /// Deletes entry `e` from the maps and frees it; returns its last counts.
