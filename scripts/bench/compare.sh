@@ -105,8 +105,8 @@ for s in "${SCENARIOS[@]}"; do
 done
 ((VOIP_SESSIONS <= MAX_PORT - MIN_PORT + 1)) || { echo "VOIP_SESSIONS > relay port range" >&2; exit 2; }
 for r in "${RELAYS[@]}"; do
-	case $r in uturnd | uturnd-nogso | uturnd-gro | uturnd-batch | coturn | ceiling) ;;
-	*) echo "unknown relay $r (uturnd uturnd-nogso uturnd-gro uturnd-batch coturn ceiling)" >&2; exit 2 ;;
+	case $r in uturnd | uturnd-nogso | uturnd-gro | uturnd-batch | uturnd-offload | coturn | ceiling) ;;
+	*) echo "unknown relay $r (uturnd uturnd-nogso uturnd-gro uturnd-batch uturnd-offload coturn ceiling)" >&2; exit 2 ;;
 	esac
 done
 
