@@ -38,6 +38,7 @@
 #   uturnd-gro    the same with --gro-client --gro-peer         (flood1-gso)
 #   uturnd-batch  the same with --batch-wait-us $BATCH_WAIT_US (default 200;
 #                 opt-in: not in the default RELAYS)            (flood64, voip)
+#   uturnd-b      another build of uturnd, $UTURND_B (A/B of two commits, opt-in)
 #   uturnd-offload  the same with --offload tc on lo (the kernel fast path;
 #                 opt-in, needs root)                           (flood1, flood64, voip)
 #   coturn        $TURNSERVER (Debian's turnserver 4.6.1 by default), one relay thread
@@ -105,8 +106,8 @@ for s in "${SCENARIOS[@]}"; do
 done
 ((VOIP_SESSIONS <= MAX_PORT - MIN_PORT + 1)) || { echo "VOIP_SESSIONS > relay port range" >&2; exit 2; }
 for r in "${RELAYS[@]}"; do
-	case $r in uturnd | uturnd-nogso | uturnd-gro | uturnd-batch | uturnd-offload | coturn | ceiling) ;;
-	*) echo "unknown relay $r (uturnd uturnd-nogso uturnd-gro uturnd-batch uturnd-offload coturn ceiling)" >&2; exit 2 ;;
+	case $r in uturnd | uturnd-nogso | uturnd-gro | uturnd-batch | uturnd-offload | uturnd-b | coturn | ceiling) ;;
+	*) echo "unknown relay $r (uturnd uturnd-nogso uturnd-gro uturnd-batch uturnd-offload uturnd-b coturn ceiling)" >&2; exit 2 ;;
 	esac
 done
 
@@ -169,7 +170,7 @@ scenario_relays() {
 	local s=$1 r ok
 	for r in "${RELAYS[@]}"; do
 		case $r in
-		uturnd | coturn) ok=1 ;;
+		uturnd | uturnd-b | coturn) ok=1 ;;
 		uturnd-nogso) [[ $s == flood1 ]] && ok=1 || ok=0 ;;
 		uturnd-gro) [[ $s == flood1-gso ]] && ok=1 || ok=0 ;;
 		uturnd-batch) [[ $s == voip || $s == flood64 ]] && ok=1 || ok=0 ;;
@@ -212,14 +213,15 @@ check_ports_free() {
 start_relay() { # start_relay NAME SCENARIO LOG -> sets relay_pid
 	local name=$1 scenario=$2 log=$3 tmp
 	case $name in
-	uturnd | uturnd-nogso | uturnd-gro | uturnd-batch | uturnd-offload)
-		local extra=()
+	uturnd | uturnd-nogso | uturnd-gro | uturnd-batch | uturnd-offload | uturnd-b)
+		local extra=() binary=$uturnd
+		[[ $name == uturnd-b ]] && binary=$UTURND_B
 		[[ $name == uturnd-offload ]] && extra=(--offload tc --offload-interface lo)
 		[[ $name == uturnd-nogso ]] && extra=(--no-gso)
 		[[ $name == uturnd-gro ]] && extra=(--gro-client --gro-peer)
 		[[ $name == uturnd-batch ]] && extra=(--batch-wait-us "${BATCH_WAIT_US:-200}")
 		[[ $uturnd_help == *--no-tcp* ]] && extra+=(--no-tcp)
-		taskset -c 1 "$uturnd" --listening-ip 127.0.0.1 --listening-port $LISTEN_PORT \
+		taskset -c 1 "$binary" --listening-ip 127.0.0.1 --listening-port $LISTEN_PORT \
 			--relay-ip 127.0.0.1 --min-port $MIN_PORT --max-port $MAX_PORT --realm $REALM \
 			--user $USER_NAME:$PASSWORD --lt-cred-mech --allow-loopback-peers --workers 1 \
 			"${extra[@]}" >"$log" 2>&1 &
@@ -306,6 +308,7 @@ printf 'scenario\tround\tharness\tload\trelay\trt_per_s_median\trt_per_s_min_sam
 	echo "coturn: $("$TURNSERVER" --version 2>/dev/null | head -1) ($TURNSERVER)"
 	echo "uturnd: ${uturnd:-none} at $(git log -1 --format='%h %s' | cut -c1-80) (+ working tree)"
 	echo "uturn-bench: ${ub:-none}"
+	if [[ " ${RELAYS[*]} " == *" uturnd-b "* ]]; then echo "uturnd-b: $UTURND_B"; fi
 } | tee "$OUT/env.txt"
 
 for scenario in "${SCENARIOS[@]}"; do

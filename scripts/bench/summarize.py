@@ -50,7 +50,8 @@ suffix = "" if other_max is None else f"-other-le-{other_max:g}"
 LABEL = {"coturn": "coturn 4.6.1", "ceiling": "ceiling: cdreflect, no TURN",
          "ceiling-straight": "ceiling: cdreflect --straight",
          "uturnd-gro": "uturnd-gro (`--gro-client --gro-peer`)", "uturnd-nogso": "uturnd-nogso (`--no-gso`)",
-         "uturnd-offload": "uturnd-offload (`--offload tc`)", "uturnd-batch": "uturnd-batch (`--batch-wait-us`)"}
+         "uturnd-offload": "uturnd-offload (`--offload tc`)", "uturnd-batch": "uturnd-batch (`--batch-wait-us`)",
+         "uturnd-b": "uturnd-b (`$UTURND_B`: another build)"}
 TITLE = {
     "flood1": "one flow, 120-byte flood",
     "flood1-gso": "one flow, 120-byte flood, GSO trains and GRO receivers",

@@ -131,43 +131,63 @@ static __always_inline void count(__u32 index, int to_peer, __u32 bytes) {
     }
 }
 
+// The new 5-tuple and length of a relayed datagram, and the ChannelData
+// header words that leave (client -> peer) or arrive (peer -> client).
+struct rewrite {
+    __u32 saddr, daddr;
+    __u16 sport, dport;
+    __u16 udp_len;      // network order
+    __u16 cd_old[2];    // ChannelData header words removed (0 when none)
+    __u16 cd_new[2];    // ChannelData header words added (0 when none)
+    __u32 ifindex;      // where it leaves: 0 for this host
+};
+
+// Builds the new IP and UDP headers in `nip`/`nudp` (copies of the old
+// ones), updating the UDP checksum where it sits now, field by field, or
+// zeroing it for a datagram sent on this host. Returns REWRITTEN to relay,
+// else the verdict (PASS: leave it to user space; TC_ACT_SHOT: a helper failed).
+#define REWRITTEN 1000
+static __always_inline int rewrite_headers(struct __sk_buff *skb, struct iphdr *nip, struct udphdr *nudp,
+                                           const struct rewrite *r) {
+    int partial = is_partial(nip, nudp);
+    if (partial && r->ifindex) {
+        count_passed(FP_PASSED_LOCAL_ORIGIN);
+        return PASS;
+    }
+    if (partial) {
+        nudp->check = 0;
+    } else {
+        if (csum4(skb, nip->saddr, r->saddr) || csum4(skb, nip->daddr, r->daddr) ||
+            csum2(skb, nudp->len, r->udp_len, BPF_F_PSEUDO_HDR) || csum2(skb, nudp->len, r->udp_len, 0) ||
+            csum2(skb, nudp->source, r->sport, 0) || csum2(skb, nudp->dest, r->dport, 0) ||
+            csum2(skb, r->cd_old[0], r->cd_new[0], 0) || csum2(skb, r->cd_old[1], r->cd_new[1], 0))
+            return TC_ACT_SHOT;
+        if (bpf_skb_load_bytes(skb, UDP_CHECK_OFF, &nudp->check, sizeof(nudp->check))) return TC_ACT_SHOT;
+    }
+    nip->saddr = r->saddr;
+    nip->daddr = r->daddr;
+    nip->tot_len = bpf_htons(sizeof(struct iphdr) + bpf_ntohs(r->udp_len));
+    nip->ttl = 64;
+    nip->check = 0;
+    nip->check = ip_checksum(nip);
+    nudp->source = r->sport;
+    nudp->dest = r->dport;
+    nudp->len = r->udp_len;
+    return REWRITTEN;
+}
+
 // ChannelData -> UDP to the peer. `length` is the ChannelData length field.
 static __always_inline int to_peer(struct __sk_buff *skb, struct iphdr *ip, struct udphdr *udp,
                                    struct fp_client_value *v, __u16 channel, __u16 length) {
     struct iphdr nip = *ip;
     struct udphdr nudp = *udp;
-    __u16 new_udp_len = bpf_htons(sizeof(struct udphdr) + length);
-    __u16 cd0 = bpf_htons(channel), cd1 = bpf_htons(length);
-
-    __u16 tot_len = sizeof(struct iphdr) + sizeof(struct udphdr) + length;
-    __u32 ifindex = v->egress_ifindex;
-    int partial = is_partial(&nip, &nudp);
-    if (partial && ifindex) {
-        count_passed(FP_PASSED_LOCAL_ORIGIN);
-        return PASS;
-    }
-    if (partial) {
-        nudp.check = 0;
-    } else {
-        // The UDP checksum, field by field, where it sits now.
-        if (csum4(skb, nip.saddr, v->relay_ip) || csum4(skb, nip.daddr, v->peer_ip) ||
-            csum2(skb, nudp.len, new_udp_len, BPF_F_PSEUDO_HDR) || csum2(skb, nudp.len, new_udp_len, 0) ||
-            csum2(skb, nudp.source, v->relay_port, 0) || csum2(skb, nudp.dest, v->peer_port, 0) ||
-            csum2(skb, cd0, 0, 0) || csum2(skb, cd1, 0, 0))
-            return TC_ACT_SHOT;
-        if (bpf_skb_load_bytes(skb, UDP_CHECK_OFF, &nudp.check, sizeof(nudp.check))) return TC_ACT_SHOT;
-    }
-
-    nip.saddr = v->relay_ip;
-    nip.daddr = v->peer_ip;
-    nip.tot_len = bpf_htons(tot_len);
-    nip.ttl = 64;
-    nip.check = 0;
-    nip.check = ip_checksum(&nip);
-    nudp.source = v->relay_port;
-    nudp.dest = v->peer_port;
-    nudp.len = new_udp_len;
-
+    struct rewrite r = {
+        .saddr = v->relay_ip, .daddr = v->peer_ip, .sport = v->relay_port, .dport = v->peer_port,
+        .udp_len = bpf_htons(sizeof(struct udphdr) + length),
+        .cd_old = { bpf_htons(channel), bpf_htons(length) }, .ifindex = v->egress_ifindex,
+    };
+    int verdict = rewrite_headers(skb, &nip, &nudp, &r);
+    if (verdict != REWRITTEN) return verdict;
     // New headers over the old ones moved 4 bytes on (covering the
     // ChannelData header), then the 4 bytes after the MAC header removed.
     if (bpf_skb_store_bytes(skb, IP_OFF + 4, &nip, sizeof(nip), 0) ||
@@ -175,7 +195,7 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct iphdr *ip, stru
         bpf_skb_adjust_room(skb, -4, BPF_ADJ_ROOM_MAC, 0))
         return TC_ACT_SHOT;
     count(v->counter, 1, length);
-    return send_on(ifindex);
+    return send_on(r.ifindex);
 }
 
 // UDP from a peer -> ChannelData to the client. `length` is the UDP payload length.
@@ -183,46 +203,22 @@ static __always_inline int to_client(struct __sk_buff *skb, struct iphdr *ip, st
                                      struct fp_peer_value *v, __u16 length) {
     struct iphdr nip = *ip;
     struct udphdr nudp = *udp;
-    __u16 new_udp_len = bpf_htons(sizeof(struct udphdr) + 4 + length);
-    __u16 cd[2] = { bpf_htons(v->channel), bpf_htons(length) };
-
-    __u16 tot_len = sizeof(struct iphdr) + sizeof(struct udphdr) + 4 + length;
-    __u32 ifindex = v->egress_ifindex;
-    int partial = is_partial(&nip, &nudp);
-    if (partial && ifindex) {
-        count_passed(FP_PASSED_LOCAL_ORIGIN);
-        return PASS;
-    }
-    if (partial) {
-        nudp.check = 0;
-    } else {
-        if (csum4(skb, nip.saddr, v->server_ip) || csum4(skb, nip.daddr, v->client_ip) ||
-            csum2(skb, nudp.len, new_udp_len, BPF_F_PSEUDO_HDR) || csum2(skb, nudp.len, new_udp_len, 0) ||
-            csum2(skb, nudp.source, v->server_port, 0) || csum2(skb, nudp.dest, v->client_port, 0) ||
-            csum2(skb, 0, cd[0], 0) || csum2(skb, 0, cd[1], 0))
-            return TC_ACT_SHOT;
-        if (bpf_skb_load_bytes(skb, UDP_CHECK_OFF, &nudp.check, sizeof(nudp.check))) return TC_ACT_SHOT;
-    }
-
-    nip.saddr = v->server_ip;
-    nip.daddr = v->client_ip;
-    nip.tot_len = bpf_htons(tot_len);
-    nip.ttl = 64;
-    nip.check = 0;
-    nip.check = ip_checksum(&nip);
-    nudp.source = v->server_port;
-    nudp.dest = v->client_port;
-    nudp.len = new_udp_len;
-
+    struct rewrite r = {
+        .saddr = v->server_ip, .daddr = v->client_ip, .sport = v->server_port, .dport = v->client_port,
+        .udp_len = bpf_htons(sizeof(struct udphdr) + 4 + length),
+        .cd_new = { bpf_htons(v->channel), bpf_htons(length) }, .ifindex = v->egress_ifindex,
+    };
+    int verdict = rewrite_headers(skb, &nip, &nudp, &r);
+    if (verdict != REWRITTEN) return verdict;
     // 4 bytes of room after the MAC header, then the headers and the
     // ChannelData header written in front of the payload.
     if (bpf_skb_adjust_room(skb, 4, BPF_ADJ_ROOM_MAC, 0) ||
         bpf_skb_store_bytes(skb, IP_OFF, &nip, sizeof(nip), 0) ||
         bpf_skb_store_bytes(skb, UDP_OFF, &nudp, sizeof(nudp), 0) ||
-        bpf_skb_store_bytes(skb, UDP_OFF + sizeof(struct udphdr), cd, sizeof(cd), 0))
+        bpf_skb_store_bytes(skb, UDP_OFF + sizeof(struct udphdr), r.cd_new, sizeof(r.cd_new), 0))
         return TC_ACT_SHOT;
     count(v->counter, 0, length);
-    return send_on(ifindex);
+    return send_on(r.ifindex);
 }
 
 SEC("tc")
