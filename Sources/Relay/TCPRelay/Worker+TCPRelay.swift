@@ -128,6 +128,7 @@ extension Worker {
         if !cqe.hasMore && cqe.result != -ECANCELED {
             reactor.submit(.acceptMultishot(socket: relay.fd, userData: ud))
         }
+        handleStreamEvents(now: now)
     }
 
     mutating func peerConnected(fd: Int32, allocation: AllocationID, now: MonotonicTime) {
