@@ -139,3 +139,22 @@ def test_tc_without_capabilities_refuses_to_start():
     out = proc.communicate(timeout=5)[0].decode(errors="replace")
     assert code != 0, out
     assert "--offload tc:" in out and "CAP_BPF and CAP_NET_ADMIN" in out, out
+
+
+def test_aioice_through_the_kernel(offload_server):
+    """aioice's TURN client (channels) through the fast path: every echo back,
+    and the kernel carried the data both ways."""
+    import asyncio
+    pytest.importorskip("aioice.turn", reason="pip install -r requirements-test.txt")
+    from test_python_clients import relay_echo
+    port = offload_server.extra["metrics_port"]
+    before = scrape_until(port, lambda s: True, timeout=0)
+    relayed, sources = asyncio.run(
+        relay_echo(offload_server.addr(), offload_server.user, offload_server.password, count=50))
+    assert sources == {relayed}
+    samples = scrape_until(
+        port, lambda s: offloaded(s, "peer_to_client") - offloaded(before, "peer_to_client") >= 49)
+    # The first datagram may go out before the channel is bound (aioice
+    # sends it as a Send indication while its ChannelBind is in flight).
+    assert offloaded(samples, "client_to_peer") - offloaded(before, "client_to_peer") >= 49, samples
+    assert offloaded(samples, "peer_to_client") - offloaded(before, "peer_to_client") >= 49, samples
