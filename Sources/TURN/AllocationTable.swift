@@ -15,6 +15,10 @@ public struct TableLimits: Sendable, Hashable {
     public var maxConnectionsPerAllocation: Int
     /// RFC 6062 peer data connections one worker can hold, all allocations together.
     public var maxConnections: Int
+    /// How long a permission and a channel binding last (RFC 8656 §9: 300 s;
+    /// §12: 600 s). Only tests change them, to see expiry without waiting.
+    public var permissionLifetime = AllocationTable.permissionLifetime
+    public var channelLifetime = AllocationTable.channelLifetime
 
     public init(
         maxAllocations: Int = 4096, maxPermissionsPerAllocation: Int = 16, maxChannelsPerAllocation: Int = 16,

@@ -28,7 +28,7 @@ extension AllocationTable {
         _ number: UInt16, to peer: TransportAddress, in id: AllocationID, now: MonotonicTime
     ) -> ChannelBindOutcome {
         guard isLive(id) else { return .full }
-        let expires = now.seconds &+ AllocationTable.channelLifetime
+        let expires = now.seconds &+ limits.channelLifetime
         let numberKey = ChannelNumberKey(slot: id.slot, number: number)
         let peerKey = ChannelPeerKey(slot: id.slot, peer: peer)
         if let i = channelByNumber.get(numberKey) {

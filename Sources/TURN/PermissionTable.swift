@@ -16,7 +16,7 @@ extension AllocationTable {
     public mutating func installPermission(_ ip: IPAddress, in id: AllocationID, now: MonotonicTime) -> Bool {
         guard isLive(id) else { return false }
         let key = PermissionKey(slot: id.slot, ip: ip)
-        let expires = now.seconds &+ AllocationTable.permissionLifetime
+        let expires = now.seconds &+ limits.permissionLifetime
         if let i = permissionIndex.get(key) {
             permissions[Int(i)].expiresAt = expires
             return true

@@ -133,6 +133,49 @@ struct FastPathTests {
         #expect(h.logs.all.contains { $0.contains("allocation deleted") && $0.contains("to-peer 1 pkts") })
     }
 
+    /// A permission (or a channel) of 2 s: the entry carries that expiry, so
+    /// the kernel stops forwarding on its own, and the tick then deletes it.
+    @Test("a permission or channel not refreshed stops kernel forwarding", arguments: ["permission", "channel"])
+    func expiryStops(what: String) throws {
+        let h = try EngineHarness(
+            configure: { c in
+                c.offload = .tc
+                c.offloadInterfaces = ["lo"]
+            },
+            configureLimits: { l in
+                if what == "permission" { l.permissionLifetime = 2 } else { l.channelLifetime = 2 }
+            })
+        let client = try TestSocket()
+        let peer = try TestSocket()
+        var tc = TURNClient()
+        let relayed = try EngineRelayTests.allocate(h, client: client, tc: &tc, peer: peer.address, channel: 0x4006)
+        try client.send(EngineRelayTests.channelData(0x4006, [1]), to: h.server)
+        #expect(try peer.receive()?.bytes == [1])
+        try peer.send([2], to: relayed)
+        #expect(try client.receive()?.bytes == EngineRelayTests.channelData(0x4006, [2]))
+        usleep(3_200_000)  // past the 2 s lifetime and one tick
+        try client.send(EngineRelayTests.channelData(0x4006, [3]), to: h.server)
+        try peer.send([4], to: relayed)
+        try peer.socket.setReceiveTimeout(.milliseconds(500))
+        try client.socket.setReceiveTimeout(.milliseconds(500))
+        // ChannelData on an expired channel, or to a peer without a
+        // permission, is dropped; neither reaches the peer.
+        #expect(try peer.receive() == nil)
+        if what == "permission" {
+            // No permission: the peer's datagram is dropped too.
+            #expect(try client.receive() == nil)
+        } else {
+            // The permission still holds but the channel is gone: user space
+            // sends the peer's datagram as a Data indication, not ChannelData.
+            let back = try #require(try client.receive())
+            #expect(TURNClient.parse(back.bytes) { $0.method == .data && $0.messageClass == .indication } == true)
+        }
+        Self.waitForCounters(h) { Self.counter($0, "offloadEntriesDeleted") >= 1 }
+        #expect(Self.counter(h, "offloadEntriesDeleted") == 1)
+        #expect(Self.counter(h, "offloadPacketsToPeers") == 1)
+        #expect(Self.counter(h, "offloadPacketsToClients") == 1)
+    }
+
     @Test("a reload whose peer policy denies the peer takes the channel out of the kernel")
     func reloadDeniesPeer() throws {
         let h = try Self.harness()
