@@ -126,7 +126,7 @@ struct DatagramPart: ~Copyable {
     mutating func cancelClosedRelays(_ reactor: inout Reactor) {
         guard relays.pendingCancels > 0 else { return }
         for i in 0..<relays.pendingCancels { reactor.submit(.cancel(target: relays.pendingCancel(i))) }
-        relays.dropPendingCancels(first: relays.pendingCancels)
+        relays.clearPendingCancels()
     }
 
     /// A listener's receive ended (buffer ring empty, or the single-shot path).

@@ -110,9 +110,7 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
 
     var pendingCancels: Int { toCancel.count }
     func pendingCancel(_ i: Int) -> UserData { toCancel[i] }
-    mutating func dropPendingCancels(first n: Int) {
-        if n == toCancel.count { toCancel.removeAll(keepingCapacity: true) } else { toCancel.removeFirst(n) }
-    }
+    mutating func clearPendingCancels() { toCancel.removeAll(keepingCapacity: true) }
 
     var openCount: Int { capacity - freeSlots.count }
 

@@ -12,10 +12,8 @@ import TURN
 /// allocation (ChannelBind, CreatePermission, Refresh), when one ends, on a
 /// reload and on the 1 s tick; the packets themselves never reach user space.
 struct FastPathPart: ~Copyable {
-    /// One offloaded channel.
+    /// One offloaded channel (its allocation and number are its place in `index`).
     struct Entry {
-        var allocation = AllocationID(slot: 0, generation: 0)
-        var channel: UInt16 = 0
         var peer = TransportAddress(ip: IPAddress(v4: 0), port: 0)
         var client = fp_client_key()
         var peerKey = fp_peer_key()
@@ -40,17 +38,14 @@ struct FastPathPart: ~Copyable {
     let capacity: Int
     private let entries: UnsafeMutablePointer<Entry>
     private var free: SlotFreeList
-    /// (allocation, channel) → entry. A dictionary is fine: the control path.
-    private var index: [Key: UInt32] = [:]
+    /// Allocation → channel → entry, so a sync touches only that
+    /// allocation's entries. Dictionaries are fine: the control path.
+    private var index: [AllocationID: [UInt16: UInt32]] = [:]
+    /// Entries in use.
+    private(set) var count = 0
     private let log: EngineLog
     /// Map writes that failed (logged once each few seconds at most).
     private var lastErrorLog: UInt32 = 0
-
-    private struct Key: Hashable {
-        var slot: UInt32
-        var generation: UInt32
-        var channel: UInt16
-    }
 
     init(maps: FastPathMaps?, workerIndex: Int, workers: Int, log: @escaping EngineLog) {
         self.maps = maps
@@ -68,7 +63,6 @@ struct FastPathPart: ~Copyable {
     }
 
     var enabled: Bool { maps != nil }
-    var count: Int { index.count }
 
     /// Makes the entries of `allocation` match `routes` (what TURN says may
     /// be offloaded now): new channels get entries, changed ones are
@@ -76,14 +70,14 @@ struct FastPathPart: ~Copyable {
     mutating func sync(_ allocation: AllocationID, routes: [OffloadRoute], now: UInt32) -> Relayed? {
         guard let maps else { return nil }
         var gone = Relayed(allocation: allocation, packetsToPeer: 0, bytesToPeer: 0, packetsToClient: 0, bytesToClient: 0)
+        var channels = index[allocation] ?? [:]
         var wanted = Set<UInt16>()
         for route in routes where Self.offloadable(route) {
             wanted.insert(route.channel)
-            let key = Key(slot: allocation.slot, generation: allocation.generation, channel: route.channel)
-            if let e = index[key] {
+            if let e = channels[route.channel] {
                 if entries[Int(e)].peer != route.peer {
                     add(remove(e, maps: maps), to: &gone)
-                    index[key] = nil
+                    channels[route.channel] = nil
                 } else {
                     if entries[Int(e)].expiresAt != route.expiresAt {
                         entries[Int(e)].expiresAt = route.expiresAt
@@ -98,16 +92,17 @@ struct FastPathPart: ~Copyable {
             }
             _ = uturn_fastpath_zero_counters(maps.counters, counterBase + e)
             entries[Int(e)] = Entry(
-                allocation: allocation, channel: route.channel, peer: route.peer, client: Self.clientKey(route),
-                peerKey: Self.peerKey(route), expiresAt: route.expiresAt, reported: fp_counters())
-            index[key] = e
+                peer: route.peer, client: Self.clientKey(route), peerKey: Self.peerKey(route),
+                expiresAt: route.expiresAt, reported: fp_counters())
+            channels[route.channel] = e
+            count += 1
             write(e, route: route, maps: maps, now: now)
         }
-        for (key, e) in index
-        where key.slot == allocation.slot && key.generation == allocation.generation && !wanted.contains(key.channel) {
+        for (channel, e) in channels where !wanted.contains(channel) {
             add(remove(e, maps: maps), to: &gone)
-            index[key] = nil
+            channels[channel] = nil
         }
+        index[allocation] = channels.isEmpty ? nil : channels
         return gone.packetsToPeer + gone.packetsToClient > 0 ? gone : nil
     }
 
@@ -117,25 +112,21 @@ struct FastPathPart: ~Copyable {
         guard let maps else { return ([], []) }
         var due: [AllocationID] = []
         var relayed: [Relayed] = []
-        for (_, e) in index {
-            let entry = entries[Int(e)]
-            var r = Relayed(allocation: entry.allocation, packetsToPeer: 0, bytesToPeer: 0, packetsToClient: 0, bytesToClient: 0)
-            add(read(e, maps: maps), to: &r)
+        for (allocation, channels) in index {
+            var r = Relayed(allocation: allocation, packetsToPeer: 0, bytesToPeer: 0, packetsToClient: 0, bytesToClient: 0)
+            var expired = false
+            for (_, e) in channels {
+                add(read(e, maps: maps), to: &r)
+                expired = expired || entries[Int(e)].expiresAt <= now
+            }
             if r.packetsToPeer + r.packetsToClient > 0 { relayed.append(r) }
-            if entry.expiresAt <= now && !due.contains(entry.allocation) { due.append(entry.allocation) }
+            if expired { due.append(allocation) }
         }
         return (due, relayed)
     }
 
     /// Allocations that have entries (a reload re-checks them all).
-    var allocations: [AllocationID] {
-        var seen: [AllocationID] = []
-        for (key, _) in index {
-            let id = AllocationID(slot: key.slot, generation: key.generation)
-            if !seen.contains(id) { seen.append(id) }
-        }
-        return seen
-    }
+    var allocations: [AllocationID] { Array(index.keys) }
 
     // MARK: Internals
 
@@ -193,6 +184,7 @@ struct FastPathPart: ~Copyable {
         _ = uturn_fastpath_delete_peer(maps.peers, &peer)
         let last = read(e, maps: maps)
         free.give(e)
+        count -= 1
         return last
     }
 

@@ -16,16 +16,15 @@ extension Worker {
     }
 
     /// After a request from a UDP client: ChannelBind, CreatePermission and
-    /// Refresh change what may be offloaded (a STUN message type's method
-    /// bits, read from the request).
+    /// Refresh change what may be offloaded (the method, read from the
+    /// request's message type).
     @inline(__always)
     mutating func syncFastPathAfterRequest(_ request: UnsafeRawBufferPointer, fiveTuple: FiveTuple, now: MonotonicTime) {
         guard fastPath.enabled, fiveTuple.transport == .udp, request.count >= 2 else { return }
-        let type = UInt16(request[0]) << 8 | UInt16(request[1])
-        let method = (type & 0x000F) | ((type & 0x00E0) >> 1) | ((type & 0x3E00) >> 2)
-        guard method == 0x009 || method == 0x008 || method == 0x004, let a = turn.allocation(for: fiveTuple) else {
-            return
-        }
+        let method = STUNMessageType(rawValue: UInt16(request[0]) << 8 | UInt16(request[1])).method
+        guard method == .channelBind || method == .createPermission || method == .refresh,
+            let a = turn.allocation(for: fiveTuple)
+        else { return }
         syncFastPath(a, now: now)
     }
 

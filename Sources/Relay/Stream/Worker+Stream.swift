@@ -8,10 +8,6 @@ import URing
 // (Worker+Routing.swift), and what the part reports back (`events`). The
 // connections themselves are the part's (StreamPart*.swift).
 extension Worker {
-    mutating func armStreamListener(_ i: Int) { stream.armListener(i, &reactor) }
-
-    mutating func rearmStreamListeners() { stream.rearmListeners(&reactor) }
-
     mutating func acceptCompleted(_ cqe: Completion, listener i: Int, now: MonotonicTime) {
         stream.acceptCompleted(cqe, listener: i, stopping: stopping, now: now, &reactor)
     }
@@ -59,20 +55,6 @@ extension Worker {
         handleStreamEvents(now: now)
     }
 
-    /// The allocation just made over connection `slot`: peer data for it
-    /// goes back over that connection.
-    mutating func streamAllocated(_ slot: UInt32, _ allocation: AllocationID) {
-        stream.noteAllocation(allocation, madeOver: slot)
-    }
-
-    /// Queues a message for the client on connection `slot` (see `StreamPart.queue`).
-    @discardableResult
-    mutating func streamQueue(
-        _ slot: UInt32, prefix: UnsafeRawPointer?, prefixLength: Int, bytes: UnsafeRawPointer, count: Int
-    ) -> Bool {
-        stream.queue(slot, prefix: prefix, prefixLength: prefixLength, bytes: bytes, count: count)
-    }
-
     /// Peer data for a client connected over TCP/TLS: found through the
     /// allocation, queued on its connection.
     mutating func streamForward(
@@ -98,7 +80,7 @@ extension Worker {
             let slot = stream.dirtySlot(k)
             stream.flush(slot, partner: partner(of: slot), &reactor)
         }
-        handleStreamEvents(now: Self.monotonicNow())
+        if !stream.events.isEmpty { handleStreamEvents(now: Self.monotonicNow()) }
     }
 
     mutating func streamTick(now: MonotonicTime) {

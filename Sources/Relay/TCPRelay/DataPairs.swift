@@ -68,9 +68,10 @@ struct DataPairs: ~Copyable {
         return pair
     }
 
-    /// The pair waiting for ConnectionBind with this CONNECTION-ID (a linear walk: the control path).
-    func waiting(for connectionID: UInt32) -> UInt32? {
-        for i in 0..<capacity where entries[i].inUse && entries[i].connectionID == connectionID && entries[i].client == .max {
+    /// The first pair in use with this CONNECTION-ID that `accept` takes (a
+    /// linear walk: the control path).
+    func find(_ connectionID: UInt32, where accept: (DataPair) -> Bool = { _ in true }) -> UInt32? {
+        for i in 0..<capacity where entries[i].inUse && entries[i].connectionID == connectionID && accept(entries[i]) {
             return UInt32(i)
         }
         return nil

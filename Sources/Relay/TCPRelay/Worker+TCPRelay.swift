@@ -93,7 +93,7 @@ extension Worker {
     /// ConnectionBind succeeded on `client` (its response is queued): it
     /// becomes the client side of the pair waiting with that CONNECTION-ID.
     mutating func bind(client: UInt32, connectionID: UInt32) {
-        guard let p = tcpRelay.pairs.waiting(for: connectionID),
+        guard let p = tcpRelay.pairs.find(connectionID, where: { $0.client == .max }),
             stream.isOpen(tcpRelay.pairs[p].peer, generation: tcpRelay.pairs[p].peerGeneration)
         else {
             closeStream(client, why: "ConnectionBind: the peer connection is gone; closing")
@@ -197,13 +197,8 @@ extension Worker {
 
     /// The open peer connection of the pair with this CONNECTION-ID (a linear walk: the control path).
     func peerConnection(_ connectionID: UInt32) -> UInt32? {
-        for i in 0..<tcpRelay.pairs.capacity {
-            let pair = tcpRelay.pairs[UInt32(i)]
-            if pair.inUse && pair.connectionID == connectionID && stream.isOpen(pair.peer, generation: pair.peerGeneration) {
-                return pair.peer
-            }
-        }
-        return nil
+        let p = tcpRelay.pairs.find(connectionID) { stream.isOpen($0.peer, generation: $0.peerGeneration) }
+        return p.map { tcpRelay.pairs[$0].peer }
     }
 
     mutating func tcpRelayTick(now: MonotonicTime) {

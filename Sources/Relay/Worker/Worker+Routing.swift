@@ -123,7 +123,8 @@ extension Worker {
             }
         case .allocationCreated(let allocation, let v4, let v6):
             counters.add(.allocationsCreated)
-            if case .stream(let slot) = reply { streamAllocated(slot, allocation) }
+            // Peer data for it goes back over the connection it was made over.
+            if case .stream(let slot) = reply { stream.noteAllocation(allocation, madeOver: slot) }
             let relayed = [v4, v6].compactMap { $0?.address.description }.joined(separator: " ")
             log(
                 .info,
@@ -298,7 +299,7 @@ extension Worker {
         padding: Int, allocation: AllocationID, payloadCount: Int, buffer h: UInt16
     ) {
         if client.transport != .udp {
-            // A stream pads every message itself (streamQueue), so `padding` is not passed.
+            // A stream pads every message itself (StreamPart.queue), so `padding` is not passed.
             streamForward(
                 allocation: allocation, prefix: prefix, prefixLength: prefixLength, bytes: bytes, count: count,
                 payloadCount: payloadCount)
@@ -327,7 +328,7 @@ extension Worker {
         case .datagram(let fd):
             if !datagram.reply(fd: fd, to: client, message) { counters.add(.dropsNoSendOp) }
         case .stream(let slot):
-            _ = streamQueue(slot, prefix: nil, prefixLength: 0, bytes: message.baseAddress!, count: message.count)
+            stream.queue(slot, prefix: nil, prefixLength: 0, bytes: message.baseAddress!, count: message.count)
         }
     }
 }

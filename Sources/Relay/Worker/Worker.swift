@@ -154,7 +154,7 @@ struct Worker: ~Copyable {
 
     mutating func run() {
         for i in 0..<datagram.listeners.count { datagram.armListener(i, &reactor) }
-        for i in 0..<stream.listeners.count { armStreamListener(i) }
+        for i in 0..<stream.listeners.count { stream.armListener(i, &reactor) }
         flushSubmissions()
         var now = Self.monotonicNow()
         nextTick = now.nanoseconds + 1_000_000_000
@@ -217,7 +217,7 @@ struct Worker: ~Copyable {
 
     /// Re-arms the receives and accepts that ended.
     mutating func rearmReceives() {
-        if stream.needsRearm { rearmStreamListeners() }
+        if stream.needsRearm { stream.rearmListeners(&reactor) }
         if datagram.needsRearm { counters.add(.receiveRearms, datagram.rearm(&reactor)) }
     }
 }
