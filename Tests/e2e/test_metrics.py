@@ -21,16 +21,15 @@ from conftest import free_port, server_kind
 WORKERS = int(os.environ.get("UTURN_E2E_WORKERS", "2"))
 
 
-@pytest.fixture(scope="module")
-def metrics_server(server_factory):
-    if server_kind() != "uturnd":
-        pytest.skip("--metrics-listen is uturnd's (coturn has its own Prometheus option)")
+def start_metrics_server(server_factory, name: str, args: str = ""):
+    """A uturnd of its own with `args` and --metrics-listen on a free port
+    (srv.extra["metrics_port"]), checked to be listening."""
     port = free_port(span=1, hosts=["127.0.0.1"])
     extra = os.environ.get("UTURN_E2E_EXTRA_ARGS", "")
     with pytest.MonkeyPatch.context() as mp:
         # conftest appends UTURN_E2E_EXTRA_ARGS to the server's command line.
-        mp.setenv("UTURN_E2E_EXTRA_ARGS", f"{extra} --metrics-listen 127.0.0.1:{port}")
-        srv = server_factory("turn-metrics")
+        mp.setenv("UTURN_E2E_EXTRA_ARGS", f"{extra} {args} --metrics-listen 127.0.0.1:{port}")
+        srv = server_factory(name)
     srv.extra["metrics_port"] = port
     # The daemon binds the metrics port before it reports ready; a refused
     # connection here means it is not there at all, so say why.
@@ -40,6 +39,13 @@ def metrics_server(server_factory):
         alive = srv.proc is not None and srv.proc.poll() is None
         pytest.fail(f"metrics port {port}: {e}; uturnd {'running' if alive else 'exited'}\n{srv.output_tail()}")
     return srv
+
+
+@pytest.fixture(scope="module")
+def metrics_server(server_factory):
+    if server_kind() != "uturnd":
+        pytest.skip("--metrics-listen is uturnd's (coturn has its own Prometheus option)")
+    return start_metrics_server(server_factory, "turn-metrics")
 
 
 def http_get(port: int, path: str) -> tuple[int, dict[str, str], str]:

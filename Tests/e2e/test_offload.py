@@ -23,7 +23,7 @@ import pytest
 
 import stun
 from conftest import free_port, server_kind, server_binary, free_port_range, REALM, USER, PASSWORD
-from test_metrics import scrape_until
+from test_metrics import scrape_until, start_metrics_server
 from test_uclient import assert_all_echoed, run_uclient
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for BPF and tc")
@@ -33,14 +33,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for BPF an
 def offload_server(server_factory):
     if server_kind() != "uturnd":
         pytest.skip("--offload is uturnd's")
-    port = free_port(span=1, hosts=["127.0.0.1"])
-    extra = os.environ.get("UTURN_E2E_EXTRA_ARGS", "")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("UTURN_E2E_EXTRA_ARGS",
-                  f"{extra} --offload tc --offload-interface lo --metrics-listen 127.0.0.1:{port}")
-        srv = server_factory("turn-offload")
-    srv.extra["metrics_port"] = port
-    return srv
+    return start_metrics_server(server_factory, "turn-offload", "--offload tc --offload-interface lo")
 
 
 def offloaded(samples: dict[str, float], direction: str) -> float:

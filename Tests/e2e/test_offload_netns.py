@@ -27,6 +27,7 @@ import time
 import pytest
 
 from conftest import server_binary, server_kind, REALM, USER, PASSWORD
+from test_metrics import parse
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces, BPF and tc")
 
@@ -97,11 +98,7 @@ def test_uclient_across_namespaces_through_the_kernel(topology, tmp_path):
         scrape = sh("python3", "-c",
                     f"import urllib.request;print(urllib.request.urlopen('http://{RELAY_C_IP}:{metrics}/metrics').read().decode())",
                     ns=topology["r"])
-        samples = {}
-        for line in scrape.stdout.decode().splitlines():
-            if line and not line.startswith("#"):
-                k, v = line.rsplit(" ", 1)
-                samples[k] = float(v)
+        samples = parse(scrape.stdout.decode())
         to_peer = samples.get('uturn_offload_packets_total{direction="client_to_peer"}', 0)
         to_client = samples.get('uturn_offload_packets_total{direction="peer_to_client"}', 0)
         assert to_peer >= 400 and to_client >= 400, json.dumps(
