@@ -129,12 +129,12 @@ public final class MetricsExposition: Sendable {
             label: "event", series: [("written", "offloadEntriesWritten"), ("deleted", "offloadEntriesDeleted")]),
         Family(
             name: "uturn_offload_passed_total",
-            help: "Datagrams that matched a fast-path entry but were left to user space, by reason: length (ChannelData length field does not match the datagram), expired (the entry's expiry passed before user space removed it), local_origin (sent by a socket on this host in a shape the kernel cannot rewrite), unfit (IPv4 without checksum bound for IPv6, too big for the way out, or changing IP version on its way to a loopback address), no_neighbour (XDP: no neighbour entry for the next hop yet).",
+            help: "Datagrams that matched a fast-path entry but were left to user space, by reason: length (ChannelData length field does not match the datagram), expired (the entry's expiry passed before user space removed it), local_origin (sent by a socket on this host in a shape the kernel cannot rewrite), unfit (IPv4 without checksum bound for IPv6, too big for the way out, or changing IP version on its way to a loopback address), no_next_hop (XDP: bpf_fib_lookup found no next hop: no neighbour entry yet, user space resolves it, or forwarding off on the interface).",
             label: "reason",
             series: [
                 ("length", "offloadPassedLength"), ("expired", "offloadPassedExpired"),
                 ("local_origin", "offloadPassedLocalOrigin"), ("unfit", "offloadPassedUnfit"),
-                ("no_neighbour", "offloadPassedNoNeighbour"),
+                ("no_next_hop", "offloadPassedNoNextHop"),
             ]),
         Family(
             name: "uturn_ring_completions_total",

@@ -162,7 +162,7 @@ extension MetricsSample {
             workers[0]["offloadPassedExpired"] = passed.expired
             workers[0]["offloadPassedLocalOrigin"] = passed.localOrigin
             workers[0]["offloadPassedUnfit"] = passed.unfit
-            workers[0]["offloadPassedNoNeighbour"] = passed.noNeighbour
+            workers[0]["offloadPassedNoNextHop"] = passed.noNextHop
         }
         self.init(workers: workers)
     }

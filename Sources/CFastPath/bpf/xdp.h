@@ -57,7 +57,7 @@ static __always_inline int xdp_relay(struct xdp_md *ctx, const struct packet *pk
             return XDP_PASS;
         }
         if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
-            count_passed(FP_PASSED_NO_NEIGHBOUR);
+            count_passed(FP_PASSED_NO_NEXT_HOP);
             return XDP_PASS;
         }
         action = fib.ifindex == ctx->ingress_ifindex ? XDP_TX : (int)bpf_redirect(fib.ifindex, 0);

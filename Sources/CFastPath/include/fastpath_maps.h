@@ -106,8 +106,9 @@ enum fp_passed_reason {
     // required), one too big for the way out once rewritten, or one that
     // would change IP version on its way to a loopback address.
     FP_PASSED_UNFIT = 3,
-    // The way out (XDP: bpf_fib_lookup) has no neighbour entry yet.
-    FP_PASSED_NO_NEIGHBOUR = 4,
+    // XDP: bpf_fib_lookup gave no next hop (no neighbour entry yet, or
+    // forwarding is off on the interface).
+    FP_PASSED_NO_NEXT_HOP = 4,
     FP_PASSED_REASONS = 5,
 };
 

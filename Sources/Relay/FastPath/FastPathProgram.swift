@@ -28,8 +28,8 @@ public struct OffloadPassed: Sendable, Equatable {
     public var localOrigin: UInt64
     /// IPv4 without a checksum bound for IPv6, or too big for the way out.
     public var unfit: UInt64
-    /// XDP: no neighbour entry for the next hop yet.
-    public var noNeighbour: UInt64
+    /// XDP: no next hop (no neighbour entry yet, or forwarding off on the interface).
+    public var noNextHop: UInt64
 }
 
 /// The maps of a loaded fast path, shared by the workers: each worker writes
@@ -81,14 +81,22 @@ final class FastPathProgram: @unchecked Sendable {
             do {
                 let program = try load(interfaces: interfaces, hook: mode == .xdp ? .xdp : .tc)
                 log(.info, "offload: kernel fast path on \(program.describe())")
+                if mode == .xdp, let off = interfaces.first(where: { $0 != "lo" && !forwarding($0) }) {
+                    log(.warning, "offload: forwarding is off on \(off): XDP leaves every datagram that must go out of a device to user space (sysctl net.ipv4.conf.\(off).forwarding=1 and net.ipv6.conf.\(off).forwarding=1, or --offload tc)")
+                }
                 return program
             } catch {
                 throw EngineError("--offload \(mode.rawValue): \(error.description). \(fix)")
             }
         case .auto:
-            // XDP first (earliest in the receive path), then TC.
+            // XDP first (earliest in the receive path), then TC. XDP sends
+            // out of a device only where bpf_fib_lookup answers, which needs
+            // forwarding on: without it, TC (bpf_redirect_neigh) does better.
             let xdpError: EngineError
-            do {
+            do throws(EngineError) {
+                if let off = interfaces.first(where: { $0 != "lo" && !forwarding($0) }) {
+                    throw EngineError("forwarding is off on \(off) (net.ipv4.conf.\(off).forwarding=0), which XDP's next-hop lookup needs")
+                }
                 let program = try load(interfaces: interfaces, hook: .xdp)
                 log(.info, "offload: kernel fast path on \(program.describe()) (auto: XDP attached)")
                 return program
@@ -105,6 +113,14 @@ final class FastPathProgram: @unchecked Sendable {
     }
 
     enum Hook { case tc, xdp }
+
+    /// Whether IPv4 forwarding is on for `interface` (XDP's bpf_fib_lookup
+    /// answers only then; IPv6 likewise with its own setting).
+    private static func forwarding(_ interface: String) -> Bool {
+        guard let f = fopen("/proc/sys/net/ipv4/conf/\(interface)/forwarding", "r") else { return false }
+        defer { fclose(f) }
+        return fgetc(f) == Int32(UInt8(ascii: "1"))
+    }
 
     private func describe() -> String {
         attachments.map { "\($0.interface) (\($0.how))" }.joined(separator: ", ")
@@ -147,7 +163,7 @@ final class FastPathProgram: @unchecked Sendable {
         func read(_ r: fp_passed_reason) -> UInt64 { uturn_fastpath_read_passed(maps.passed, UInt32(r.rawValue)) }
         return OffloadPassed(
             length: read(FP_PASSED_LENGTH), expired: read(FP_PASSED_EXPIRED), localOrigin: read(FP_PASSED_LOCAL_ORIGIN),
-            unfit: read(FP_PASSED_UNFIT), noNeighbour: read(FP_PASSED_NO_NEIGHBOUR))
+            unfit: read(FP_PASSED_UNFIT), noNextHop: read(FP_PASSED_NO_NEXT_HOP))
     }
 
     /// The interfaces that hold `addresses` (a wildcard address: every
