@@ -243,6 +243,49 @@ struct FastPathTests {
         #expect(Self.counter(h, "offloadPacketsToClients") == 1)
     }
 
+    /// A channel number may go to another peer once its binding and the
+    /// 5-minute reservation are over (RFC 8656 §12; both 1 s here): the
+    /// kernel must then forward it to the new peer only, and the old peer,
+    /// still permitted, reaches the client as a Data indication.
+    @Test("a channel rebound to another peer is forwarded by the kernel to the new peer only")
+    func channelMovedToAnotherPeer() throws {
+        let h = try EngineHarness(
+            configure: { c in
+                c.offload = .tc
+                c.offloadInterfaces = ["lo"]
+            },
+            configureLimits: { l in
+                l.channelLifetime = 1
+                l.channelReservation = 1
+            })
+        let client = try TestSocket()
+        let first = try TestSocket()
+        let second = try TestSocket()
+        var tc = TURNClient()
+        let relayed = try EngineRelayTests.allocate(h, client: client, tc: &tc, peer: first.address, channel: 0x4020)
+        try client.send(EngineRelayTests.channelData(0x4020, [1]), to: h.server)
+        #expect(try first.receive()?.bytes == [1])
+        usleep(2_500_000)  // the binding (1 s) and its reservation (1 s) are over
+        try client.send(tc.request(.channelBind) { e throws(STUNError) in
+            try e.appendChannelNumber(0x4020)
+            try e.append(.xorPeerAddress, xorAddress: second.address)
+        }, to: h.server)
+        let bound = try #require(try client.receive())
+        #expect(TURNClient.parse(bound.bytes) { $0.messageClass } == .successResponse)
+        try client.send(EngineRelayTests.channelData(0x4020, [2]), to: h.server)
+        #expect(try second.receive()?.bytes == [2])
+        try second.send([3], to: relayed)
+        #expect(try client.receive()?.bytes == EngineRelayTests.channelData(0x4020, [3]))
+        try first.socket.setReceiveTimeout(.milliseconds(300))
+        #expect(try first.receive() == nil)
+        try first.send([4], to: relayed)
+        let fromFirst = try #require(try client.receive())
+        #expect(TURNClient.parse(fromFirst.bytes) { $0.method == .data && $0.messageClass == .indication } == true)
+        Self.waitForCounters(h) { Self.counter($0, "offloadPacketsToClients") >= 1 }
+        #expect(Self.counter(h, "offloadPacketsToPeers") == 2)  // [1] to the first peer, [2] to the second
+        #expect(Self.counter(h, "offloadPacketsToClients") == 1)
+    }
+
     @Test("a reload whose peer policy denies the peer takes the channel out of the kernel")
     func reloadDeniesPeer() throws {
         let h = try Self.harness()
