@@ -286,6 +286,39 @@ struct FastPathTests {
         #expect(Self.counter(h, "offloadPacketsToClients") == 1)
     }
 
+    /// Two clients of this server talking through their relays (as two
+    /// browsers with relay-only ICE do): the first hop ends at a relayed
+    /// address on this host, which the stack would hand to that relay
+    /// socket without another pass through the hook; the program relays the
+    /// second hop too, so both clients' channels are carried by the kernel.
+    @Test("two clients relaying to each other's relayed address: both hops in the kernel", arguments: [OffloadMode.tc, .xdp])
+    func hairpin(hook: OffloadMode) throws {
+        let h = try Self.harness(mode: hook)
+        let a = try TestSocket()
+        let b = try TestSocket()
+        var ta = TURNClient()
+        var tb = TURNClient()
+        let relayA = try EngineRelayTests.allocate(h, client: a, tc: &ta, peer: nil, channel: nil)
+        let relayB = try EngineRelayTests.allocate(h, client: b, tc: &tb, peer: relayA, channel: 0x4031)
+        try a.send(ta.request(.channelBind) { e throws(STUNError) in
+            try e.appendChannelNumber(0x4030)
+            try e.append(.xorPeerAddress, xorAddress: relayB)
+        }, to: h.server)
+        #expect(TURNClient.parse(try #require(try a.receive()).bytes) { $0.messageClass } == .successResponse)
+        let rounds = 20
+        for i in 0..<rounds {
+            let payload = (0..<(20 + i)).map { UInt8(truncatingIfNeeded: $0 &* 5 &+ i) }
+            try a.send(EngineRelayTests.channelData(0x4030, payload), to: h.server)
+            #expect(try b.receive()?.bytes == EngineRelayTests.channelData(0x4031, payload))
+            try b.send(EngineRelayTests.channelData(0x4031, payload + [9]), to: h.server)
+            #expect(try a.receive()?.bytes == EngineRelayTests.channelData(0x4030, payload + [9]))
+        }
+        Self.waitForCounters(h) { Self.counter($0, "offloadPacketsToClients") >= UInt64(2 * rounds) }
+        #expect(Self.counter(h, "offloadPacketsToPeers") == UInt64(2 * rounds))
+        #expect(Self.counter(h, "offloadPacketsToClients") == UInt64(2 * rounds))
+        #expect(Self.userSpaceToPeers(h) == 0)
+    }
+
     @Test("a reload whose peer policy denies the peer takes the channel out of the kernel")
     func reloadDeniesPeer() throws {
         let h = try Self.harness()

@@ -65,33 +65,64 @@ struct {
 #include "tc.h"
 #include "xdp.h"
 
-SEC("tc")
-int uturn_fastpath_tc(struct __sk_buff *skb) {
+// One relay step: parse, look up, rewrite. *hairpin is set when a client's
+// datagram was relayed to a peer on this host, which may be another
+// allocation's relayed address here (two clients of this server talking
+// through their relays, as two browsers do): the stack would deliver it to
+// that relay socket without another pass through this hook, so the caller
+// runs the step once more for the second hop.
+static __always_inline int tc_step(struct __sk_buff *skb, int *hairpin) {
     struct packet pk;
     struct plan pl;
     __u8 *payload;
     __builtin_memset(&pk, 0, sizeof(pk));
     __builtin_memset(&pl, 0, sizeof(pl));
     payload = 0;
+    *hairpin = 0;
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     if (parse(data, end, &pk, &payload)) return TC_PASS;
     if (skb->gso_size != 0) return TC_PASS;  // a GSO train: user space walks it
     if (!plan_relay(&pk, payload, end, &pl)) return TC_PASS;
-    return tc_relay(skb, &pk, &pl);
+    int verdict = tc_relay(skb, &pk, &pl);
+    *hairpin = verdict == TC_ACT_OK && pl.to_peer;
+    return verdict;
 }
 
-SEC("xdp")
-int uturn_fastpath_xdp(struct xdp_md *ctx) {
+SEC("tc")
+int uturn_fastpath_tc(struct __sk_buff *skb) {
+    int hairpin;
+    int verdict = tc_step(skb, &hairpin);
+    if (!hairpin) return verdict;
+    // The rewritten datagram is this host's now: relayed further if it is
+    // bound for one of our relayed addresses, else delivered as it is.
+    verdict = tc_step(skb, &hairpin);
+    return verdict == TC_PASS ? TC_ACT_OK : verdict;
+}
+
+// As tc_step, for XDP.
+static __always_inline int xdp_step(struct xdp_md *ctx, int *hairpin) {
     struct packet pk;
     struct plan pl;
     __u8 *payload;
     __builtin_memset(&pk, 0, sizeof(pk));
     __builtin_memset(&pl, 0, sizeof(pl));
     payload = 0;
+    *hairpin = 0;
     void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
     if (parse(data, end, &pk, &payload)) return XDP_PASS;
     if (!plan_relay(&pk, payload, end, &pl)) return XDP_PASS;
-    return xdp_relay(ctx, &pk, &pl);
+    int relayed = 0;
+    int action = xdp_relay(ctx, &pk, &pl, &relayed);
+    *hairpin = relayed && action == XDP_PASS && pl.to_peer;
+    return action;
+}
+
+SEC("xdp")
+int uturn_fastpath_xdp(struct xdp_md *ctx) {
+    int hairpin;
+    int action = xdp_step(ctx, &hairpin);
+    if (!hairpin) return action;
+    return xdp_step(ctx, &hairpin);
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -12,8 +12,10 @@
 #define AF_INET6 10
 #endif
 
-// Relays the datagram `pk` as `pl` says. Returns the XDP action.
-static __always_inline int xdp_relay(struct xdp_md *ctx, const struct packet *pk, const struct plan *pl) {
+// Relays the datagram `pk` as `pl` says. Returns the XDP action, and sets
+// *relayed when the frame was rewritten (XDP_PASS is also the answer for a
+// frame left to user space untouched).
+static __always_inline int xdp_relay(struct xdp_md *ctx, const struct packet *pk, const struct plan *pl, int *relayed) {
     // A datagram sent by a socket on this host (generic XDP on loopback or
     // a veth) may not leave through a device once moved, and only an IPv4
     // one can drop its partial checksum: the rest goes to user space. (A
@@ -114,6 +116,7 @@ static __always_inline int xdp_relay(struct xdp_md *ctx, const struct packet *pk
     }
 
     count(pl->counter, pl->to_peer, pl->length);
+    *relayed = 1;
     return action;
 }
 
