@@ -41,17 +41,17 @@ static __always_inline int tc_relay(struct __sk_buff *skb, const struct packet *
         }
     }
 
-    // 1. The UDP checksum, where it sits now. A partial one leaving as IPv4
-    // loses it (0, "none", allowed for IPv4): the kernel would check the
-    // partial sum once csum_start is behind the moved header.
+    // 1. The UDP checksum, where it sits now. None (IPv4's 0) stays none; a
+    // partial one leaving as IPv4 loses it (0 too): the kernel would check
+    // the partial sum once csum_start is behind the moved header.
     __u16 check = 0;
-    if (!(partial && pl->family == FP_FAMILY_V4)) {
+    if (pk->check != 0 && !(partial && pl->family == FP_FAMILY_V4)) {
         __u32 pseudo, rest;
         if (checksum_diffs(pk, pl, &pseudo, &rest)) return TC_ACT_SHOT;
         __u32 at = ETH_HLEN + pk->l3_len + offsetof(struct udphdr, check);
         // With BPF_F_PSEUDO_HDR the kernel updates a partial checksum only
-        // by the pseudo-header's change, a full one by both; a zero (no)
-        // IPv4 checksum stays zero (BPF_F_MARK_MANGLED_0).
+        // by the pseudo-header's change, a full one by both; one that comes
+        // out 0 is written as 0xffff (BPF_F_MARK_MANGLED_0).
         if (bpf_l4_csum_replace(skb, at, 0, pseudo, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0) ||
             bpf_l4_csum_replace(skb, at, 0, rest, BPF_F_MARK_MANGLED_0))
             return TC_ACT_SHOT;
