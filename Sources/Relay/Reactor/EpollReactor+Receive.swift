@@ -107,6 +107,8 @@ extension EpollReactor {
         for _ in 0..<batch {
             let s = curing_accept4(fd)
             if s >= 0 {
+                // The number may be a closed connection's (see forget).
+                forget(s)
                 complete(ud, s, flags: IORING_CQE_F_MORE)
                 continue
             }

@@ -161,6 +161,14 @@ struct WaitingSends: ~Copyable {
 }
 
 extension Submission {
+    /// The tag of a send (zero for other operations).
+    var userData: UserData {
+        switch self {
+        case .sendMessage(_, _, let ud), .streamSend(_, _, _, let ud): ud
+        default: UserData(rawValue: 0)
+        }
+    }
+
     /// The socket a send is for (-1 for other operations).
     var descriptor: Int32 {
         switch self {

@@ -179,11 +179,37 @@ struct EpollReactor: ~Copyable {
     private mutating func arm(_ fd: Int32, _ kind: DescriptorTable.ReadKind, ud: UserData, group: UInt16, multishot: Bool)
     {
         fds.reserve(fd)
+        // Another tag on this descriptor means another socket: the old one
+        // was closed and its number reused (an allocation's relay socket, a
+        // connection in a reused slot). Re-arming after ENOBUFS keeps the tag.
+        if fds[fd].readUD != ud { forget(fd) }
         fds[fd].readKind = kind
         fds[fd].readUD = ud
         fds[fd].group = group
         fds[fd].multishot = multishot
-        updateInterest(fd)
+        updateInterest(fd, force: true)
+    }
+
+    /// A descriptor number that now names another socket (or none): what
+    /// was armed or waiting on the old socket ends as io_uring would end it
+    /// (-ECANCELED), and epoll forgets it (it did on close; a reused number
+    /// is registered again by its next arm). The parts close sockets
+    /// themselves and cancel what was armed afterwards, so the reactor
+    /// learns of a close here: at a cancel on a closed descriptor, at an
+    /// accept or connect that reuses the number, or at an arm with a new tag.
+    mutating func forget(_ fd: Int32) {
+        guard Int(fd) < fds.capacity else { return }
+        let old = fds[fd]
+        if old.readKind != .none { complete(old.readUD, -ECANCELED) }
+        if old.connecting { complete(old.connectUD, -ECANCELED) }
+        if old.waitingSends > 0 {
+            while let i = waiting.oldest(forDescriptor: fd) {
+                complete(waiting[i].userData, -ECANCELED)
+                waiting.remove(at: i)
+            }
+        }
+        if old.interest != 0 { _ = curing_epoll_ctl(epoll, 2, fd, 0, 0) }
+        fds[fd] = DescriptorTable.Entry()
     }
 
     /// Ends what is armed for reading on `fd`.
@@ -195,6 +221,8 @@ struct EpollReactor: ~Copyable {
     private mutating func startConnect(
         _ fd: Int32, address: UnsafePointer<sockaddr>, length: socklen_t, ud: UserData
     ) {
+        // Connect is the first operation on a new socket.
+        forget(fd)
         _ = curing_set_nonblocking(fd)
         if Glibc.connect(fd, address, length) == 0 {
             complete(ud, 0)
@@ -208,7 +236,7 @@ struct EpollReactor: ~Copyable {
         fds.reserve(fd)
         fds[fd].connectUD = ud
         fds[fd].connecting = true
-        updateInterest(fd)
+        updateInterest(fd, force: true)
     }
 
     /// Cancels the armed receive, accept or connect tagged `target`. A
@@ -219,6 +247,10 @@ struct EpollReactor: ~Copyable {
             if fds[fd].readKind != .none && fds[fd].readUD == target {
                 disarmRead(fd)
                 complete(target, -ECANCELED)
+                // A connection's receive is cancelled when it closes; its
+                // sends still waiting for EPOLLOUT would wait for ever (epoll
+                // forgot the descriptor at close), so they end here too.
+                if fcntl(fd, F_GETFD) < 0 && errno == EBADF { forget(fd) }
                 return
             }
             if fds[fd].connecting && fds[fd].connectUD == target {
@@ -234,12 +266,12 @@ struct EpollReactor: ~Copyable {
     /// a receive or accept is armed, EPOLLOUT while a connect or a refused
     /// send waits. A descriptor closed and reused shows up as ENOENT or
     /// EEXIST (epoll forgot it on close), handled by the other operation.
-    mutating func updateInterest(_ fd: Int32) {
+    mutating func updateInterest(_ fd: Int32, force: Bool = false) {
         var want: UInt32 = 0
         if fds[fd].readKind != .none { want |= curing_epoll_in() }
         if fds[fd].connecting || fds[fd].waitingSends > 0 { want |= curing_epoll_out() }
         let have = fds[fd].interest
-        guard want != have else { return }
+        guard want != have || force else { return }
         let tag = UInt64(UInt32(bitPattern: fd))
         if want == 0 {
             _ = curing_epoll_ctl(epoll, 2, fd, 0, tag)  // DEL
