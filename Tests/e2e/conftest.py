@@ -270,6 +270,8 @@ def with_backend(argv: list[str]) -> list[str]:
     auto under a seccomp filter that refuses io_uring as Docker (EPERM) or
     Podman (ENOSYS) does, so auto must fall back to epoll (seccomp_launcher.py)."""
     backend = os.environ.get("UTURN_E2E_BACKEND", "")
+    if "--backend" in argv:
+        return argv  # a test that names its backend keeps it
     if backend in ("io_uring", "epoll", "auto"):
         return argv + ["--backend", backend]
     if backend.startswith("blocked-"):
