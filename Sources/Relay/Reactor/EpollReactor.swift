@@ -126,14 +126,16 @@ struct EpollReactor: ~Copyable {
             if n == -EINTR { return }
             throw .enter(Errno(rawValue: -n))
         }
-        for i in 0..<Int(n) {
-            let tag = eventData[i]
-            if tag == Self.wakeTag {
-                _ = read(wakeFD, &wakeBuffer, 8)
-                ready.append(Completion(userData: UserData(kind: .wake, slot: 0), result: 8, flags: 0))
-                continue
-            }
-            handleReady(Int32(truncatingIfNeeded: tag), events: eventFlags[i], &buffers)
+        // The wake-up first: epoll reports ready descriptors in no
+        // particular order, and a control message (a drain, a reload) must
+        // act before datagrams that arrived after it was sent, as it does
+        // on io_uring, where its completion is posted first.
+        for i in 0..<Int(n) where eventData[i] == Self.wakeTag {
+            _ = read(wakeFD, &wakeBuffer, 8)
+            ready.append(Completion(userData: UserData(kind: .wake, slot: 0), result: 8, flags: 0))
+        }
+        for i in 0..<Int(n) where eventData[i] != Self.wakeTag {
+            handleReady(Int32(truncatingIfNeeded: eventData[i]), events: eventFlags[i], &buffers)
         }
     }
 
