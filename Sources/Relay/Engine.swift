@@ -33,6 +33,11 @@ public final class Engine: Sendable {
     let threads = Mutex<[pthread_t]>([])
     /// The kernel fast path while the workers run (nil: off); closed after they stop.
     let fastPath = Mutex<FastPathProgram?>(nil)
+    /// The backend the workers run on, decided (probed) at init so the
+    /// metrics can name it before the workers start, and why `auto` fell
+    /// back to epoll (logged by `start`).
+    let chosenBackend: Backend
+    let fallbackReason: String?
 
     public init(
         config: EngineConfig, turn: TURNConfiguration, quotas: AllocationQuotas = AllocationQuotas(),
@@ -44,6 +49,7 @@ public final class Engine: Sendable {
         self.quotas = quotas
         self.log = log
         self.controls = (0..<config.workers).map { WorkerControl(index: $0) }
+        (chosenBackend, fallbackReason) = Backend.choose(config)
     }
 
     /// Starts the workers; returns when all listen. Throws the first start
@@ -58,6 +64,9 @@ public final class Engine: Sendable {
         let program = try FastPathProgram.start(mode: config.offload, interfaces: interfaces, log: log)
         fastPath.withLock { $0 = program }
         let maps = program?.maps
+        let backend = chosenBackend
+        if let fallbackReason { log(.warning, fallbackReason) }
+        log(.info, "backend: \(backend.rawValue)")
         let siblings = controls
         for control in controls {
             let config = self.config
@@ -71,7 +80,7 @@ public final class Engine: Sendable {
                 do throws(EngineError) {
                     worker = try Worker(
                         index: control.index, config: config, turnConfig: turn, quotas: quotas, control: control,
-                        siblings: siblings, fastPath: maps, log: log)
+                        siblings: siblings, fastPath: maps, backend: backend, log: log)
                 } catch {
                     control.startResult.withLock { $0 = .failed(error.description) }
                     return
@@ -165,6 +174,9 @@ public final class Engine: Sendable {
     public var offloadPassed: OffloadPassed? {
         fastPath.withLock { $0?.passedToUserSpace }
     }
+
+    /// "io_uring" or "epoll" (the `uturn_backend_info` metric).
+    public var backend: String { chosenBackend.rawValue }
 
     /// Number of worker threads.
     public var workerCount: Int { controls.count }

@@ -84,6 +84,10 @@ public struct EngineConfig: Sendable {
     /// hold the listening and relay addresses.
     public var offloadInterfaces: [String] = []
 
+    /// The workers' completion source (`--backend`): io_uring, epoll, or
+    /// io_uring when it can be set up (auto).
+    public var backend = BackendChoice.auto
+
     /// Test-only: make ring setup fail as if io_uring were disabled, to check
     /// the operator-facing message.
     public var simulateRingFailure = false

@@ -35,6 +35,8 @@ public struct BufferRing: ~Copyable {
     @usableFromInline let buffers: UnsafeMutableRawPointer
     @usableFromInline let mask: Int32
     @usableFromInline var staged: Int32 = 0
+    /// Unregistered rings only: the next entry ``take()`` reads.
+    @usableFromInline var head: UInt16 = 0
     let mapping: UnsafeMutableRawPointer
     let mappingLength: Int
 
@@ -43,6 +45,29 @@ public struct BufferRing: ~Copyable {
     ///
     /// The corresponding C function is `io_uring_register_buf_ring`.
     public init(ring: inout Ring, groupID: UInt16, count: Int, bufferSize: Int) throws(URingError) {
+        let (m, ringBytes, length) = try Self.map(count: count, bufferSize: bufferSize)
+        var reg = io_uring_buf_reg()
+        reg.ring_addr = UInt64(UInt(bitPattern: m))
+        reg.ring_entries = UInt32(count)
+        reg.bgid = groupID
+        let r = io_uring_register_buf_ring(ring.raw, &reg, 0)
+        guard r == 0 else {
+            munmap(m, length)
+            throw .register(call: "io_uring_register_buf_ring", Errno(rawValue: -r))
+        }
+        self.init(mapping: m, ringBytes: ringBytes, length: length, groupID: groupID, count: count, bufferSize: bufferSize)
+    }
+
+    /// The same ring of buffers with no io_uring behind it: the process
+    /// plays the kernel's part and takes buffers itself with ``take()``
+    /// (the epoll backend, where io_uring is not available). Recycling and
+    /// publishing work exactly as with a registered ring.
+    public init(unregisteredGroupID groupID: UInt16, count: Int, bufferSize: Int) throws(URingError) {
+        let (m, ringBytes, length) = try Self.map(count: count, bufferSize: bufferSize)
+        self.init(mapping: m, ringBytes: ringBytes, length: length, groupID: groupID, count: count, bufferSize: bufferSize)
+    }
+
+    private static func map(count: Int, bufferSize: Int) throws(URingError) -> (UnsafeMutableRawPointer, Int, Int) {
         guard count > 0, count <= 32768, count & (count - 1) == 0 else {
             throw .invalid("buffer count \(count) must be a power of two in 1...32768")
         }
@@ -57,15 +82,12 @@ public struct BufferRing: ~Copyable {
         else {
             throw .memory(call: "mmap", .current)
         }
-        var reg = io_uring_buf_reg()
-        reg.ring_addr = UInt64(UInt(bitPattern: m))
-        reg.ring_entries = UInt32(count)
-        reg.bgid = groupID
-        let r = io_uring_register_buf_ring(ring.raw, &reg, 0)
-        guard r == 0 else {
-            munmap(m, length)
-            throw .register(call: "io_uring_register_buf_ring", Errno(rawValue: -r))
-        }
+        return (m, ringBytes, length)
+    }
+
+    private init(
+        mapping m: UnsafeMutableRawPointer, ringBytes: Int, length: Int, groupID: UInt16, count: Int, bufferSize: Int
+    ) {
         mapping = m
         mappingLength = length
         entries = m.bindMemory(to: io_uring_buf_ring.self, capacity: 1)
@@ -120,6 +142,34 @@ public struct BufferRing: ~Copyable {
         io_uring_buf_ring_advance(entries, staged)
         staged = 0
     }
+
+    // MARK: Taking buffers without a kernel (unregistered rings only)
+
+    /// The ring's tail: `io_uring_buf_ring` overlays it on the `resv` field
+    /// of entry 0 (byte offset 14), written by ``publishRecycled()``.
+    @inlinable @inline(__always)
+    var publishedTail: UInt16 { UnsafeRawPointer(entries).load(fromByteOffset: 14, as: UInt16.self) }
+
+    /// Published buffers not yet taken.
+    @inlinable @inline(__always)
+    public var available: Int { Int(publishedTail &- head) }
+
+    /// The ID of the next published buffer, which the caller now owns (as a
+    /// CQE's buffer ID would make it), or nil when none is left. Entry `i`
+    /// is 16 bytes `{addr, len, bid, resv}`; the ID is at byte 12.
+    @inlinable @inline(__always)
+    public mutating func take() -> UInt16? {
+        guard publishedTail != head else { return nil }
+        let i = Int(Int32(head) & mask)
+        let id = UnsafeRawPointer(entries).load(fromByteOffset: i * 16 + 12, as: UInt16.self)
+        head &+= 1
+        return id
+    }
+
+    /// Puts back the buffer the last ``take()`` returned (a receive that got
+    /// nothing): it is still in its entry, so the head just steps back.
+    @inlinable @inline(__always)
+    public mutating func untake() { head &-= 1 }
 
     /// Unregisters the group from `ring` and frees the memory.
     ///

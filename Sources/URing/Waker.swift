@@ -19,7 +19,9 @@ public final class Waker: Sendable {
     /// The eventfd. Valid for the waker's lifetime.
     public let fileDescriptor: Int32
 
-    init() throws(URingError) {
+    /// A waker with no ring: the owner polls ``fileDescriptor`` itself (the
+    /// epoll backend) and reads the counter when it is readable.
+    public init() throws(URingError) {
         let fd = eventfd(0, curing_efd_cloexec())
         guard fd >= 0 else { throw .eventfd(call: "eventfd", .current) }
         fileDescriptor = fd

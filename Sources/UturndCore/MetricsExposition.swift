@@ -182,7 +182,7 @@ public final class MetricsExposition: Sendable {
     /// Creates every metric for `workers` workers. `startTime`: seconds since
     /// the Unix epoch at which the process started.
     public init(
-        workers: Int, version: String, startTime: Double,
+        workers: Int, version: String, startTime: Double, backend: String = "io_uring",
         registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
     ) {
         self.registry = registry
@@ -196,7 +196,11 @@ public final class MetricsExposition: Sendable {
         registry.makeGauge(
             descriptor: named("uturn_process_start_time_seconds", "Start time of the process since the Unix epoch, in seconds.")
         ).set(to: startTime)
-        registry.makeGauge(descriptor: named("uturn_workers", "Worker threads (one io_uring each).")).set(to: Double(workers))
+        registry.makeGauge(descriptor: named("uturn_workers", "Worker threads (one io_uring or epoll each).")).set(to: Double(workers))
+        registry.makeGauge(
+            descriptor: named("uturn_backend_info", "Always 1; the backend label says what the workers run on (io_uring or epoll)."),
+            labels: [("backend", backend)]
+        ).set(to: 1)
         active = registry.makeGauge(
             descriptor: named(
                 "uturn_allocations_active", "Allocations open now (created minus deleted minus expired). " + Self.lag))

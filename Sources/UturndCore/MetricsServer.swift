@@ -194,7 +194,8 @@ extension Daemon {
     static func startMetrics(_ settings: Settings, engine: Engine) throws(MetricsServerError) -> MetricsServer? {
         guard let listen = settings.metricsListen else { return nil }
         let exposition = MetricsExposition(
-            workers: engine.workerCount, version: BuildInfo.version, startTime: MetricsSample.processStartTime())
+            workers: engine.workerCount, version: BuildInfo.version, startTime: MetricsSample.processStartTime(),
+            backend: engine.backend)
         let server = try MetricsServer(listen: listen) { exposition.render(MetricsSample(engine: engine)) }
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: exposition.registry))
         return server

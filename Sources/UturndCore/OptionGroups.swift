@@ -216,7 +216,10 @@ public struct LoggingOptions: ParsableArguments {
 
 /// The io_uring engine: threads, ring sizes, and switches that force older kernel paths.
 public struct EngineOptions: ParsableArguments {
-    @Option(name: .customLong("workers"), help: ArgumentHelp("Worker threads, one io_uring each (default: online CPUs).", valueName: "n"))
+    @Option(name: .customLong("backend"), help: ArgumentHelp("Workers' I/O backend: auto (io_uring where it can be set up and probed, else epoll, with one log line saying why: EPERM from a seccomp profile or kernel.io_uring_disabled, ENOSYS from a kernel or runtime without io_uring, ENOMEM from the memlock limit), io_uring (or refuse to start, naming the cause and the fix), epoll. Restart only; the uturn_backend_info metric says which runs.", valueName: "mode"))
+    public var backend: String = "auto"
+
+    @Option(name: .customLong("workers"), help: ArgumentHelp("Worker threads, one io_uring (or epoll) each (default: online CPUs).", valueName: "n"))
     public var workers: Int?
 
     @Flag(name: .customLong("pin-workers"), help: "Pin worker k to online CPU k.")

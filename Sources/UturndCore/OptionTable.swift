@@ -36,7 +36,7 @@ public enum OptionTable {
         "workers": .value, "pin-workers": .flag, "sq-entries": .value, "cq-entries": .value, "buffers": .value,
         "buffer-size": .value, "send-ops": .value, "max-batch": .value, "batch-wait-us": .value, "no-multishot": .flag,
         "no-defer-taskrun": .flag, "no-single-issuer": .flag, "no-gso": .flag, "gro-client": .flag,
-        "gro-peer": .flag, "gro-buffers": .value, "offload": .value, "offload-interface": .value,
+        "gro-peer": .flag, "gro-buffers": .value, "offload": .value, "backend": .value, "offload-interface": .value,
         "simulate-io-uring-failure": .flag,
     ]
 

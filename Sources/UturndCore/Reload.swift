@@ -206,6 +206,7 @@ public struct Reloader: Sendable {
         ("--gro-client", { "\($0.engine.groClient)" }),
         ("--gro-peer", { "\($0.engine.groPeer)" }),
         ("--gro-buffers", { "\($0.engine.groBuffers)" }),
+        ("--backend", { $0.engine.backend.rawValue }),
         ("--offload", { $0.engine.offload.rawValue }),
         ("--offload-interface", { $0.engine.offloadInterfaces.joined(separator: ", ") }),
         ("--user-quota", { "\($0.userQuota)" }),

@@ -33,6 +33,10 @@ extension Settings {
         engine.groPeer = e.groPeer
         engine.groBuffers = e.groBuffers
         engine.simulateRingFailure = e.simulateIOUringFailure
+        guard let backend = BackendChoice(rawValue: e.backend) else {
+            throw ValidationError("--backend \(e.backend) must be auto, io_uring or epoll.")
+        }
+        engine.backend = backend
         guard let offload = OffloadMode(rawValue: e.offload) else {
             throw ValidationError("--offload \(e.offload) must be off, auto, tc or xdp.")
         }

@@ -39,6 +39,12 @@ final class EngineHarness {
         config.workers = workers
         config.buffers = 256
         config.sendOperations = 64
+        // UTURN_TEST_BACKEND=epoll runs every engine test on the epoll backend.
+        if let name = getenv("UTURN_TEST_BACKEND").map({ String(cString: $0) }),
+            let backend = BackendChoice(rawValue: name)
+        {
+            config.backend = backend
+        }
         configure(&config)
         var turn = TURNConfiguration(
             credentials: CredentialStore(realm: Self.realm, users: ["alice": "secret"]),

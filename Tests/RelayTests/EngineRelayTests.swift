@@ -301,11 +301,29 @@ struct EngineRelayTests {
         #expect(throws: EngineError.self) { try engine.start() }
     }
 
-    @Test("io_uring refused at start: the error names the cause and the fix")
+    @Test("--backend auto with io_uring refused: epoll, one line saying why, and it relays")
+    func ringRefusedAuto() throws {
+        let h = try EngineHarness { c in
+            c.backend = .auto
+            c.simulateRingFailure = true
+        }
+        #expect(h.engine.backend == "epoll")
+        #expect(h.logs.all.contains { $0.contains("io_uring unavailable") && $0.contains("EPERM") && $0.contains("using epoll") })
+        let client = try TestSocket()
+        let peer = try TestSocket()
+        var tc = TURNClient()
+        let relayed = try Self.allocate(h, client: client, tc: &tc, peer: peer.address, channel: 0x4000)
+        try client.send(Self.channelData(0x4000, [1, 2, 3]), to: h.server)
+        let got = try #require(try peer.receive())
+        #expect(got.bytes == [1, 2, 3] && got.from == relayed)
+    }
+
+    @Test("--backend io_uring refused at start: the error names the cause and the fix")
     func ringRefused() throws {
         var config = EngineConfig()
         config.listen = [TransportAddress(ip: IPAddress(v4: 0x7F00_0001), port: try EngineHarness.freePort())]
         config.relayIPv4 = IPAddress(v4: 0x7F00_0001)
+        config.backend = .ioUring
         config.simulateRingFailure = true
         let engine = try Engine(
             config: config, turn: TURNConfiguration(credentials: CredentialStore(realm: "r", users: ["a": "b"])),

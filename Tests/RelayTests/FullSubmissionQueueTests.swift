@@ -73,15 +73,17 @@ struct FullSubmissionQueueTests {
             #expect(TURNClient.parse(answer.bytes) { $0.messageClass } == .successResponse)
         }
 
-        // The SQ really was full, and everything was counted (published each second).
+        // The SQ really was full, and everything was counted (published each
+        // second). The epoll backend (UTURN_TEST_BACKEND=epoll) has no SQ.
+        let ring = h.engine.backend == "io_uring"
         var sqFull: UInt64 = 0
         var deleted: UInt64 = 0
-        for _ in 0..<40 where sqFull == 0 || deleted < UInt64(Self.clients) {
+        for _ in 0..<40 where (ring && sqFull == 0) || deleted < UInt64(Self.clients) {
             usleep(100_000)
             sqFull = h.engine.counter("sqFull") ?? 0
             deleted = h.engine.counter("allocationsDeleted") ?? 0
         }
-        #expect(sqFull > 0)
+        #expect(sqFull > 0 || !ring)
         #expect(deleted == UInt64(Self.clients))
         #expect(h.engine.counter("dropsNoSendOp") == 0)
     }

@@ -261,7 +261,31 @@ def build_argv(kind: str, binary: str, port: int, hosts: list[str], relay: tuple
         if tls is not None:
             argv += ["--cert", str(tls[0]), "--pkey", str(tls[1]), "--tls-listening-port", str(tls[2])]
     argv += shlex.split(os.environ.get("UTURN_E2E_EXTRA_ARGS", ""))
+    return with_backend(argv) if kind == "uturnd" else argv
+
+
+def with_backend(argv: list[str]) -> list[str]:
+    """uturnd's command line for UTURN_E2E_BACKEND: io_uring or epoll
+    (--backend), or blocked-eperm / blocked-enosys: the default --backend
+    auto under a seccomp filter that refuses io_uring as Docker (EPERM) or
+    Podman (ENOSYS) does, so auto must fall back to epoll (seccomp_launcher.py)."""
+    backend = os.environ.get("UTURN_E2E_BACKEND", "")
+    if "--backend" in argv:
+        return argv  # a test that names its backend keeps it
+    if backend in ("io_uring", "epoll", "auto"):
+        return argv + ["--backend", backend]
+    if backend.startswith("blocked-"):
+        return seccomp_launcher_argv(backend.removeprefix("blocked-").upper()) + argv
+    if backend:
+        raise ValueError(f"UTURN_E2E_BACKEND={backend}: want io_uring, epoll, auto, blocked-eperm or blocked-enosys")
     return argv
+
+
+def seccomp_launcher_argv(errno_name: str) -> list[str]:
+    """The prefix that runs a command with io_uring refused with `errno_name`."""
+    import sys
+    return [sys.executable, str(Path(__file__).resolve().parent / "seccomp_launcher.py"),
+            "--errno", errno_name, "--"]
 
 
 def start_server(workdir: Path, *, auth: str = "lt", allow_loopback: bool = True,

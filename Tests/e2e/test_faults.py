@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -136,13 +137,39 @@ def test_io_uring_refused_at_start(tmp_path):
     """--simulate-io-uring-failure: uturnd exits non-zero at once, and stderr
     names the cause and the fix (the sysctl and seccomp)."""
     binary = uturnd_binary()
-    argv = uturnd_argv(binary, free_port(), free_port_range(10), extra=("--simulate-io-uring-failure",))
+    argv = uturnd_argv(binary, free_port(), free_port_range(10),
+                       extra=("--backend", "io_uring", "--simulate-io-uring-failure"))
     p = subprocess.run(argv, capture_output=True, text=True, timeout=20, cwd=tmp_path,
                        stdin=subprocess.DEVNULL)
     assert p.returncode != 0
     assert "kernel.io_uring_disabled" in p.stderr, p.stderr
     assert "seccomp" in p.stderr, p.stderr
     record("faults", io_uring_refused_status=p.returncode)
+
+
+@pytest.mark.parametrize("errno_name", ["EPERM", "ENOSYS"])
+def test_io_uring_blocked_falls_back_to_epoll(tmp_path, monkeypatch, errno_name):
+    """io_uring refused by a seccomp filter as Docker (EPERM) or Podman
+    (ENOSYS) refuse it: the default --backend auto starts on epoll, says why
+    in one line, the metric names the backend, and a session relays."""
+    monkeypatch.setenv("UTURN_E2E_BACKEND", f"blocked-{errno_name.lower()}")
+    metrics_port = free_port(span=1, hosts=["127.0.0.1"])
+    d = launch(tmp_path, extra=("--metrics-listen", f"127.0.0.1:{metrics_port}"))
+    peer = stun.EchoPeer("127.0.0.1")
+    try:
+        v = session(d, peer)
+        assert_relays(v)
+        v.client.close()
+        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        assert 'uturn_backend_info{backend="epoll"} 1' in body, body[:2000]
+    finally:
+        peer.close()
+        d.stop()
+    reasons = [line for line in d.output().splitlines() if "io_uring unavailable" in line]
+    assert len(reasons) == 1, d.output()[-3000:]
+    assert errno_name in reasons[0] and "using epoll" in reasons[0], reasons[0]
+    assert "backend: epoll" in d.output()
+    record("faults", **{f"blocked_{errno_name.lower()}_backend": "epoll"})
 
 
 def test_sigterm_during_traffic(tmp_path):

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 import stun
-from conftest import HAS_IPV6, LOOPBACKS, REALM, server_binary, server_kind, free_port, \
+from conftest import with_backend, HAS_IPV6, LOOPBACKS, REALM, server_binary, server_kind, free_port, \
     free_port_range
 
 RSS_BOUND_KIB = 8 * 1024
@@ -115,7 +115,7 @@ def uturnd_argv(binary: str, port: int, relay: tuple[int, int], *, workers: int 
              "--lt-cred-mech", "--user", "demo:secret", "--workers", str(workers)]
     if allow_loopback:
         argv.append("--allow-loopback-peers")
-    return argv + list(extra)
+    return with_backend(argv + list(extra))
 
 
 def launch(workdir: Path, *, workers: int = 1, allow_loopback: bool = True,

@@ -59,4 +59,26 @@ static inline int curing_efd_nonblock(void) { return EFD_NONBLOCK; }
 int curing_pin_current_thread(int cpu);
 int curing_name_current_thread(const char *name);
 
+// The epoll backend (where io_uring is refused). recvmmsg, sendmmsg and
+// accept4 are GNU extensions Swift's Glibc module hides, and struct
+// epoll_event is packed on x86-64; curing.c wraps them. Each returns the
+// call's result, or -errno on failure.
+struct curing_mmsghdr {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+};
+int curing_recvmmsg(int fd, struct curing_mmsghdr *messages, unsigned int count, int flags);
+int curing_sendmmsg(int fd, struct curing_mmsghdr *messages, unsigned int count, int flags);
+int curing_accept4(int fd);
+int curing_set_nonblocking(int fd);
+int curing_epoll_create(void);
+int curing_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
+// Waits up to `timeout_ms` for at most `max` (<= 1024) events; fills `data`
+// and `events` (parallel arrays) and returns how many, or -errno.
+int curing_epoll_wait(int epfd, uint64_t *data, uint32_t *events, int max, int timeout_ms);
+static inline uint32_t curing_epoll_in(void) { return 0x001; }    // EPOLLIN
+static inline uint32_t curing_epoll_out(void) { return 0x004; }   // EPOLLOUT
+static inline uint32_t curing_epoll_err(void) { return 0x008; }   // EPOLLERR
+static inline uint32_t curing_epoll_hup(void) { return 0x010; }   // EPOLLHUP
+
 #endif

@@ -36,6 +36,17 @@ struct ReceiveBuffers: ~Copyable {
         refs.initialize(repeating: 0, count: smallCount + largeCount)
     }
 
+    /// The epoll backend's buffers: the same two rings, not registered with
+    /// any io_uring; `EpollReactor` takes buffers from them as the kernel would.
+    init(unregisteredSmallCount smallCount: Int, smallSize: Int, largeCount: Int, largeSize: Int) throws(URingError) {
+        let s = try BufferRing(unregisteredGroupID: Self.smallGroup, count: smallCount, bufferSize: smallSize)
+        let l = try BufferRing(unregisteredGroupID: Self.largeGroup, count: largeCount, bufferSize: largeSize)
+        small = s
+        large = l
+        refs = .allocate(capacity: smallCount + largeCount)
+        refs.initialize(repeating: 0, count: smallCount + largeCount)
+    }
+
     deinit { refs.deallocate() }
 
     @inline(__always)

@@ -68,41 +68,9 @@ struct Worker: ~Copyable {
 
     init(
         index: Int, config: EngineConfig, turnConfig: TURNConfiguration, quotas: AllocationQuotas,
-        control: WorkerControl, siblings: [WorkerControl], fastPath maps: FastPathMaps?, log: @escaping EngineLog
+        control: WorkerControl, siblings: [WorkerControl], fastPath maps: FastPathMaps?, backend: Backend,
+        log: @escaping EngineLog
     ) throws(EngineError) {
-        var options = RingOptions()
-        options.submissionEntries = config.sqEntries
-        options.completionEntries = config.cqEntries
-        if config.noDeferTaskrun { options.highestRung = .singleIssuerCoopTaskrun }
-        if config.noSingleIssuer { options.highestRung = .coopTaskrun }
-        options.allowMultishotReceive = !config.singleShotReceive
-        if config.simulateRingFailure {
-            throw EngineError(
-                "io_uring unavailable (simulated by --simulate-io-uring-failure): "
-                    + URingError.explainUnavailable(.notPermitted))
-        }
-        var ring: Ring
-        do { ring = try Ring(options: options) } catch {
-            throw EngineError("worker \(index): cannot set up io_uring: \(error)")
-        }
-        let features: KernelFeatures
-        do { features = try KernelFeatures.probe(options: options) } catch {
-            throw EngineError("worker \(index): io_uring probe failed: \(error)")
-        }
-        let anyGRO = config.groClient || config.groPeer
-        let largeCount = anyGRO ? config.groBuffers : 2
-        let largeSize = anyGRO ? Self.largeBufferSize : 4096
-        let buffers: ReceiveBuffers
-        do {
-            buffers = try ReceiveBuffers(
-                ring: &ring, smallCount: config.buffers, smallSize: config.bufferSize, largeCount: largeCount,
-                largeSize: largeSize)
-        } catch {
-            throw EngineError(
-                "worker \(index): cannot register receive buffers (\(config.buffers) × \(config.bufferSize) B, \(largeCount) × \(largeSize) B): \(error). \(error.explanation)")
-        }
-        let waker: Waker
-        do { waker = try ring.makeWaker() } catch { throw EngineError("worker \(index): eventfd: \(error)") }
         let relayCapacity = turnConfig.limits.maxAllocations * 2
         let slice = PortRange.slice(min: config.minPort, max: config.maxPort, workers: config.workers, index: index)
         // The parts bind their listeners; one that fails closes what it
@@ -118,9 +86,12 @@ struct Worker: ~Copyable {
         let backlogCapacity =
             datagram.datagramSockets + config.sendOperations + 2 * stream.connections.capacity
             + stream.listeners.count
-        reactor = Reactor(
-            ring: ring, buffers: buffers, multishot: features.useMultishotReceive,
-            datagramSockets: datagram.datagramSockets, maxBatch: config.maxBatch, backlogCapacity: backlogCapacity)
+        var reactor = try Self.makeReactor(
+            backend, index: index, config: config, datagramSockets: datagram.datagramSockets,
+            backlogCapacity: backlogCapacity, log: log)
+        let waker: Waker
+        do { waker = try reactor.makeWaker() } catch { throw EngineError("worker \(index): eventfd: \(error)") }
+        self.reactor = reactor
         self.datagram = datagram
         tcpRelay = TCPRelayPart(workers: config.workers, connections: stream.connections.capacity)
         self.stream = stream
@@ -137,11 +108,64 @@ struct Worker: ~Copyable {
         if tcpRelay.tagBits > 0 { turn.setConnectionIDTag(UInt32(index), bits: tcpRelay.tagBits) }
         response = .allocate(byteCount: 2048, alignment: 8)
         transactionCounter = UInt64(index + 1) &* 0x9E37_79B9_7F4A_7C15
-        if index == 0 { log(.info, "io_uring: \(features)") }
     }
 
     deinit {
         response.deallocate()
+    }
+
+    /// The reactor on `backend` with its receive buffers (`--buffers` small
+    /// ones; large GRO-train ones when a GRO option is on, else two).
+    static func makeReactor(
+        _ backend: Backend, index: Int, config: EngineConfig, datagramSockets: Int, backlogCapacity: Int,
+        log: EngineLog
+    ) throws(EngineError) -> Reactor {
+        let anyGRO = config.groClient || config.groPeer
+        let largeCount = anyGRO ? config.groBuffers : 2
+        let largeSize = anyGRO ? Self.largeBufferSize : 4096
+        if backend == .epoll {
+            let buffers: ReceiveBuffers
+            do {
+                buffers = try ReceiveBuffers(
+                    unregisteredSmallCount: config.buffers, smallSize: config.bufferSize, largeCount: largeCount,
+                    largeSize: largeSize)
+            } catch {
+                throw EngineError("worker \(index): cannot allocate receive buffers: \(error)")
+            }
+            do {
+                return try Reactor(epollWith: buffers, maxBatch: config.maxBatch, backlogCapacity: backlogCapacity)
+            } catch {
+                throw EngineError("worker \(index): epoll: \(error)")
+            }
+        }
+        let options = config.ringOptions
+        if config.simulateRingFailure {
+            throw EngineError(
+                "io_uring unavailable (simulated by --simulate-io-uring-failure): "
+                    + URingError.explainUnavailable(.notPermitted))
+        }
+        var ring: Ring
+        do { ring = try Ring(options: options) } catch {
+            throw EngineError("worker \(index): cannot set up io_uring: \(error)")
+        }
+        let features: KernelFeatures
+        do { features = try KernelFeatures.probe(options: options) } catch {
+            throw EngineError("worker \(index): io_uring probe failed: \(error)")
+        }
+        let buffers: ReceiveBuffers
+        do {
+            buffers = try ReceiveBuffers(
+                ring: &ring, smallCount: config.buffers, smallSize: config.bufferSize, largeCount: largeCount,
+                largeSize: largeSize)
+        } catch {
+            throw EngineError(
+                "worker \(index): cannot register receive buffers (\(config.buffers) × \(config.bufferSize) B, \(largeCount) × \(largeSize) B): \(error). \(error.explanation)"
+            )
+        }
+        if index == 0 { log(.info, "io_uring: \(features)") }
+        return Reactor(
+            ring: ring, buffers: buffers, multishot: features.useMultishotReceive, datagramSockets: datagramSockets,
+            maxBatch: config.maxBatch, backlogCapacity: backlogCapacity)
     }
 
     static func monotonicNow() -> MonotonicTime {
