@@ -143,9 +143,10 @@ int uturn_fastpath_attach_xdp(struct uturn_fastpath *fp, int ifindex, const char
         LIBBPF_OPTS(bpf_link_create_opts, generic, .flags = XDP_FLAGS_SKB_MODE);
         a->link_fd = bpf_link_create(fp->xdp_fd, ifindex, BPF_XDP, &generic);
         if (a->link_fd < 0) {
+            int generic_error = errno;
             char what[96];
             snprintf(what, sizeof(what), "attaching XDP (native: %s; generic)", strerror(native_error));
-            return fail(-errno, err, errlen, what);
+            return fail(-generic_error, err, errlen, what);
         }
     }
     LIBBPF_OPTS(bpf_xdp_query_opts, query);

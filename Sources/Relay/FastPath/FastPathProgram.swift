@@ -26,7 +26,8 @@ public struct OffloadPassed: Sendable, Equatable {
     /// Sent by a socket on this host, in a shape the kernel cannot relay
     /// (see is_partial in the BPF program).
     public var localOrigin: UInt64
-    /// IPv4 without a checksum bound for IPv6, or too big for the way out.
+    /// IPv4 without a checksum bound for IPv6, too big for the way out, or
+    /// changing IP version on its way to a loopback address.
     public var unfit: UInt64
     /// XDP: no next hop (no neighbour entry yet, or forwarding off on the interface).
     public var noNextHop: UInt64
