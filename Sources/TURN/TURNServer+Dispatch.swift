@@ -30,18 +30,16 @@ extension TURNServer {
         switch request.messageClass {
         case .request: break
         case .indication:
+            if configuration.stunOnly { return STUNOutcome(responseLength: 0, effect: .dropped(.serviceOff)) }
             if request.method == .send { return handleSendIndication(request, from: fiveTuple, now: now) }
             return STUNOutcome(responseLength: 0, effect: .dropped(.notARequest))
         case .successResponse, .errorResponse:
             return STUNOutcome(responseLength: 0, effect: .dropped(.notARequest))
         }
         if request.method == .binding {
-            // RFC 8489 §10: Binding needs no credentials.
-            let n = successResponse(to: request, auth: nil, into: out) { (enc) throws(STUNError) in
-                try enc.append(.xorMappedAddress, xorAddress: fiveTuple.client)
-            }
-            return STUNOutcome(responseLength: n, effect: .none)
+            return handleBinding(request, from: fiveTuple, now: now, unixTime: unixTime, into: out)
         }
+        if configuration.stunOnly { return STUNOutcome(responseLength: 0, effect: .dropped(.serviceOff)) }
         let method = request.method
         // RFC 6062's requests exist only with TCP relaying on; otherwise they
         // are unknown methods, as for a server without it.
@@ -74,6 +72,11 @@ extension TURNServer {
         } else if let id = tables.allocation(for: fiveTuple) {
             if owners[Int(id.slot)].username != auth.username {
                 outcome = STUNOutcome(responseLength: errorResponse(441, to: request, auth: auth, into: out), effect: .none)
+            } else if configuration.checkOriginConsistency
+                && !OriginCheck.isConsistent(request, with: owners[Int(id.slot)].origin)
+            {
+                // coturn answers an ORIGIN other than the allocation's with 441.
+                outcome = STUNOutcome(responseLength: errorResponse(441, to: request, auth: auth, into: out), effect: .none)
             } else if method == .refresh {
                 outcome = handleRefresh(request, id: id, auth: auth, now: now, into: out, relays: &relays)
             } else if method == .createPermission {
@@ -97,6 +100,26 @@ extension TURNServer {
                 response: UnsafeRawBufferPointer(rebasing: out[0..<outcome.responseLength]), now: now)
         }
         return outcome
+    }
+
+    /// Binding (RFC 8489 §10): the client's address as the server sees it.
+    /// It needs no credentials unless `--secure-stun`; `--no-stun` drops it.
+    func handleBinding(
+        _ request: STUNMessage, from fiveTuple: FiveTuple, now: MonotonicTime, unixTime: Int64,
+        into out: UnsafeMutableRawBufferPointer
+    ) -> STUNOutcome {
+        guard configuration.answersBinding else { return STUNOutcome(responseLength: 0, effect: .dropped(.serviceOff)) }
+        var auth: AuthContext?
+        if configuration.authenticatesBinding {
+            switch authenticate(request, client: fiveTuple.client, now: now, unixTime: unixTime, into: out) {
+            case .rejected(let n): return STUNOutcome(responseLength: n, effect: .none)
+            case .authenticated(let a): auth = a
+            }
+        }
+        let n = successResponse(to: request, auth: auth, into: out) { (enc) throws(STUNError) in
+            try enc.append(.xorMappedAddress, xorAddress: fiveTuple.client)
+        }
+        return STUNOutcome(responseLength: n, effect: .none)
     }
 
     /// A request too broken to parse still gets 400 when its header is sound
