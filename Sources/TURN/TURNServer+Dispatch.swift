@@ -130,6 +130,9 @@ extension TURNServer {
         else { return 0 }
         let type = STUNMessageType(rawValue: UInt16(packet[0]) << 8 | UInt16(packet[1]))
         guard type.messageClass == .request else { return 0 }
+        // What --stun-only or --no-stun ignores gets no answer, broken or not.
+        let isBinding = type.method == .binding
+        if isBinding ? !configuration.answersBinding : configuration.stunOnly { return 0 }
         do throws(STUNError) {
             var enc = try STUNEncoder(
                 into: out, method: type.method, class: .errorResponse,

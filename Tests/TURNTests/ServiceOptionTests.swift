@@ -28,6 +28,10 @@ struct ServiceOptionTests {
             let r = h.send(c.request(method, sign: false), from: c)
             #expect(r.isEmpty && r.outcome.effect == .dropped(.serviceOff))
         }
+        // A broken TURN request is not answered with 400 either.
+        var bad = c.request(.allocate, sign: false) { (e) throws(STUNError) in try e.appendRequestedTransport(17) }
+        bad[22] = 0xFF
+        #expect(h.send(bad, from: c).isEmpty)
         let send = h.send(c.request(.send, sign: false, cls: .indication), from: c)
         #expect(send.isEmpty && send.outcome.effect == .dropped(.serviceOff))
         #expect(h.allocationCount == 0)
