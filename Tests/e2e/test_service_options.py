@@ -9,6 +9,7 @@ ports, and stopped by its own PID.
 from __future__ import annotations
 
 import shlex
+import signal
 import socket
 import subprocess
 import time
@@ -161,3 +162,38 @@ def test_check_config_shows_the_service(tmp_path):
     assert "no SOFTWARE attribute" in service[0] and "permissions last 30 s, channels 60 s" in service[0]
     assert 'server name "turn.example"' in service[0]
     assert "for testing only" in out.stdout
+
+
+ORIGIN = 0x802F
+
+
+def test_check_origin_consistency(servers):
+    srv = servers("check-origin", ["--check-origin-consistency"])
+    c = stun.TurnClient(srv.addr(), srv.user, srv.password)
+    try:
+        resp = c.request(stun.ALLOCATE, [(stun.REQUESTED_TRANSPORT, bytes([stun.UDP_TRANSPORT, 0, 0, 0])),
+                                         (ORIGIN, b"https://App.Example")])
+        assert resp.cls == stun.SUCCESS, resp.error_code
+        same = c.request(stun.REFRESH, [(stun.LIFETIME, (600).to_bytes(4, "big")),
+                                        (ORIGIN, b"https://app.example:443/page")])
+        assert same.cls == stun.SUCCESS, same.error_code
+        other = c.request(stun.REFRESH, [(stun.LIFETIME, (600).to_bytes(4, "big")), (ORIGIN, b"https://evil.example")])
+        assert other.cls == stun.ERROR and other.error_code == 441
+        none = c.request(stun.REFRESH, [(stun.LIFETIME, (600).to_bytes(4, "big"))])
+        assert none.cls == stun.ERROR and none.error_code == 441
+    finally:
+        c.close()
+
+
+def test_sighup_applies_no_stun(tmp_path):
+    conf = tmp_path / "uturnd.conf"
+    conf.write_text("# service\n")
+    srv = start(tmp_path / "srv", ["-c", str(conf)], ready=lambda a: stun.binding(a, timeout=0.3) is not None)
+    try:
+        conf.write_text("no-stun\n")
+        srv.proc.send_signal(signal.SIGHUP)
+        assert stun.wait_until(lambda: stun.binding(srv.addr(), timeout=0.3) is None, timeout=10), srv.output_tail()
+        assert "--no-stun on" in srv.output()
+        assert _allocate_challenged(srv.addr())
+    finally:
+        _stop(srv.proc)
