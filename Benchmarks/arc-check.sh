@@ -27,6 +27,7 @@
 # window, reported with the caller of each call, not gated.
 #
 # Usage: Benchmarks/arc-check.sh [iterations]     (default 1000)
+#        UTURN_ARC_BACKEND=epoll Benchmarks/arc-check.sh   (part 2 on the epoll backend)
 # Needs valgrind (callgrind_annotate comes with it). Exit 1 on any violation.
 set -euo pipefail
 cd "$(dirname "$0")/.."

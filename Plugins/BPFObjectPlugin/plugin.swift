@@ -29,7 +29,7 @@ struct BPFObjectPlugin: BuildToolPlugin {
                     "-O2", "-g", "-target", "bpf", "-Wall", "-I", includes.path(), "-I", "/usr/include/\(multiarch)",
                     "-c", source.path(), "-o", object.path(),
                 ],
-                inputFiles: [source, header], outputFiles: [object]),
+                inputFiles: [source, header] + ["plan.h", "tc.h", "xdp.h"].map { package.appending(path: "Sources/CFastPath/bpf/\($0)") }, outputFiles: [object]),
             .buildCommand(
                 displayName: "Embedding the kernel fast path",
                 executable: try context.tool(named: "bpf-embed").url,

@@ -4,6 +4,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <linux/if_link.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
@@ -21,14 +22,14 @@
 
 struct attachment {
     int ifindex;
-    int link_fd;          // tcx link, or -1
+    int link_fd;          // tcx or XDP link, or -1
     int legacy;           // attached through a clsact qdisc filter
     int created_qdisc;    // the clsact qdisc was ours
 };
 
 struct uturn_fastpath {
     struct bpf_object *object;
-    int prog_fd;
+    int tc_fd, xdp_fd;
     int clients_fd, peers_fd, counters_fd, passed_fd;
     int attached;
     struct attachment attachments[MAX_ATTACHMENTS];
@@ -74,13 +75,15 @@ int uturn_fastpath_load(const void *object, size_t size, struct uturn_fastpath *
         free(fp);
         return fail(rc, err, errlen, "loading the BPF program (needs CAP_BPF and CAP_NET_ADMIN, or root)");
     }
-    struct bpf_program *prog = bpf_object__find_program_by_name(fp->object, "uturn_fastpath");
-    fp->prog_fd = prog ? bpf_program__fd(prog) : -1;
+    struct bpf_program *tc = bpf_object__find_program_by_name(fp->object, "uturn_fastpath_tc");
+    struct bpf_program *xdp = bpf_object__find_program_by_name(fp->object, "uturn_fastpath_xdp");
+    fp->tc_fd = tc ? bpf_program__fd(tc) : -1;
+    fp->xdp_fd = xdp ? bpf_program__fd(xdp) : -1;
     fp->clients_fd = bpf_object__find_map_fd_by_name(fp->object, "fp_clients");
     fp->peers_fd = bpf_object__find_map_fd_by_name(fp->object, "fp_peers");
     fp->counters_fd = bpf_object__find_map_fd_by_name(fp->object, "fp_counters");
     fp->passed_fd = bpf_object__find_map_fd_by_name(fp->object, "fp_passed");
-    if (fp->prog_fd < 0 || fp->clients_fd < 0 || fp->peers_fd < 0 || fp->counters_fd < 0 || fp->passed_fd < 0) {
+    if (fp->tc_fd < 0 || fp->xdp_fd < 0 || fp->clients_fd < 0 || fp->peers_fd < 0 || fp->counters_fd < 0 || fp->passed_fd < 0) {
         bpf_object__close(fp->object);
         free(fp);
         return fail(-ENOENT, err, errlen, "the BPF object lacks a program or map");
@@ -95,7 +98,7 @@ int uturn_fastpath_attach_tc(struct uturn_fastpath *fp, int ifindex, const char 
     struct attachment *a = &fp->attachments[fp->attached];
     memset(a, 0, sizeof(*a));
     a->ifindex = ifindex;
-    a->link_fd = bpf_link_create(fp->prog_fd, ifindex, UTURN_BPF_TCX_INGRESS, NULL);
+    a->link_fd = bpf_link_create(fp->tc_fd, ifindex, UTURN_BPF_TCX_INGRESS, NULL);
     if (a->link_fd >= 0) {
         fp->attached++;
         *how = "tcx";
@@ -107,7 +110,7 @@ int uturn_fastpath_attach_tc(struct uturn_fastpath *fp, int ifindex, const char 
     int rc = bpf_tc_hook_create(&hook);
     if (rc && rc != -EEXIST) return fail(rc, err, errlen, "creating the clsact qdisc");
     a->created_qdisc = rc == 0;
-    LIBBPF_OPTS(bpf_tc_opts, tc, .prog_fd = fp->prog_fd, .handle = 0x7475, .priority = 1);
+    LIBBPF_OPTS(bpf_tc_opts, tc, .prog_fd = fp->tc_fd, .handle = 0x7475, .priority = 1);
     rc = bpf_tc_attach(&hook, &tc);
     if (rc) {
         if (a->created_qdisc) {
@@ -122,6 +125,38 @@ int uturn_fastpath_attach_tc(struct uturn_fastpath *fp, int ifindex, const char 
     a->legacy = 1;
     fp->attached++;
     *how = "tc";
+    return 0;
+}
+
+int uturn_fastpath_attach_xdp(struct uturn_fastpath *fp, int ifindex, const char **how, char *err, size_t errlen) {
+    libbpf_messages[0] = 0;
+    if (fp->attached == MAX_ATTACHMENTS) return fail(-ENOSPC, err, errlen, "too many interfaces");
+    struct attachment *a = &fp->attachments[fp->attached];
+    memset(a, 0, sizeof(*a));
+    a->ifindex = ifindex;
+    // No mode flag: the kernel attaches natively where the driver can, else
+    // generically. A driver that has XDP but refuses this program (MTU,
+    // LRO, ...) gets generic mode asked for explicitly.
+    a->link_fd = bpf_link_create(fp->xdp_fd, ifindex, BPF_XDP, NULL);
+    if (a->link_fd < 0) {
+        int native_error = errno;
+        LIBBPF_OPTS(bpf_link_create_opts, generic, .flags = XDP_FLAGS_SKB_MODE);
+        a->link_fd = bpf_link_create(fp->xdp_fd, ifindex, BPF_XDP, &generic);
+        if (a->link_fd < 0) {
+            int generic_error = errno;
+            char what[96];
+            snprintf(what, sizeof(what), "attaching XDP (native: %s; generic)", strerror(native_error));
+            return fail(-generic_error, err, errlen, what);
+        }
+    }
+    LIBBPF_OPTS(bpf_xdp_query_opts, query);
+    *how = "xdp";
+    if (bpf_xdp_query(ifindex, 0, &query) == 0) {
+        if (query.attach_mode == XDP_ATTACHED_DRV) *how = "xdp native";
+        else if (query.attach_mode == XDP_ATTACHED_SKB) *how = "xdp generic";
+        else if (query.attach_mode == XDP_ATTACHED_HW) *how = "xdp offloaded";
+    }
+    fp->attached++;
     return 0;
 }
 
@@ -205,7 +240,9 @@ uint64_t uturn_fastpath_read_passed(int fd, uint32_t reason) {
 
 unsigned uturn_fastpath_ifindex(const char *name) { return if_nametoindex(name); }
 
-int uturn_fastpath_route_v4(uint32_t source, uint32_t destination, uint32_t *ifindex) {
+int uturn_fastpath_route(int family, const uint32_t source[4], const uint32_t destination[4], uint32_t *ifindex) {
+    if (family != 4 && family != 6) return -EAFNOSUPPORT;
+    size_t size = family == 4 ? 4 : 16;
     struct {
         struct nlmsghdr header;
         struct rtmsg route;
@@ -216,15 +253,15 @@ int uturn_fastpath_route_v4(uint32_t source, uint32_t destination, uint32_t *ifi
     request.header.nlmsg_type = RTM_GETROUTE;
     request.header.nlmsg_flags = NLM_F_REQUEST;
     request.header.nlmsg_seq = 1;
-    request.route.rtm_family = AF_INET;
-    request.route.rtm_dst_len = 32;
-    request.route.rtm_src_len = 32;
-    const struct { unsigned short type; uint32_t value; } attributes[2] = {{RTA_DST, destination}, {RTA_SRC, source}};
+    request.route.rtm_family = family == 4 ? AF_INET : AF_INET6;
+    request.route.rtm_dst_len = (unsigned char)(size * 8);
+    request.route.rtm_src_len = (unsigned char)(size * 8);
+    const struct { unsigned short type; const uint32_t *value; } attributes[2] = {{RTA_DST, destination}, {RTA_SRC, source}};
     for (int i = 0; i < 2; i++) {
         struct rtattr *a = (struct rtattr *)((char *)&request + NLMSG_ALIGN(request.header.nlmsg_len));
         a->rta_type = attributes[i].type;
-        a->rta_len = RTA_LENGTH(sizeof(uint32_t));
-        memcpy(RTA_DATA(a), &attributes[i].value, sizeof(uint32_t));
+        a->rta_len = RTA_LENGTH(size);
+        memcpy(RTA_DATA(a), attributes[i].value, size);
         request.header.nlmsg_len = NLMSG_ALIGN(request.header.nlmsg_len) + RTA_ALIGN(a->rta_len);
     }
     int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);

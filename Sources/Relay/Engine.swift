@@ -185,9 +185,9 @@ public final class Engine: Sendable {
         return WorkerCounters.Field.allCases.map { f in ("\(f)", controls[index].counters[f]) }
     }
 
-    /// ChannelData that reached an offloaded entry but was passed to user
-    /// space (length mismatch or padding; expired entry). Nil when offload is off.
-    public var offloadPassed: (length: UInt64, expired: UInt64)? {
+    /// Datagrams that reached an offloaded entry but were passed to user
+    /// space, by reason. Nil when offload is off.
+    public var offloadPassed: OffloadPassed? {
         fastPath.withLock { $0?.passedToUserSpace }
     }
 

@@ -101,7 +101,9 @@ public struct EngineConfig: Sendable {
 
     /// The first problem with this configuration, in words an operator can act on, or nil.
     public func problem() -> String? {
-        if listen.isEmpty { return "no listening address (--listening-ip/--listening-port)" }
+        if listen.isEmpty && tcpListen.isEmpty && tlsListen.isEmpty {
+            return "no listening address (--listening-ip/--listening-port)"
+        }
         if relayIPv4 == nil && relayIPv6 == nil { return "no relay address (--relay-ip)" }
         if minPort == 0 || minPort > maxPort { return "--min-port \(minPort) must be 1...--max-port (\(maxPort))" }
         if workers < 1 || workers > 1024 { return "--workers \(workers) must be 1...1024" }

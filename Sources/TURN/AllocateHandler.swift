@@ -22,7 +22,7 @@ extension TURNServer {
         guard let transport = request.requestedTransport else { return fail(400) }
         let relayTransport: RelayTransport
         switch transport {
-        case RelayTransport.udp.rawValue:
+        case RelayTransport.udp.rawValue where configuration.udpRelay:
             relayTransport = .udp
         case RelayTransport.tcp.rawValue where configuration.tcpRelay:
             // RFC 6062 §5.1: only over a TCP or TLS control connection, and
@@ -110,7 +110,7 @@ extension TURNServer {
         let v4 = first.address.ip.family == .v4 ? first : second
         let v6 = first.address.ip.family == .v6 ? first : second
         tables.setRelays(id, v4: v4, v6: v6)
-        owners[Int(id.slot)] = Owner(username: auth.username, quotaUser: quotaUser)
+        owners[Int(id.slot)] = Owner(username: auth.username, quotaUser: quotaUser, origin: OriginCheck.first(in: request))
 
         let n = successResponse(to: request, auth: auth, into: out) { (enc) throws(STUNError) in
             try enc.append(.xorRelayedAddress, xorAddress: first.address)

@@ -16,9 +16,12 @@ public struct TableLimits: Sendable, Hashable {
     /// RFC 6062 peer data connections one worker can hold, all allocations together.
     public var maxConnections: Int
     /// How long a permission and a channel binding last (RFC 8656 §9: 300 s;
-    /// §12: 600 s). Only tests change them, to see expiry without waiting.
+    /// §12: 600 s), and how long an expired channel's number and peer stay
+    /// reserved (§12: 5 minutes). Only tests change them, to see expiry and
+    /// rebinding without waiting.
     public var permissionLifetime = AllocationTable.permissionLifetime
     public var channelLifetime = AllocationTable.channelLifetime
+    public var channelReservation = AllocationTable.channelReservation
 
     public init(
         maxAllocations: Int = 4096, maxPermissionsPerAllocation: Int = 16, maxChannelsPerAllocation: Int = 16,

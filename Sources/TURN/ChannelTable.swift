@@ -92,7 +92,7 @@ extension AllocationTable {
 
     @inline(__always)
     func reservationOver(_ i: Int, now: MonotonicTime) -> Bool {
-        channels[i].expiresAt &+ AllocationTable.channelReservation <= now.seconds
+        channels[i].expiresAt &+ limits.channelReservation <= now.seconds
     }
 
     mutating func sweepChannels(slot: UInt32, now: MonotonicTime) {

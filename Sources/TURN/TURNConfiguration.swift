@@ -26,6 +26,22 @@ public struct TURNConfiguration: Sendable {
     /// Off: TCP gets 442 and those methods 400, as a server without RFC 6062
     /// answers. Needs an engine whose `RelayPortProvider` opens TCP relays.
     public var tcpRelay = false
+    /// UDP allocations (REQUESTED-TRANSPORT UDP). Off (`--no-udp-relay`):
+    /// they get 442, so only RFC 6062 TCP allocations are made.
+    public var udpRelay = true
+    /// `--stun-only`: a STUN server only. Binding is answered; every other
+    /// request and every Send indication is dropped unanswered (coturn
+    /// ignores them too, so a TURN client times out instead of retrying).
+    public var stunOnly = false
+    /// Answer Binding requests. Off (`--no-stun`): a TURN server only;
+    /// Binding requests are dropped unanswered, as coturn does.
+    public var answersBinding = true
+    /// `--secure-stun`: Binding needs long-term credentials, like a TURN
+    /// request (401 with a nonce first; the answer is signed).
+    public var authenticatesBinding = false
+    /// `--check-origin-consistency`: requests on an allocation must carry
+    /// the ORIGIN its Allocate carried (none if it had none), else 441.
+    public var checkOriginConsistency = false
     /// Relay families this server can open.
     public var relayFamilies: Set<IPAddress.Family> = [.v4, .v6]
     /// When set, every Allocate is redirected here with 300 (ALTERNATE-SERVER).

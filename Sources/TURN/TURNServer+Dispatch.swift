@@ -30,18 +30,16 @@ extension TURNServer {
         switch request.messageClass {
         case .request: break
         case .indication:
+            if configuration.stunOnly { return STUNOutcome(responseLength: 0, effect: .dropped(.serviceOff)) }
             if request.method == .send { return handleSendIndication(request, from: fiveTuple, now: now) }
             return STUNOutcome(responseLength: 0, effect: .dropped(.notARequest))
         case .successResponse, .errorResponse:
             return STUNOutcome(responseLength: 0, effect: .dropped(.notARequest))
         }
         if request.method == .binding {
-            // RFC 8489 §10: Binding needs no credentials.
-            let n = successResponse(to: request, auth: nil, into: out) { (enc) throws(STUNError) in
-                try enc.append(.xorMappedAddress, xorAddress: fiveTuple.client)
-            }
-            return STUNOutcome(responseLength: n, effect: .none)
+            return handleBinding(request, from: fiveTuple, now: now, unixTime: unixTime, into: out)
         }
+        if configuration.stunOnly { return STUNOutcome(responseLength: 0, effect: .dropped(.serviceOff)) }
         let method = request.method
         // RFC 6062's requests exist only with TCP relaying on; otherwise they
         // are unknown methods, as for a server without it.
@@ -74,6 +72,11 @@ extension TURNServer {
         } else if let id = tables.allocation(for: fiveTuple) {
             if owners[Int(id.slot)].username != auth.username {
                 outcome = STUNOutcome(responseLength: errorResponse(441, to: request, auth: auth, into: out), effect: .none)
+            } else if configuration.checkOriginConsistency
+                && !OriginCheck.isConsistent(request, with: owners[Int(id.slot)].origin)
+            {
+                // coturn answers an ORIGIN other than the allocation's with 441.
+                outcome = STUNOutcome(responseLength: errorResponse(441, to: request, auth: auth, into: out), effect: .none)
             } else if method == .refresh {
                 outcome = handleRefresh(request, id: id, auth: auth, now: now, into: out, relays: &relays)
             } else if method == .createPermission {
@@ -99,6 +102,26 @@ extension TURNServer {
         return outcome
     }
 
+    /// Binding (RFC 8489 §10): the client's address as the server sees it.
+    /// It needs no credentials unless `--secure-stun`; `--no-stun` drops it.
+    func handleBinding(
+        _ request: STUNMessage, from fiveTuple: FiveTuple, now: MonotonicTime, unixTime: Int64,
+        into out: UnsafeMutableRawBufferPointer
+    ) -> STUNOutcome {
+        guard configuration.answersBinding else { return STUNOutcome(responseLength: 0, effect: .dropped(.serviceOff)) }
+        var auth: AuthContext?
+        if configuration.authenticatesBinding {
+            switch authenticate(request, client: fiveTuple.client, now: now, unixTime: unixTime, into: out) {
+            case .rejected(let n): return STUNOutcome(responseLength: n, effect: .none)
+            case .authenticated(let a): auth = a
+            }
+        }
+        let n = successResponse(to: request, auth: auth, into: out) { (enc) throws(STUNError) in
+            try enc.append(.xorMappedAddress, xorAddress: fiveTuple.client)
+        }
+        return STUNOutcome(responseLength: n, effect: .none)
+    }
+
     /// A request too broken to parse still gets 400 when its header is sound
     /// enough to answer (RFC 8489 §6.3.1); anything else is dropped.
     func badRequestForUnparsable(_ packet: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) -> Int {
@@ -107,6 +130,9 @@ extension TURNServer {
         else { return 0 }
         let type = STUNMessageType(rawValue: UInt16(packet[0]) << 8 | UInt16(packet[1]))
         guard type.messageClass == .request else { return 0 }
+        // What --stun-only or --no-stun ignores gets no answer, broken or not.
+        let isBinding = type.method == .binding
+        if isBinding ? !configuration.answersBinding : configuration.stunOnly { return 0 }
         do throws(STUNError) {
             var enc = try STUNEncoder(
                 into: out, method: type.method, class: .errorResponse,

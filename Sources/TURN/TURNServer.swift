@@ -46,6 +46,9 @@ public enum DropReason: UInt8, Sendable, Equatable {
     case responseBufferTooSmall
     /// A Send indication on a TCP allocation (RFC 6062): it has no UDP relay.
     case notUDPRelay
+    /// A request for a service that is turned off: Binding under
+    /// `--no-stun`, TURN requests and Send indications under `--stun-only`.
+    case serviceOff
 }
 
 /// The answer to one STUN packet.
@@ -97,6 +100,8 @@ public struct TURNServer: ~Copyable {
     struct Owner {
         var username: String
         var quotaUser: String
+        /// The canonical ORIGIN of the Allocate ("" for none), for `--check-origin-consistency`.
+        var origin = ""
     }
 
     public init(configuration: TURNConfiguration, quotas: AllocationQuotas, now: MonotonicTime) {

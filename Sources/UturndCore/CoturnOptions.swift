@@ -20,7 +20,7 @@ public enum CoturnOptions {
         ])
         add(database, [
             "userdb", "db", "psql-userdb", "sql-userdb", "mysql-userdb", "mysql-userdb-ssl", "mongo-userdb",
-            "redis-userdb", "redis-statsdb", "secret-ts-exp-time", "oauth", "server-name", "no-auth",
+            "redis-userdb", "redis-statsdb", "secret-ts-exp-time", "oauth", "no-auth",
         ])
         add(admin, [
             "no-cli", "cli-ip", "cli-port", "cli-password", "cli-max-output-sessions", "web-admin", "web-admin-ip",
@@ -32,14 +32,14 @@ public enum CoturnOptions {
             "verbose", "Verbose", "syslog", "syslog-facility", "no-stdout-log", "simple-log", "new-log-timestamp",
             "new-log-timestamp-format", "log-binding",
         ])
-        add(transport, ["no-udp", "no-udp-relay", "tcp-proxy-port", "server-relay"])
+        add(transport, ["tcp-proxy-port", "server-relay"])
         add(missing, [
             "fingerprint", "listening-device", "relay-device", "relay-threads", "aux-server", "udp-self-balance",
-            "alt-listening-port", "max-bps", "bps-capacity", "channel-lifetime", "permission-lifetime",
-            "check-origin-consistency", "alternate-server", "stun-only", "no-stun", "secure-stun", "mobility",
+            "alt-listening-port", "max-bps", "bps-capacity",
+            "alternate-server", "mobility",
             "keep-address-family", "allocation-default-address-family", "no-rfc5780",
             "no-stun-backward-compatibility", "response-origin-only-with-rfc5780", "respond-http-unsupported",
-            "no-software-attribute", "max-allocate-timeout", "ne",
+            "max-allocate-timeout", "ne",
         ])
         add("uturn denies loopback peers unless --allow-loopback-peers is given", ["no-loopback-peers"])
         return table

@@ -128,6 +128,15 @@ public final class MetricsExposition: Sendable {
             help: "Channels written into (a bound channel) and deleted from (expired, deleted, denied) the kernel fast path.",
             label: "event", series: [("written", "offloadEntriesWritten"), ("deleted", "offloadEntriesDeleted")]),
         Family(
+            name: "uturn_offload_passed_total",
+            help: "Datagrams that matched a fast-path entry but were left to user space, by reason: length (ChannelData length field does not match the datagram), expired (the entry's expiry passed before user space removed it), local_origin (sent by a socket on this host in a shape the kernel cannot rewrite), unfit (IPv4 without checksum bound for IPv6, too big for the way out, or changing IP version on its way to a loopback address), no_next_hop (XDP: bpf_fib_lookup found no next hop: no neighbour entry yet, user space resolves it, or forwarding off on the interface).",
+            label: "reason",
+            series: [
+                ("length", "offloadPassedLength"), ("expired", "offloadPassedExpired"),
+                ("local_origin", "offloadPassedLocalOrigin"), ("unfit", "offloadPassedUnfit"),
+                ("no_next_hop", "offloadPassedNoNextHop"),
+            ]),
+        Family(
             name: "uturn_ring_completions_total",
             help: "Completion queue entries handled; divided by uturn_ring_batches_total: CQEs per batch.",
             series: [("", "completions")], perWorker: true),

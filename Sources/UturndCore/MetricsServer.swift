@@ -152,10 +152,19 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
 extension MetricsSample {
     /// The engine's counters now: each worker's table, as it last published it.
     public init(engine: Engine) {
-        self.init(
-            workers: (0..<engine.workerCount).map { w in
-                Dictionary(engine.counters(ofWorker: w).map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a })
-            })
+        var workers = (0..<engine.workerCount).map { w in
+            Dictionary(engine.counters(ofWorker: w).map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a })
+        }
+        // The kernel program's own counts are the engine's, not a worker's:
+        // they join worker 0's table (the families that show them are totals).
+        if let passed = engine.offloadPassed, !workers.isEmpty {
+            workers[0]["offloadPassedLength"] = passed.length
+            workers[0]["offloadPassedExpired"] = passed.expired
+            workers[0]["offloadPassedLocalOrigin"] = passed.localOrigin
+            workers[0]["offloadPassedUnfit"] = passed.unfit
+            workers[0]["offloadPassedNoNextHop"] = passed.noNextHop
+        }
+        self.init(workers: workers)
     }
 
     /// When this process started, in seconds since the Unix epoch: the boot

@@ -267,7 +267,7 @@ public struct EngineOptions: ParsableArguments {
     @Option(name: .customLong("gro-buffers"), help: ArgumentHelp("Large (64 KiB) receive buffers per worker for GRO sockets (power of two).", valueName: "n"))
     public var groBuffers: Int = 256
 
-    @Option(name: .customLong("offload"), help: ArgumentHelp("Kernel fast path for established UDP channels (IPv4, TC ingress): off, auto (use it where it loads, else user space, with a log line), tc (or refuse to start), xdp (not built yet). Needs CAP_BPF and CAP_NET_ADMIN.", valueName: "mode"))
+    @Option(name: .customLong("offload"), help: ArgumentHelp("Kernel fast path for established UDP channels (IPv4, IPv6, mixed): off, auto (XDP where it attaches, else TC, else user space, with a log line), tc (TC ingress, or refuse to start), xdp (XDP, native where the driver has it, else generic; or refuse to start). Needs CAP_BPF and CAP_NET_ADMIN.", valueName: "mode"))
     public var offload: String = "off"
 
     @Option(name: .customLong("offload-interface"), help: ArgumentHelp("Interface the fast path attaches to; repeat for several (default: the interfaces holding the listening and relay addresses).", valueName: "name"))

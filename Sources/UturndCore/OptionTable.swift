@@ -30,6 +30,10 @@ public enum OptionTable {
         "no-tcp": .flag, "no-tls": .flag, "no-tcp-relay": .flag, "cert": .value, "pkey": .value, "tls-listening-port": .value,
         "tcp-connections": .value, "tcp-connections-per-ip": .value, "tcp-send-queue": .value,
         "tcp-idle-timeout": .value, "tls-handshake-timeout": .value, "tcp-stall-timeout": .value,
+        // service
+        "no-udp": .flag, "no-udp-relay": .flag, "stun-only": .flag, "no-stun": .flag, "secure-stun": .flag,
+        "no-software-attribute": .flag, "server-name": .value, "permission-lifetime": .value,
+        "channel-lifetime": .value, "check-origin-consistency": .flag,
         // logging
         "log-file": .value, "log-level": .value, "metrics-listen": .value,
         // engine
@@ -44,6 +48,7 @@ public enum OptionTable {
     public static let shortNames: [Character: String] = [
         "L": "listening-ip", "p": "listening-port", "E": "relay-ip", "X": "external-ip", "r": "realm",
         "u": "user", "a": "lt-cred-mech", "l": "log-file", "q": "user-quota", "Q": "total-quota",
+        "S": "stun-only",
     ]
 
     /// Options that only make sense on the command line.

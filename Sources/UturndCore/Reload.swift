@@ -9,7 +9,9 @@ import TURN
 ///
 /// Runtime-changeable: users and their passwords, realm, REST API secrets and
 /// separator, peer policy (allow/deny blocks, loopback), allocation and nonce
-/// lifetimes, strict channel numbers, --drain-timeout, and the TLS
+/// lifetimes, strict channel numbers, --drain-timeout, --stun-only,
+/// --no-stun, --secure-stun, --no-udp-relay, --no-software-attribute,
+/// --check-origin-consistency, --server-name, and the TLS
 /// certificate and key (read afresh when TLS listeners run). Everything
 /// else is fixed when the engine starts (sockets, threads, rings, quotas'
 /// counters, the log level and destination, the metrics endpoint); a
@@ -108,6 +110,7 @@ public struct Reloader: Sendable {
         // SIGHUP, so a renewed certificate at the same path is picked up.
         if current.engine.tls != nil, let tls = fresh.engine.tls { next.engine.tls = tls }
         next.drainSeconds = fresh.drainSeconds
+        next.serverName = fresh.serverName
         next.userNames = fresh.userNames
         next.hasDemoUser = fresh.hasDemoUser
         next.warnings = fresh.warnings
@@ -162,6 +165,18 @@ public struct Reloader: Sendable {
         if old.turn.strictChannelNumbers != new.turn.strictChannelNumbers {
             out.append("--strict-channel-numbers \(new.turn.strictChannelNumbers ? "on" : "off")")
         }
+        let t0 = old.turn, t1 = new.turn
+        if t0.stunOnly != t1.stunOnly { out.append("--stun-only \(t1.stunOnly ? "on" : "off")") }
+        if t0.answersBinding != t1.answersBinding { out.append("--no-stun \(t1.answersBinding ? "off" : "on")") }
+        if t0.authenticatesBinding != t1.authenticatesBinding {
+            out.append("--secure-stun \(t1.authenticatesBinding ? "on" : "off")")
+        }
+        if t0.udpRelay != t1.udpRelay { out.append("--no-udp-relay \(t1.udpRelay ? "off" : "on")") }
+        if t0.software != t1.software { out.append("--no-software-attribute \(t1.software == nil ? "on" : "off")") }
+        if t0.checkOriginConsistency != t1.checkOriginConsistency {
+            out.append("--check-origin-consistency \(t1.checkOriginConsistency ? "on" : "off")")
+        }
+        if old.serverName != new.serverName { out.append("--server-name \(new.serverName ?? "none")") }
         if let a = old.engine.tls, let b = new.engine.tls, a !== b {
             out.append("TLS certificate reloaded from \(b.certificateFile)")
         }
@@ -185,7 +200,7 @@ public struct Reloader: Sendable {
     /// restart-only option adds one line here.
     static let restartOnlyOptions: [(flag: String, value: @Sendable (Settings) -> String)] = [
         ("--listening-ip", { $0.engine.listen.map { "\($0.ip)" }.joined(separator: ", ") }),
-        ("--listening-port", { "\($0.engine.listen.first?.port ?? 0)" }),
+        ("--listening-port", { "\(($0.engine.listen + $0.engine.tcpListen).first?.port ?? 0)" }),
         ("--relay-ip", { [$0.engine.relayIPv4, $0.engine.relayIPv6].compactMap { $0?.description }.joined(separator: ", ") }),
         ("--external-ip", { $0.engine.externalIPv4?.description ?? "none" }),
         ("--min-port", { "\($0.engine.minPort)" }),
@@ -213,6 +228,9 @@ public struct Reloader: Sendable {
         ("--total-quota", { "\($0.totalQuota)" }),
         ("--no-tcp", { "\($0.engine.tcpListen.isEmpty)" }),
         ("--no-tcp-relay", { "\(!$0.turn.tcpRelay)" }),
+        ("--no-udp", { "\($0.engine.listen.isEmpty)" }),
+        ("--permission-lifetime", { "\($0.turn.limits.permissionLifetime)" }),
+        ("--channel-lifetime", { "\($0.turn.limits.channelLifetime)" }),
         ("TLS listeners", { $0.engine.tlsListen.map(\.description).joined(separator: ", ") }),
         ("--tcp-connections", { "\($0.engine.streamConnections)" }),
         ("--tcp-connections-per-ip", { "\($0.engine.streamConnectionsPerIP)" }),

@@ -25,6 +25,8 @@ public struct Settings: Sendable {
     public var drainSeconds: Int
     /// `--metrics-listen`: where the Prometheus endpoint listens (nil: off).
     public var metricsListen: TransportAddress? = nil
+    /// `--server-name` (coturn's oAuth server name; shown, no effect).
+    public var serverName: String? = nil
     /// Static user names, sorted (for the summary; passwords are never logged).
     public var userNames: [String]
     /// Notes to log at start: risky or ignored settings, chosen defaults.
@@ -58,6 +60,7 @@ extension Settings {
             o.limits, credentials: credentials.store, peerPolicy: policy, relays: addresses.relays)
         try Settings.streams(o.streams, addresses: addresses, engine: &engine, turn: &turn, notices: &notices)
         Settings.compatibility(o.compatibility, notices: &notices)
+        try Settings.service(o.service, engine: &engine, turn: &turn, warnings: &warnings, notices: &notices)
         let destination = try Settings.logging(o.logging)
         let metricsListen = try Settings.metricsEndpoint(o.logging)
         try Settings.engineTuning(o.engine, onlineCPUs: onlineCPUs, engine: &engine)
@@ -71,6 +74,7 @@ extension Settings {
         self.logDestination = destination
         self.drainSeconds = o.limits.drainTimeout
         self.metricsListen = metricsListen
+        self.serverName = o.service.serverName
         self.userNames = credentials.userNames
         self.hasDemoUser = credentials.hasDemoUser
         self.warnings = warnings
@@ -110,6 +114,7 @@ extension Settings {
             "peers: loopback \(p.allowLoopbackPeers ? "ALLOWED" : "denied"), private ranges denied, \(p.allowed.count) allow and \(p.denied.count) deny blocks")
         lines.append(
             "lifetimes: allocations up to \(turn.maxLifetime) s, nonces \(turn.nonces.lifetime) s; quotas: \(userQuota == 0 ? "none" : "\(userQuota)") per user, \(totalQuota == 0 ? "none" : "\(totalQuota)") in total")
+        lines.append(serviceSummary)
         if let metricsListen { lines.append("metrics: http://\(metricsListen)/metrics") }
         return lines
     }

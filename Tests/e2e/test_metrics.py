@@ -21,15 +21,16 @@ from conftest import free_port, server_kind
 WORKERS = int(os.environ.get("UTURN_E2E_WORKERS", "2"))
 
 
-def start_metrics_server(server_factory, name: str, args: str = ""):
+def start_metrics_server(server_factory, name: str, args: str = "", **kw):
     """A uturnd of its own with `args` and --metrics-listen on a free port
-    (srv.extra["metrics_port"]), checked to be listening."""
+    (srv.extra["metrics_port"]), checked to be listening. kw goes to
+    server_factory (tls=True)."""
     port = free_port(span=1, hosts=["127.0.0.1"])
     extra = os.environ.get("UTURN_E2E_EXTRA_ARGS", "")
     with pytest.MonkeyPatch.context() as mp:
         # conftest appends UTURN_E2E_EXTRA_ARGS to the server's command line.
         mp.setenv("UTURN_E2E_EXTRA_ARGS", f"{extra} {args} --metrics-listen 127.0.0.1:{port}")
-        srv = server_factory(name)
+        srv = server_factory(name, **kw)
     srv.extra["metrics_port"] = port
     # The daemon binds the metrics port before it reports ready; a refused
     # connection here means it is not there at all, so say why.

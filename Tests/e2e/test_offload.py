@@ -42,7 +42,7 @@ def offloaded(samples: dict[str, float], direction: str) -> float:
 
 def test_uclient_through_the_kernel(offload_server, udp_peer):
     """4 clients x 100 channel messages out and back; the kernel relays them."""
-    assert "offload: kernel fast path (TC ingress) on lo" in offload_server.output()
+    assert "offload: kernel fast path on lo (tcx)" in offload_server.output()
     # 120-byte payloads: ChannelData with no padding, which the program takes.
     r = run_uclient(offload_server, udp_peer, n=100, m=4, length=120)
     assert_all_echoed(r, 400)

@@ -6,6 +6,10 @@ a data channel carries messages both ways; then the test checks that the
 nominated ICE pairs are relay-to-relay and that the server logged the
 allocations.
 
+The same session runs again against a uturnd with the kernel fast path
+(`--offload tc`, root only), whose metrics must show the kernel carried the
+channel data both ways.
+
 Loopback only: the relayed candidates are 127.0.0.1 addresses, which the
 turn_server fixture allows (--allow-loopback-peers)."""
 
@@ -86,6 +90,43 @@ async def _session(turn_url: str, username: str, password: str) -> dict:
 
 
 def test_data_channel_between_relay_only_peers(turn_server):
+    _relay_only_session(turn_server)
+
+
+@pytest.fixture(scope="module")
+def webrtc_offload_server(server_factory):
+    import os
+    from conftest import server_kind
+    from test_metrics import start_metrics_server
+    if server_kind() != "uturnd":
+        pytest.skip("--offload is uturnd's")
+    if os.geteuid() != 0:
+        pytest.skip("the fast path needs root (CAP_BPF and CAP_NET_ADMIN)")
+    srv = start_metrics_server(server_factory, "turn-webrtc-offload", "--offload tc --offload-interface lo")
+    assert "offload: kernel fast path on lo (tc" in srv.output(), srv.output_tail()
+    return srv
+
+
+def test_data_channel_through_the_kernel_fast_path(webrtc_offload_server):
+    """The same session with --offload tc: aiortc's channel data (DTLS and
+    SCTP in ChannelData once aioice has bound its channels) is carried by the
+    kernel both ways, both hops of this same-server relay-to-relay session."""
+    from test_metrics import scrape_until
+    srv = webrtc_offload_server
+    port = srv.extra["metrics_port"]
+
+    def offloaded(samples):
+        return {d: samples.get(f'uturn_offload_packets_total{{direction="{d}"}}', 0.0)
+                for d in ("client_to_peer", "peer_to_client")}
+
+    before = offloaded(scrape_until(port, lambda s: True, timeout=0))
+    _relay_only_session(srv)
+    after = scrape_until(port, lambda s: min(offloaded(s)[d] - before[d] for d in before) >= MESSAGES)
+    moved = {d: offloaded(after)[d] - before[d] for d in before}
+    assert min(moved.values()) >= MESSAGES, (moved, srv.output_tail())
+
+
+def _relay_only_session(turn_server):
     url = f"turn:127.0.0.1:{turn_server.port}?transport=udp"
     before = turn_server.output().count("allocation created")
 

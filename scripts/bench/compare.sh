@@ -43,6 +43,8 @@
 #                 opt-in)                                       (every scenario)
 #   uturnd-offload  the same with --offload tc on lo (the kernel fast path;
 #                 opt-in, needs root)                           (flood1, flood64, voip)
+#   uturnd-xdp    the same with --offload xdp on lo (generic XDP: lo has no
+#                 native XDP; opt-in, needs root)               (flood1, flood64, voip)
 #   coturn        $TURNSERVER (Debian's turnserver 4.6.1 by default), one relay thread
 #   ceiling       scripts/bench/cdreflect.c: bare ChannelData forwarder, no
 #                 TURN, GRO receives and GSO sends; the load sends with
@@ -108,8 +110,8 @@ for s in "${SCENARIOS[@]}"; do
 done
 ((VOIP_SESSIONS <= MAX_PORT - MIN_PORT + 1)) || { echo "VOIP_SESSIONS > relay port range" >&2; exit 2; }
 for r in "${RELAYS[@]}"; do
-	case $r in uturnd | uturnd-nogso | uturnd-gro | uturnd-batch | uturnd-offload | uturnd-b | uturnd-epoll | coturn | ceiling) ;;
-	*) echo "unknown relay $r (uturnd uturnd-nogso uturnd-gro uturnd-batch uturnd-offload uturnd-b uturnd-epoll coturn ceiling)" >&2; exit 2 ;;
+	case $r in uturnd | uturnd-nogso | uturnd-gro | uturnd-batch | uturnd-offload | uturnd-xdp | uturnd-b | uturnd-epoll | coturn | ceiling) ;;
+	*) echo "unknown relay $r (uturnd uturnd-nogso uturnd-gro uturnd-batch uturnd-offload uturnd-xdp uturnd-b uturnd-epoll coturn ceiling)" >&2; exit 2 ;;
 	esac
 done
 
@@ -176,7 +178,7 @@ scenario_relays() {
 		uturnd-nogso) [[ $s == flood1 ]] && ok=1 || ok=0 ;;
 		uturnd-gro) [[ $s == flood1-gso ]] && ok=1 || ok=0 ;;
 		uturnd-batch) [[ $s == voip || $s == flood64 ]] && ok=1 || ok=0 ;;
-		uturnd-offload) [[ $s == flood1 || $s == flood64 || $s == voip ]] && ok=1 || ok=0 ;;
+		uturnd-offload | uturnd-xdp) [[ $s == flood1 || $s == flood64 || $s == voip ]] && ok=1 || ok=0 ;;
 		ceiling) [[ $s == flood* || $s == voip ]] && ok=1 || ok=0 ;;
 		esac
 		if ((ok)); then echo "$r"; fi
@@ -215,11 +217,12 @@ check_ports_free() {
 start_relay() { # start_relay NAME SCENARIO LOG -> sets relay_pid
 	local name=$1 scenario=$2 log=$3 tmp
 	case $name in
-	uturnd | uturnd-nogso | uturnd-gro | uturnd-batch | uturnd-offload | uturnd-b | uturnd-epoll)
+	uturnd | uturnd-nogso | uturnd-gro | uturnd-batch | uturnd-offload | uturnd-xdp | uturnd-b | uturnd-epoll)
 		local extra=() binary=$uturnd
 		[[ $name == uturnd-epoll ]] && extra=(--backend epoll)
 		[[ $name == uturnd-b ]] && binary=$UTURND_B
 		[[ $name == uturnd-offload ]] && extra=(--offload tc --offload-interface lo)
+		[[ $name == uturnd-xdp ]] && extra=(--offload xdp --offload-interface lo)
 		[[ $name == uturnd-nogso ]] && extra=(--no-gso)
 		[[ $name == uturnd-gro ]] && extra=(--gro-client --gro-peer)
 		[[ $name == uturnd-batch ]] && extra=(--batch-wait-us "${BATCH_WAIT_US:-200}")

@@ -82,6 +82,11 @@ public struct RelayFixture: ~Copyable {
         config.workers = 1
         config.buffers = 256
         config.sendOperations = 64
+        // UTURN_ARC_BACKEND=epoll: the same checks on the epoll backend.
+        if let name = getenv("UTURN_ARC_BACKEND").map({ String(cString: $0) }) {
+            guard let backend = BackendChoice(rawValue: name) else { fatalError("UTURN_ARC_BACKEND=\(name): io_uring, epoll or auto") }
+            config.backend = backend
+        }
         var turn = TURNConfiguration(
             credentials: CredentialStore(realm: Self.realm, users: [Self.username: Self.password]),
             peerPolicy: PeerPolicy(allowLoopbackPeers: true, serverAddresses: [server.ip]),

@@ -22,6 +22,11 @@ int uturn_fastpath_load(const void *object, size_t size, struct uturn_fastpath *
 // *how is set to "tcx" or "tc".
 int uturn_fastpath_attach_tc(struct uturn_fastpath *fp, int ifindex, const char **how, char *err, size_t errlen);
 
+// Attaches the program at XDP of interface `ifindex` as a bpf_link (native
+// where the driver supports it, else generic). *how is set to "xdp native",
+// "xdp generic" or "xdp".
+int uturn_fastpath_attach_xdp(struct uturn_fastpath *fp, int ifindex, const char **how, char *err, size_t errlen);
+
 // Detaches from every interface and frees everything.
 void uturn_fastpath_close(struct uturn_fastpath *fp);
 
@@ -42,11 +47,12 @@ int uturn_fastpath_zero_counters(int fd, uint32_t index);
 // ChannelData passed to user space for `reason` (fp_passed_reason), summed over CPUs.
 uint64_t uturn_fastpath_read_passed(int fd, uint32_t reason);
 
-// Where this host sends a datagram from `source` to `destination` (IPv4,
-// network byte order): *ifindex gets the outgoing interface, or 0 when the
-// destination is this host. Asks the routing table over rtnetlink (RTM_GETROUTE,
-// as `ip route get DST from SRC` does). 0 or a negative errno.
-int uturn_fastpath_route_v4(uint32_t source, uint32_t destination, uint32_t *ifindex);
+// Where this host sends a datagram from `source` to `destination` (family
+// 4 or 6, addresses as in the maps: network byte order, IPv4 in word 0):
+// *ifindex gets the outgoing interface, or 0 when the destination is this
+// host. Asks the routing table over rtnetlink (RTM_GETROUTE, as `ip route
+// get DST from SRC` does). 0 or a negative errno.
+int uturn_fastpath_route(int family, const uint32_t source[4], const uint32_t destination[4], uint32_t *ifindex);
 
 // Interface index of `name`, or 0.
 unsigned uturn_fastpath_ifindex(const char *name);

@@ -20,28 +20,42 @@ typedef uint32_t fp_u32;
 typedef uint64_t fp_u64;
 #endif
 
+// Addresses are held as the packet carries them, in four 32-bit words:
+// IPv6 as its 16 bytes, IPv4 in the first word with the other three zero.
+// `family` (4 or 6) tells them apart, so no IPv6 address can stand for an
+// IPv4 one. Keys are zeroed whole before they are filled (the hash reads
+// every byte, padding included).
+#define FP_FAMILY_V4 4
+#define FP_FAMILY_V6 6
+
 // Client -> peer: a ChannelData datagram from `client` to a listening
 // address `server`, on `channel`.
 struct fp_client_key {
-    fp_u32 client_ip;
-    fp_u32 server_ip;
+    fp_u32 client_ip[4];
+    fp_u32 server_ip[4];
     fp_u16 client_port;
     fp_u16 server_port;
     fp_u16 channel;
-    fp_u16 pad;
+    fp_u8 family;
+    fp_u8 pad;
 };
 
-// ... leaves as a UDP datagram from the relayed address to the peer.
+// ... leaves as a UDP datagram from the relayed address to the peer, in
+// `family` (another family than the client's: RFC 6156 mixed families).
 struct fp_client_value {
-    fp_u32 relay_ip;
-    fp_u32 peer_ip;
+    fp_u32 relay_ip[4];
+    fp_u32 peer_ip[4];
     fp_u16 relay_port;
     fp_u16 peer_port;
+    fp_u8 family;
+    fp_u8 pad[3];
     // Index into the counters map.
     fp_u32 counter;
-    // Interface to send the result out of (bpf_redirect_neigh), or 0 to
-    // hand it to this host's stack (the destination is local).
+    // Interface to send the result out of (TC: bpf_redirect_neigh; XDP:
+    // bpf_fib_lookup then XDP_TX or bpf_redirect), or 0 to hand it to this
+    // host's stack (the destination is local).
     fp_u32 egress_ifindex;
+    fp_u32 pad2;
     // CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) after which the entry
     // forwards nothing: the channel, its permission or the allocation ended.
     fp_u64 expires_ns;
@@ -49,20 +63,24 @@ struct fp_client_value {
 
 // Peer -> client: a UDP datagram from `peer` to a relayed address `relay`.
 struct fp_peer_key {
-    fp_u32 peer_ip;
-    fp_u32 relay_ip;
+    fp_u32 peer_ip[4];
+    fp_u32 relay_ip[4];
     fp_u16 peer_port;
     fp_u16 relay_port;
+    fp_u8 family;
+    fp_u8 pad[3];
 };
 
-// ... leaves as ChannelData on `channel` from the listening address to the client.
+// ... leaves as ChannelData on `channel` from the listening address to the
+// client, in `family`.
 struct fp_peer_value {
-    fp_u32 client_ip;
-    fp_u32 server_ip;
+    fp_u32 client_ip[4];
+    fp_u32 server_ip[4];
     fp_u16 client_port;
     fp_u16 server_port;
     fp_u16 channel;
-    fp_u16 pad;
+    fp_u8 family;
+    fp_u8 pad;
     fp_u32 counter;
     // As in fp_client_value: 0 for local delivery.
     fp_u32 egress_ifindex;
@@ -84,7 +102,14 @@ enum fp_passed_reason {
     FP_PASSED_EXPIRED = 1,
     // Sent by a socket on this host and bound for another: relayed by user space.
     FP_PASSED_LOCAL_ORIGIN = 2,
-    FP_PASSED_REASONS = 3,
+    // An IPv4 datagram without a UDP checksum bound for IPv6 (where one is
+    // required), one too big for the way out once rewritten, or one that
+    // would change IP version on its way to a loopback address.
+    FP_PASSED_UNFIT = 3,
+    // XDP: bpf_fib_lookup gave no next hop (no neighbour entry yet, or
+    // forwarding is off on the interface).
+    FP_PASSED_NO_NEXT_HOP = 4,
+    FP_PASSED_REASONS = 5,
 };
 
 #define FP_MAX_ENTRIES 65536

@@ -130,50 +130,87 @@ struct FastPathPart: ~Copyable {
 
     // MARK: Internals
 
-    /// What the kernel path handles: IPv4 client, relay and peer.
+    /// What the kernel path handles: every UDP channel whose client side
+    /// is one family and whose relay and peer are one family (RFC 6156
+    /// mixed families included: the program swaps the IP header).
     private static func offloadable(_ r: OffloadRoute) -> Bool {
-        r.peer.ip.family == .v4 && r.fiveTuple.client.ip.family == .v4 && r.fiveTuple.server.ip.family == .v4
-            && r.relay.address.ip.family == .v4
+        r.fiveTuple.client.ip.family == r.fiveTuple.server.ip.family && r.peer.ip.family == r.relay.address.ip.family
     }
 
     private static func clientKey(_ r: OffloadRoute) -> fp_client_key {
-        fp_client_key(
-            client_ip: r.fiveTuple.client.ip.v4.bigEndian, server_ip: r.fiveTuple.server.ip.v4.bigEndian,
-            client_port: r.fiveTuple.client.port.bigEndian, server_port: r.fiveTuple.server.port.bigEndian,
-            channel: r.channel, pad: 0)
+        var k = fp_client_key()
+        k.client_ip = MapAddress(r.fiveTuple.client.ip).words
+        k.server_ip = MapAddress(r.fiveTuple.server.ip).words
+        k.client_port = r.fiveTuple.client.port.bigEndian
+        k.server_port = r.fiveTuple.server.port.bigEndian
+        k.channel = r.channel
+        k.family = MapAddress.family(r.fiveTuple.client.ip)
+        return k
     }
 
     private static func peerKey(_ r: OffloadRoute) -> fp_peer_key {
-        fp_peer_key(
-            peer_ip: r.peer.ip.v4.bigEndian, relay_ip: r.relay.address.ip.v4.bigEndian,
-            peer_port: r.peer.port.bigEndian, relay_port: r.relay.address.port.bigEndian)
+        var k = fp_peer_key()
+        k.peer_ip = MapAddress(r.peer.ip).words
+        k.relay_ip = MapAddress(r.relay.address.ip).words
+        k.peer_port = r.peer.port.bigEndian
+        k.relay_port = r.relay.address.port.bigEndian
+        k.family = MapAddress.family(r.peer.ip)
+        return k
     }
 
     private mutating func write(_ e: UInt32, route r: OffloadRoute, maps: FastPathMaps, now: UInt32) {
         let expires = UInt64(r.expiresAt) &* 1_000_000_000
+        let relay = MapAddress(r.relay.address.ip), peer = MapAddress(r.peer.ip)
+        let server = MapAddress(r.fiveTuple.server.ip), client = MapAddress(r.fiveTuple.client.ip)
         // Where each direction leaves this host, from the routing table now
         // (re-read whenever the entry is rewritten).
-        var toPeer: UInt32 = 0
-        var toClient: UInt32 = 0
-        let a = uturn_fastpath_route_v4(r.relay.address.ip.v4.bigEndian, r.peer.ip.v4.bigEndian, &toPeer)
-        let b = uturn_fastpath_route_v4(r.fiveTuple.server.ip.v4.bigEndian, r.fiveTuple.client.ip.v4.bigEndian, &toClient)
-        guard a == 0, b == 0 else {
-            noteError("no route for channel \(r.channel) (errno \(-min(a, b))); it stays in user space", now: now)
+        guard let toPeer = Self.route(from: relay, to: peer, family: r.peer.ip),
+            let toClient = Self.route(from: server, to: client, family: r.fiveTuple.client.ip)
+        else {
+            noteError("no route for channel \(r.channel); it stays in user space", now: now)
             return
         }
-        var client = entries[Int(e)].client
-        var clientValue = fp_client_value(
-            relay_ip: r.relay.address.ip.v4.bigEndian, peer_ip: r.peer.ip.v4.bigEndian,
-            relay_port: r.relay.address.port.bigEndian, peer_port: r.peer.port.bigEndian, counter: counterBase + e,
-            egress_ifindex: toPeer, expires_ns: expires)
-        var peer = entries[Int(e)].peerKey
-        var peerValue = fp_peer_value(
-            client_ip: r.fiveTuple.client.ip.v4.bigEndian, server_ip: r.fiveTuple.server.ip.v4.bigEndian,
-            client_port: r.fiveTuple.client.port.bigEndian, server_port: r.fiveTuple.server.port.bigEndian,
-            channel: r.channel, pad: 0, counter: counterBase + e, egress_ifindex: toClient, expires_ns: expires)
-        let c = uturn_fastpath_put_client(maps.clients, &client, &clientValue)
-        let d = uturn_fastpath_put_peer(maps.peers, &peer, &peerValue)
+        var clientKey = entries[Int(e)].client
+        var clientValue = fp_client_value()
+        clientValue.relay_ip = relay.words
+        clientValue.peer_ip = peer.words
+        clientValue.relay_port = r.relay.address.port.bigEndian
+        clientValue.peer_port = r.peer.port.bigEndian
+        clientValue.family = MapAddress.family(r.peer.ip)
+        clientValue.counter = counterBase + e
+        clientValue.egress_ifindex = toPeer
+        clientValue.expires_ns = expires
+        var peerKey = entries[Int(e)].peerKey
+        var peerValue = fp_peer_value()
+        peerValue.client_ip = client.words
+        peerValue.server_ip = server.words
+        peerValue.client_port = r.fiveTuple.client.port.bigEndian
+        peerValue.server_port = r.fiveTuple.server.port.bigEndian
+        peerValue.channel = r.channel
+        peerValue.family = MapAddress.family(r.fiveTuple.client.ip)
+        peerValue.counter = counterBase + e
+        peerValue.egress_ifindex = toClient
+        peerValue.expires_ns = expires
+        let c = uturn_fastpath_put_client(maps.clients, &clientKey, &clientValue)
+        let d = uturn_fastpath_put_peer(maps.peers, &peerKey, &peerValue)
         if c != 0 || d != 0 { noteError("writing a fast-path entry failed (errno \(-min(c, d)))", now: now) }
+    }
+
+    /// The interface a datagram from `source` to `destination` leaves by (0:
+    /// this host), or nil when the routing table has no answer.
+    private static func route(from source: MapAddress, to destination: MapAddress, family: IPAddress) -> UInt32? {
+        var ifindex: UInt32 = 0
+        var s = source.words, d = destination.words
+        let rc = withUnsafePointer(to: &s) { sp in
+            withUnsafePointer(to: &d) { dp in
+                sp.withMemoryRebound(to: UInt32.self, capacity: 4) { s4 in
+                    dp.withMemoryRebound(to: UInt32.self, capacity: 4) { d4 in
+                        uturn_fastpath_route(Int32(MapAddress.family(family)), s4, d4, &ifindex)
+                    }
+                }
+            }
+        }
+        return rc == 0 ? ifindex : nil
     }
 
     /// Deletes entry `e` from the maps and frees it; returns its last counts.

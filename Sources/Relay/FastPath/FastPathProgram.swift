@@ -8,12 +8,29 @@ public enum OffloadMode: String, Sendable, CaseIterable {
     /// Everything in user space (io_uring).
     case off
     /// The kernel fast path where it can be loaded (XDP first, then TC),
-    /// else user space alone, with one log line saying why.
+    /// else user space alone, with one log line saying which and why.
     case auto
     /// The TC program, or refuse to start.
     case tc
     /// The XDP program, or refuse to start.
     case xdp
+}
+
+/// Datagrams that matched a fast-path entry but were left to user space,
+/// by reason (summed over CPUs, since the program was loaded).
+public struct OffloadPassed: Sendable, Equatable {
+    /// ChannelData whose length field does not match the datagram.
+    public var length: UInt64
+    /// The entry's expiry had passed (user space had not removed it yet).
+    public var expired: UInt64
+    /// Sent by a socket on this host, in a shape the kernel cannot relay
+    /// (see is_partial in the BPF program).
+    public var localOrigin: UInt64
+    /// IPv4 without a checksum bound for IPv6, too big for the way out, or
+    /// changing IP version on its way to a loopback address.
+    public var unfit: UInt64
+    /// XDP: no next hop (no neighbour entry yet, or forwarding off on the interface).
+    public var noNextHop: UInt64
 }
 
 /// The maps of a loaded fast path, shared by the workers: each worker writes
@@ -28,15 +45,17 @@ struct FastPathMaps: Sendable {
 
 /// The kernel fast path of one engine: the BPF program (compiled at build
 /// time, embedded by the BPFObjectPlugin) loaded through libbpf and attached
-/// at TC ingress of the chosen interfaces. Loaded before the workers start,
-/// closed (detached, maps freed) after they stop. A tcx attachment is a
-/// bpf_link, which the kernel detaches when the process exits, even by a crash.
+/// at XDP or TC ingress of the chosen interfaces. Loaded before the workers start,
+/// closed (detached, maps freed) after they stop. A tcx or XDP attachment is
+/// a bpf_link, which the kernel detaches when the process exits, even by a
+/// crash.
 final class FastPathProgram: @unchecked Sendable {
     // Invariant: `handle` is valid from a successful load until deinit,
     // and only this object closes it.
     private let handle: OpaquePointer
     let maps: FastPathMaps
-    /// "tcx" or "tc" per interface, for the start-up line.
+    /// "tcx", "tc", "xdp native" or "xdp generic" per interface, for the
+    /// start-up line and the metrics.
     let attachments: [(interface: String, how: String)]
 
     private init(handle: OpaquePointer, attachments: [(String, String)]) {
@@ -55,30 +74,60 @@ final class FastPathProgram: @unchecked Sendable {
     static func start(
         mode: OffloadMode, interfaces: [String], log: EngineLog
     ) throws(EngineError) -> FastPathProgram? {
+        let fix = "Run uturnd as root or grant CAP_BPF and CAP_NET_ADMIN (packaging/uturnd.service shows how), or use --offload auto/off"
         switch mode {
         case .off:
             return nil
-        case .xdp:
-            throw EngineError(
-                "--offload xdp: the XDP program is not built in this version; use --offload tc (or auto)")
-        case .auto, .tc:
+        case .tc, .xdp:
             do {
-                let program = try load(interfaces: interfaces)
-                let on = program.attachments.map { "\($0.interface) (\($0.how))" }.joined(separator: ", ")
-                log(.info, "offload: kernel fast path (TC ingress) on \(on); XDP is not built in this version")
+                let program = try load(interfaces: interfaces, hook: mode == .xdp ? .xdp : .tc)
+                log(.info, "offload: kernel fast path on \(program.describe())")
+                if mode == .xdp, let off = interfaces.first(where: { $0 != "lo" && !forwarding($0) }) {
+                    log(.warning, "offload: forwarding is off on \(off): XDP leaves every datagram that must go out of a device to user space (sysctl net.ipv4.conf.\(off).forwarding=1 and net.ipv6.conf.\(off).forwarding=1, or --offload tc)")
+                }
                 return program
             } catch {
-                if mode == .tc {
-                    throw EngineError(
-                        "--offload tc: \(error.description). Run uturnd as root or grant CAP_BPF and CAP_NET_ADMIN (packaging/uturnd.service shows how), or use --offload auto/off")
+                throw EngineError("--offload \(mode.rawValue): \(error.description). \(fix)")
+            }
+        case .auto:
+            // XDP first (earliest in the receive path), then TC. XDP sends
+            // out of a device only where bpf_fib_lookup answers, which needs
+            // forwarding on: without it, TC (bpf_redirect_neigh) does better.
+            let xdpError: EngineError
+            do throws(EngineError) {
+                if let off = interfaces.first(where: { $0 != "lo" && !forwarding($0) }) {
+                    throw EngineError("forwarding is off on \(off) (net.ipv4.conf.\(off).forwarding=0), which XDP's next-hop lookup needs")
                 }
+                let program = try load(interfaces: interfaces, hook: .xdp)
+                log(.info, "offload: kernel fast path on \(program.describe()) (auto: XDP attached)")
+                return program
+            } catch { xdpError = error }
+            do {
+                let program = try load(interfaces: interfaces, hook: .tc)
+                log(.info, "offload: kernel fast path on \(program.describe()) (auto: XDP refused: \(xdpError.description))")
+                return program
+            } catch {
                 log(.warning, "offload: off, relaying in user space only: \(error.description)")
                 return nil
             }
         }
     }
 
-    private static func load(interfaces: [String]) throws(EngineError) -> FastPathProgram {
+    enum Hook { case tc, xdp }
+
+    /// Whether IPv4 forwarding is on for `interface` (XDP's bpf_fib_lookup
+    /// answers only then; IPv6 likewise with its own setting).
+    private static func forwarding(_ interface: String) -> Bool {
+        guard let f = fopen("/proc/sys/net/ipv4/conf/\(interface)/forwarding", "r") else { return false }
+        defer { fclose(f) }
+        return fgetc(f) == Int32(UInt8(ascii: "1"))
+    }
+
+    private func describe() -> String {
+        attachments.map { "\($0.interface) (\($0.how))" }.joined(separator: ", ")
+    }
+
+    private static func load(interfaces: [String], hook: Hook) throws(EngineError) -> FastPathProgram {
         guard !interfaces.isEmpty else { throw EngineError("no interface to attach to") }
         var err = [CChar](repeating: 0, count: 2048)
         let object = FastPathObject.bytes
@@ -96,7 +145,11 @@ final class FastPathProgram: @unchecked Sendable {
                 throw EngineError("no interface named \(name)")
             }
             var how: UnsafePointer<CChar>? = nil
-            guard uturn_fastpath_attach_tc(handle, Int32(index), &how, &err, err.count) == 0 else {
+            let rc =
+                hook == .xdp
+                ? uturn_fastpath_attach_xdp(handle, Int32(index), &how, &err, err.count)
+                : uturn_fastpath_attach_tc(handle, Int32(index), &how, &err, err.count)
+            guard rc == 0 else {
                 uturn_fastpath_close(handle)
                 throw EngineError("\(name): \(String(cString: err))")
             }
@@ -105,12 +158,13 @@ final class FastPathProgram: @unchecked Sendable {
         return FastPathProgram(handle: handle, attachments: attached)
     }
 
-    /// ChannelData that matched an entry but went to user space, by reason.
-    var passedToUserSpace: (length: UInt64, expired: UInt64) {
-        (
-            uturn_fastpath_read_passed(maps.passed, UInt32(FP_PASSED_LENGTH.rawValue)),
-            uturn_fastpath_read_passed(maps.passed, UInt32(FP_PASSED_EXPIRED.rawValue))
-        )
+    /// ChannelData or peer data that matched an entry but went to user
+    /// space, by reason (fp_passed_reason).
+    var passedToUserSpace: OffloadPassed {
+        func read(_ r: fp_passed_reason) -> UInt64 { uturn_fastpath_read_passed(maps.passed, UInt32(r.rawValue)) }
+        return OffloadPassed(
+            length: read(FP_PASSED_LENGTH), expired: read(FP_PASSED_EXPIRED), localOrigin: read(FP_PASSED_LOCAL_ORIGIN),
+            unfit: read(FP_PASSED_UNFIT), noNextHop: read(FP_PASSED_NO_NEXT_HOP))
     }
 
     /// The interfaces that hold `addresses` (a wildcard address: every
