@@ -49,7 +49,23 @@ public final class Engine: Sendable {
         self.quotas = quotas
         self.log = log
         self.controls = (0..<config.workers).map { WorkerControl(index: $0) }
-        (chosenBackend, fallbackReason) = Backend.choose(config)
+        (chosenBackend, fallbackReason) = Self.chooseBackend(config)
+    }
+
+    /// `Backend.choose` on a thread of its own, joined before returning: the
+    /// probe's rings are torn down asynchronously, and the kernel's task
+    /// work for them would interrupt the caller's blocking socket calls
+    /// (EINTR from a recv with SO_RCVTIMEO) if they were made on its thread.
+    static func chooseBackend(_ config: EngineConfig) -> (Backend, fallback: String?) {
+        guard config.backend == .auto else { return Backend.choose(config) }
+        let result = Mutex<(Backend, fallback: String?)>((.epoll, nil))
+        do {
+            let thread = try spawnThread { result.withLock { $0 = Backend.choose(config) } }
+            pthread_join(thread, nil)
+        } catch {
+            result.withLock { $0 = Backend.choose(config) }
+        }
+        return result.withLock { $0 }
     }
 
     /// Starts the workers; returns when all listen. Throws the first start

@@ -33,7 +33,10 @@ final class EngineHarness {
         var config = EngineConfig()
         config.listen = [server]
         if ipv6 { config.relayIPv6 = loopback } else { config.relayIPv4 = loopback }
-        let relayBase = UInt16(20000 + Int(port) % 20000)
+        // Each harness gets its own 200 relay ports, below the ephemeral
+        // range (32768+): engines started by tests running in parallel
+        // never share a relay port, and no client socket takes one.
+        let relayBase = UInt16(20000 + Self.nextRelayBlock() % 50 * 200)
         config.minPort = relayBase
         config.maxPort = relayBase + 199
         config.workers = workers
@@ -63,12 +66,23 @@ final class EngineHarness {
         engine.wait()
     }
 
-    /// A port that was free a moment ago (bind to 0, read it back, close).
+    /// A port that was free a moment ago (bind to 0, read it back, close),
+    /// never one handed out before in this process: two engines of tests
+    /// running in parallel must not both take it (with SO_REUSEPORT both
+    /// could bind it and the kernel would split a test's packets between them).
     static func freePort() throws -> UInt16 {
-        let s = try UDPSocket.bound(to: .loopbackV4(port: 0))
-        defer { s.close() }
-        return try s.localAddress().port
+        while true {
+            let s = try UDPSocket.bound(to: .loopbackV4(port: 0))
+            defer { s.close() }
+            let port = try s.localAddress().port
+            if handedOut.withLock({ $0.insert(port).inserted }) { return port }
+        }
     }
+
+    private static let handedOut = Mutex<Set<UInt16>>([])
+    private static let relayBlocks = Atomic<Int>(0)
+
+    static func nextRelayBlock() -> Int { relayBlocks.add(1, ordering: .relaxed).oldValue }
 }
 
 /// A UDP socket on 127.0.0.1 with a receive timeout, for clients and peers.

@@ -260,7 +260,7 @@ struct EpollReactorTests {
 
 // MARK: Test sockets
 
-/// A blocking UDP socket on 127.0.0.1 with a 2 s receive timeout.
+/// A blocking UDP socket on 127.0.0.2 with a 2 s receive timeout.
 final class LoopbackUDP {
     let fd: Int32
     let port: UInt16
@@ -283,7 +283,10 @@ final class LoopbackUDP {
         var a = sockaddr_in()
         a.sin_family = sa_family_t(AF_INET)
         a.sin_port = port.bigEndian
-        a.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        // 127.0.0.2: the engine tests running beside these bind 127.0.0.1
+        // (relay ports overlap the ephemeral range), so these never take
+        // or poke a port one of them uses.
+        a.sin_addr.s_addr = UInt32(0x7F00_0002).bigEndian
         return a
     }
 
@@ -310,7 +313,7 @@ final class LoopbackUDP {
     func close() { Glibc.close(fd) }
 }
 
-/// A connected TCP pair on loopback: `server` (the reactor's side) and `client`.
+/// A connected TCP pair on 127.0.0.2: `server` (the reactor's side) and `client`.
 struct TCPPair {
     let server: Int32
     let client: Int32

@@ -39,6 +39,8 @@
 #   uturnd-batch  the same with --batch-wait-us $BATCH_WAIT_US (default 200;
 #                 opt-in: not in the default RELAYS)            (flood64, voip)
 #   uturnd-b      another build of uturnd, $UTURND_B (A/B of two commits, opt-in)
+#   uturnd-epoll  uturnd with --backend epoll (where containers refuse io_uring;
+#                 opt-in)                                       (every scenario)
 #   uturnd-offload  the same with --offload tc on lo (the kernel fast path;
 #                 opt-in, needs root)                           (flood1, flood64, voip)
 #   uturnd-xdp    the same with --offload xdp on lo (generic XDP: lo has no
@@ -108,8 +110,8 @@ for s in "${SCENARIOS[@]}"; do
 done
 ((VOIP_SESSIONS <= MAX_PORT - MIN_PORT + 1)) || { echo "VOIP_SESSIONS > relay port range" >&2; exit 2; }
 for r in "${RELAYS[@]}"; do
-	case $r in uturnd | uturnd-nogso | uturnd-gro | uturnd-batch | uturnd-offload | uturnd-xdp | uturnd-b | coturn | ceiling) ;;
-	*) echo "unknown relay $r (uturnd uturnd-nogso uturnd-gro uturnd-batch uturnd-offload uturnd-xdp uturnd-b coturn ceiling)" >&2; exit 2 ;;
+	case $r in uturnd | uturnd-nogso | uturnd-gro | uturnd-batch | uturnd-offload | uturnd-xdp | uturnd-b | uturnd-epoll | coturn | ceiling) ;;
+	*) echo "unknown relay $r (uturnd uturnd-nogso uturnd-gro uturnd-batch uturnd-offload uturnd-xdp uturnd-b uturnd-epoll coturn ceiling)" >&2; exit 2 ;;
 	esac
 done
 
@@ -172,7 +174,7 @@ scenario_relays() {
 	local s=$1 r ok
 	for r in "${RELAYS[@]}"; do
 		case $r in
-		uturnd | uturnd-b | coturn) ok=1 ;;
+		uturnd | uturnd-b | uturnd-epoll | coturn) ok=1 ;;
 		uturnd-nogso) [[ $s == flood1 ]] && ok=1 || ok=0 ;;
 		uturnd-gro) [[ $s == flood1-gso ]] && ok=1 || ok=0 ;;
 		uturnd-batch) [[ $s == voip || $s == flood64 ]] && ok=1 || ok=0 ;;
@@ -215,8 +217,9 @@ check_ports_free() {
 start_relay() { # start_relay NAME SCENARIO LOG -> sets relay_pid
 	local name=$1 scenario=$2 log=$3 tmp
 	case $name in
-	uturnd | uturnd-nogso | uturnd-gro | uturnd-batch | uturnd-offload | uturnd-xdp | uturnd-b)
+	uturnd | uturnd-nogso | uturnd-gro | uturnd-batch | uturnd-offload | uturnd-xdp | uturnd-b | uturnd-epoll)
 		local extra=() binary=$uturnd
+		[[ $name == uturnd-epoll ]] && extra=(--backend epoll)
 		[[ $name == uturnd-b ]] && binary=$UTURND_B
 		[[ $name == uturnd-offload ]] && extra=(--offload tc --offload-interface lo)
 		[[ $name == uturnd-xdp ]] && extra=(--offload xdp --offload-interface lo)

@@ -51,7 +51,7 @@ LABEL = {"coturn": "coturn 4.6.1", "ceiling": "ceiling: cdreflect, no TURN",
          "ceiling-straight": "ceiling: cdreflect --straight",
          "uturnd-gro": "uturnd-gro (`--gro-client --gro-peer`)", "uturnd-nogso": "uturnd-nogso (`--no-gso`)",
          "uturnd-offload": "uturnd-offload (`--offload tc`)", "uturnd-batch": "uturnd-batch (`--batch-wait-us`)",
-         "uturnd-b": "uturnd-b (`$UTURND_B`: another build)"}
+         "uturnd-b": "uturnd-b (`$UTURND_B`: another build)", "uturnd-epoll": "uturnd-epoll (`--backend epoll`)"}
 TITLE = {
     "flood1": "one flow, 120-byte flood",
     "flood1-gso": "one flow, 120-byte flood, GSO trains and GRO receivers",
