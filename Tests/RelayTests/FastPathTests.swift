@@ -45,6 +45,28 @@ struct FastPathTests {
         counter(h, "packetsToPeers") - counter(h, "offloadPacketsToPeers")
     }
 
+    /// `rounds` round trips on `channel`: round i's payload from the client
+    /// must reach the peer exactly, from the relayed address; the peer's
+    /// answer (the payload reversed, then i) must come back to the client as
+    /// ChannelData from the server.
+    static func roundTrips(
+        _ rounds: Int, _ h: EngineHarness, client: TestSocket, peer: TestSocket, relayed: TransportAddress,
+        channel: UInt16, payload: (Int) -> [UInt8]
+    ) throws {
+        for i in 0..<rounds {
+            let out = payload(i)
+            try client.send(EngineRelayTests.channelData(channel, out), to: h.server)
+            let atPeer = try #require(try peer.receive(), "round \(i): nothing at the peer")
+            #expect(atPeer.bytes == out)
+            #expect(atPeer.from == relayed)
+            let answer = Array(out.reversed()) + [UInt8(truncatingIfNeeded: i)]
+            try peer.send(answer, to: relayed)
+            let back = try #require(try client.receive(), "round \(i): nothing back at the client")
+            #expect(back.bytes == EngineRelayTests.channelData(channel, answer))
+            #expect(back.from == h.server)
+        }
+    }
+
     @Test("ChannelData both ways relayed in the kernel, byte for byte; user space relays none of it", arguments: [OffloadMode.tc, .xdp])
     func relayedInKernel(hook: OffloadMode) throws {
         let h = try Self.harness(mode: hook)
@@ -53,17 +75,8 @@ struct FastPathTests {
         var tc = TURNClient()
         let relayed = try EngineRelayTests.allocate(h, client: client, tc: &tc, peer: peer.address, channel: 0x4001)
         let rounds = 50
-        for i in 0..<rounds {
-            let payload = (0..<(40 + i)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ i) }
-            try client.send(EngineRelayTests.channelData(0x4001, payload), to: h.server)
-            let atPeer = try #require(try peer.receive(), "round \(i): nothing at the peer")
-            #expect(atPeer.bytes == payload)
-            #expect(atPeer.from == relayed)
-            let answer = Array(payload.reversed()) + [UInt8(i)]
-            try peer.send(answer, to: relayed)
-            let back = try #require(try client.receive(), "round \(i): nothing back at the client")
-            #expect(back.bytes == EngineRelayTests.channelData(0x4001, answer))
-            #expect(back.from == h.server)
+        try Self.roundTrips(rounds, h, client: client, peer: peer, relayed: relayed, channel: 0x4001) { i in
+            (0..<(40 + i)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ i) }
         }
         Self.waitForCounters(h) { Self.counter($0, "offloadPacketsToClients") >= UInt64(rounds) }
         #expect(Self.counter(h, "offloadPacketsToPeers") == UInt64(rounds))
@@ -101,16 +114,8 @@ struct FastPathTests {
             h, client: client, tc: &tc, peer: peer.address, channel: 0x4011, family: peerV6 ? .v6 : .v4)
         #expect(relayed.ip.family == (peerV6 ? .v6 : .v4))
         let rounds = 20
-        for i in 0..<rounds {
-            let payload = (0..<(30 + i)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ i) }
-            try client.send(EngineRelayTests.channelData(0x4011, payload), to: h.server)
-            let atPeer = try #require(try peer.receive(), "round \(i): nothing at the peer")
-            #expect(atPeer.bytes == payload)
-            #expect(atPeer.from == relayed)
-            try peer.send(payload + [1], to: relayed)
-            let back = try #require(try client.receive(), "round \(i): nothing back at the client")
-            #expect(back.bytes == EngineRelayTests.channelData(0x4011, payload + [1]))
-            #expect(back.from == h.server)
+        try Self.roundTrips(rounds, h, client: client, peer: peer, relayed: relayed, channel: 0x4011) { i in
+            (0..<(30 + i)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ i) }
         }
         // Which directions loopback lets the kernel carry (see the BPF
         // program's is_partial, is_loopback and the hooks), and why not.

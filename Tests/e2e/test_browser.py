@@ -58,7 +58,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, server_kind
+from conftest import _stop, free_port, server_kind
 from test_metrics import scrape_until, start_metrics_server
 
 MESSAGES = 40
@@ -284,15 +284,7 @@ def _kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
     """Stops chromedriver (by its PID), then whatever is left of the process
     group it leads (the Chromium it started): only processes this test started."""
     pgid = proc.pid
-    if proc.poll() is None:
-        try:
-            os.kill(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=grace)
-        except ProcessLookupError:
-            pass
+    _stop(proc, grace)
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

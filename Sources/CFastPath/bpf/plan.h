@@ -192,6 +192,19 @@ static __always_inline int undeliverable(const struct packet *pk, const struct p
     return pl->family != pk->family && is_loopback(pl->family, pl->dst);
 }
 
+// Why a planned relay is left to user space after all, as an
+// fp_passed_reason, or -1 to relay it. `partial`: see is_partial; such a
+// datagram may not leave through a device once moved (the offload would
+// write its checksum at the stale place), and only where `partial_ok` says
+// the hook can keep its checksum valid. IPv4 without a UDP checksum cannot
+// leave as IPv6, which requires one; a loopback address is not reached from
+// the other IP version (undeliverable).
+static __always_inline int left_to_user_space(const struct packet *pk, const struct plan *pl, int partial, int partial_ok) {
+    if (partial && (pl->ifindex || !partial_ok)) return FP_PASSED_LOCAL_ORIGIN;
+    if ((pk->check == 0 && pl->family == FP_FAMILY_V6) || undeliverable(pk, pl)) return FP_PASSED_UNFIT;
+    return -1;
+}
+
 // ---- Checksums ----
 //
 // The UDP checksum is updated, never recomputed over the payload: by the

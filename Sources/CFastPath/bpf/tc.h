@@ -18,18 +18,11 @@
 // Relays the datagram `pk` as `pl` says. Returns the TC verdict.
 static __always_inline int tc_relay(struct __sk_buff *skb, const struct packet *pk, const struct plan *pl) {
     int partial = is_partial(pk);
-    // A datagram sent on this host may not leave through a device once
-    // moved (its offload would write the checksum at the stale place), and
-    // an IPv6 one that shrinks would be checked against its partial sum on
-    // delivery: both go to user space.
-    if (partial && (pl->ifindex || (pl->to_peer && pl->family == FP_FAMILY_V6))) {
-        count_passed(FP_PASSED_LOCAL_ORIGIN);
-        return TC_PASS;
-    }
-    // IPv4 without a UDP checksum cannot leave as IPv6, which requires one;
-    // a loopback address is not reached from the other IP version.
-    if ((pk->check == 0 && pl->family == FP_FAMILY_V6) || undeliverable(pk, pl)) {
-        count_passed(FP_PASSED_UNFIT);
+    // A partial IPv6 checksum that shrinks would be checked on delivery
+    // (csum_start is then behind the UDP header) against the partial sum.
+    int reason = left_to_user_space(pk, pl, partial, !(pl->to_peer && pl->family == FP_FAMILY_V6));
+    if (reason >= 0) {
+        count_passed(reason);
         return TC_PASS;
     }
     int grow = size_change(pk, pl);

@@ -17,17 +17,14 @@
 // frame left to user space untouched).
 static __always_inline int xdp_relay(struct xdp_md *ctx, const struct packet *pk, const struct plan *pl, int *relayed) {
     // A datagram sent by a socket on this host (generic XDP on loopback or
-    // a veth) may not leave through a device once moved, and only an IPv4
-    // one can drop its partial checksum: the rest goes to user space. (A
-    // full checksum that happens to equal the pseudo-header sum lands here
-    // too, 1 in 65,536: it is relayed by user space, never corrupted.)
+    // a veth): only an IPv4 one can drop its partial checksum, so the rest
+    // goes to user space. (A full checksum that happens to equal the
+    // pseudo-header sum lands here too, 1 in 65,536: it is relayed by user
+    // space, never corrupted.)
     int partial = is_partial(pk);
-    if (partial && (pl->ifindex || pl->family == FP_FAMILY_V6)) {
-        count_passed(FP_PASSED_LOCAL_ORIGIN);
-        return XDP_PASS;
-    }
-    if ((pk->check == 0 && pl->family == FP_FAMILY_V6) || undeliverable(pk, pl)) {
-        count_passed(FP_PASSED_UNFIT);
+    int reason = left_to_user_space(pk, pl, partial, pl->family == FP_FAMILY_V4);
+    if (reason >= 0) {
+        count_passed(reason);
         return XDP_PASS;
     }
 

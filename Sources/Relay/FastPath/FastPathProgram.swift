@@ -82,7 +82,7 @@ final class FastPathProgram: @unchecked Sendable {
             do {
                 let program = try load(interfaces: interfaces, hook: mode == .xdp ? .xdp : .tc)
                 log(.info, "offload: kernel fast path on \(program.describe())")
-                if mode == .xdp, let off = interfaces.first(where: { $0 != "lo" && !forwarding($0) }) {
+                if mode == .xdp, let off = forwardingOff(interfaces) {
                     log(.warning, "offload: forwarding is off on \(off): XDP leaves every datagram that must go out of a device to user space (sysctl net.ipv4.conf.\(off).forwarding=1 and net.ipv6.conf.\(off).forwarding=1, or --offload tc)")
                 }
                 return program
@@ -95,7 +95,7 @@ final class FastPathProgram: @unchecked Sendable {
             // forwarding on: without it, TC (bpf_redirect_neigh) does better.
             let xdpError: EngineError
             do throws(EngineError) {
-                if let off = interfaces.first(where: { $0 != "lo" && !forwarding($0) }) {
+                if let off = forwardingOff(interfaces) {
                     throw EngineError("forwarding is off on \(off) (net.ipv4.conf.\(off).forwarding=0), which XDP's next-hop lookup needs")
                 }
                 let program = try load(interfaces: interfaces, hook: .xdp)
@@ -115,12 +115,16 @@ final class FastPathProgram: @unchecked Sendable {
 
     enum Hook { case tc, xdp }
 
-    /// Whether IPv4 forwarding is on for `interface` (XDP's bpf_fib_lookup
-    /// answers only then; IPv6 likewise with its own setting).
-    private static func forwarding(_ interface: String) -> Bool {
-        guard let f = fopen("/proc/sys/net/ipv4/conf/\(interface)/forwarding", "r") else { return false }
-        defer { fclose(f) }
-        return fgetc(f) == Int32(UInt8(ascii: "1"))
+    /// The first of `interfaces` (loopback aside) with IPv4 forwarding off:
+    /// XDP's bpf_fib_lookup answers only where it is on (IPv6 likewise with
+    /// its own setting).
+    private static func forwardingOff(_ interfaces: [String]) -> String? {
+        interfaces.first { name in
+            guard name != "lo" else { return false }
+            guard let f = fopen("/proc/sys/net/ipv4/conf/\(name)/forwarding", "r") else { return true }
+            defer { fclose(f) }
+            return fgetc(f) != Int32(UInt8(ascii: "1"))
+        }
     }
 
     private func describe() -> String {

@@ -68,32 +68,28 @@ extension EpollReactor {
     private mutating func trySend(_ s: Submission) -> Bool {
         switch s {
         case .streamSend(let fd, let bytes, let count, let ud):
-            while true {
-                let r = send(fd, bytes, count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
-                if r >= 0 {
-                    complete(ud, Int32(r))
-                    return true
-                }
-                let e = errno
-                if e == EINTR { continue }
-                if e == EAGAIN || e == EWOULDBLOCK { return false }
-                complete(ud, -e)
-                return true
-            }
+            return attempt(ud) { send(fd, bytes, count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
         case .sendMessage(let fd, let message, let ud):
-            while true {
-                let r = sendmsg(fd, message, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
-                if r >= 0 {
-                    complete(ud, Int32(r))
-                    return true
-                }
-                let e = errno
-                if e == EINTR { continue }
-                if e == EAGAIN || e == EWOULDBLOCK { return false }
-                complete(ud, -e)
+            return attempt(ud) { sendmsg(fd, message, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+        default:
+            return true
+        }
+    }
+
+    /// Runs a send call until it is not interrupted: completes `ud` with its
+    /// result or error and returns true, or returns false on EAGAIN (nothing
+    /// completed; the send waits for EPOLLOUT).
+    private mutating func attempt(_ ud: UserData, _ call: () -> Int) -> Bool {
+        while true {
+            let r = call()
+            if r >= 0 {
+                complete(ud, Int32(r))
                 return true
             }
-        default:
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return false }
+            complete(ud, -e)
             return true
         }
     }
