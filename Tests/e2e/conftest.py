@@ -403,3 +403,12 @@ def udp_peer(tmp_path_factory) -> Peer:
                 time.sleep(0.05)
     yield Peer(port, list(LOOPBACKS), proc, log)
     _stop(proc)
+
+
+def pytest_configure(config):
+    # Tests that do not depend on which completion backend uturnd runs
+    # (stores, admin API, configuration parsing) carry this marker; the
+    # second e2e pass in scripts/test (epoll, io_uring refused) skips them.
+    config.addinivalue_line(
+        "markers", "backend_independent: the result cannot depend on io_uring vs epoll; "
+                   "run once, not again on the epoll pass")
