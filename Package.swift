@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "uturnd", targets: ["uturnd"]),
         .executable(name: "uturn-bench", targets: ["uturn-bench"]),
+        .executable(name: "uturnctl", targets: ["uturnctl"]),
         .library(name: "STUN", targets: ["STUN"]),
         .library(name: "TURN", targets: ["TURN"]),
         .library(name: "URing", targets: ["URing"]),
@@ -57,6 +58,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(name: "uturnd", dependencies: ["UturndCore"], swiftSettings: strict),
+        // uturnctl: the admin API's command-line client (UturnctlCore is its testable library).
+        .target(
+            name: "UturnctlCore", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict),
+        .executableTarget(name: "uturnctl", dependencies: ["UturnctlCore"], swiftSettings: strict),
         // uturn-bench: TURN load generator over io_uring (BenchCore is its testable library).
         .target(name: "BenchCore", dependencies: ["STUN", "URing", "CURing"], swiftSettings: strict),
         .executableTarget(name: "uturn-bench", dependencies: ["BenchCore"], swiftSettings: strict),
@@ -66,6 +72,7 @@ let package = Package(
         .testTarget(name: "URingTests", dependencies: ["URing", "CURing"], swiftSettings: strict),
         .testTarget(name: "RelayTests", dependencies: ["Relay", "TURN", "STUN", "URing"], swiftSettings: strict),
         .testTarget(name: "UturndTests", dependencies: ["UturndCore"]),
+        .testTarget(name: "UturnctlTests", dependencies: ["UturnctlCore", "UturndCore", "Relay", "TURN", "STUN"]),
         .testTarget(name: "UturnBenchTests", dependencies: ["BenchCore"], swiftSettings: strict),
     ]
 )

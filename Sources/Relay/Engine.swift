@@ -194,6 +194,11 @@ public final class Engine: Sendable {
     /// "io_uring" or "epoll" (the `uturn_backend_info` metric).
     public var backend: String { chosenBackend.rawValue }
 
+    /// True once a drain or stop has been asked for.
+    public var isDraining: Bool {
+        controls.contains { $0.stopRequest.load(ordering: .relaxed) != WorkerControl.run }
+    }
+
     /// Number of worker threads.
     public var workerCount: Int { controls.count }
 

@@ -102,6 +102,8 @@ public struct TURNServer: ~Copyable {
         var quotaUser: String
         /// The canonical ORIGIN of the Allocate ("" for none), for `--check-origin-consistency`.
         var origin = ""
+        /// Monotonic seconds when the Allocate succeeded (the admin API's age).
+        var createdAt: UInt32 = 0
     }
 
     public init(configuration: TURNConfiguration, quotas: AllocationQuotas, now: MonotonicTime) {

@@ -49,12 +49,23 @@ public enum Daemon {
             fail("uturnd: cannot start: \(error.description)", logger)
             return 1
         }
-        do { try engine.start() } catch {
+        // --admin-listen: likewise bound before the workers start.
+        let admin: AdminServer?
+        do { admin = try startAdmin(settings, engine: engine) } catch {
             metrics?.stop()
             fail("uturnd: cannot start: \(error.description)", logger)
             return 1
         }
-        defer { metrics?.stop() }
+        do { try engine.start() } catch {
+            admin?.stop()
+            metrics?.stop()
+            fail("uturnd: cannot start: \(error.description)", logger)
+            return 1
+        }
+        defer {
+            admin?.stop()
+            metrics?.stop()
+        }
         for line in settings.summary { logger.notice(line) }
         if settings.hasDemoUser, let first = settings.engine.listen.first {
             let host = first.ip.family == .v4 ? "\(first.ip)" : "[\(first.ip)]"
@@ -100,6 +111,7 @@ public enum Daemon {
                     if let tls = outcome.settings.engine.tls, tls !== settings.engine.tls { engine.reload(tls: tls) }
                     settings = outcome.settings
                     options = outcome.options
+                    admin?.service.update(settings)
                     logger.notice(outcome.summary)
                 }
                 notifier.ready(status: stopping ? "draining" : "relaying")

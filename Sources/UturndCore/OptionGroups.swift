@@ -279,3 +279,22 @@ public struct EngineOptions: ParsableArguments {
 
     public init() {}
 }
+
+/// The admin API (list and end sessions, drain, reload) and its bearer token.
+public struct AdminOptions: ParsableArguments {
+    @Option(
+        name: .customLong("admin-listen"),
+        help: ArgumentHelp(
+            "Serve the admin API (JSON over HTTP; uturnctl talks to it) at ADDR:PORT, e.g. 127.0.0.1:9642 (default: off). Needs --admin-token-file. Plain HTTP: keep it on loopback or a private address.",
+            valueName: "addr:port"))
+    public var adminListen: String?
+
+    @Option(
+        name: .customLong("admin-token-file"),
+        help: ArgumentHelp(
+            "File holding the admin API's bearer token (one line; surrounding whitespace ignored). uturnd refuses to start when it is unreadable or empty; SIGHUP reads it again.",
+            valueName: "path"))
+    public var adminTokenFile: String?
+
+    public init() {}
+}

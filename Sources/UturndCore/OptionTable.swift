@@ -36,6 +36,8 @@ public enum OptionTable {
         "channel-lifetime": .value, "check-origin-consistency": .flag,
         // logging
         "log-file": .value, "log-level": .value, "metrics-listen": .value,
+        // admin API
+        "admin-listen": .value, "admin-token-file": .value,
         // engine
         "workers": .value, "pin-workers": .flag, "sq-entries": .value, "cq-entries": .value, "buffers": .value,
         "buffer-size": .value, "send-ops": .value, "max-batch": .value, "batch-wait-us": .value, "no-multishot": .flag,

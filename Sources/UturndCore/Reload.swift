@@ -110,6 +110,8 @@ public struct Reloader: Sendable {
         // SIGHUP, so a renewed certificate at the same path is picked up.
         if current.engine.tls != nil, let tls = fresh.engine.tls { next.engine.tls = tls }
         next.drainSeconds = fresh.drainSeconds
+        // The admin token file is read afresh too (rotating the token needs no restart).
+        next.adminToken = current.adminListen == nil ? nil : fresh.adminToken
         next.serverName = fresh.serverName
         next.userNames = fresh.userNames
         next.hasDemoUser = fresh.hasDemoUser
@@ -180,6 +182,9 @@ public struct Reloader: Sendable {
         if let a = old.engine.tls, let b = new.engine.tls, a !== b {
             out.append("TLS certificate reloaded from \(b.certificateFile)")
         }
+        if let a = old.adminToken, let b = new.adminToken, !a.matches(b.value) {
+            out.append("admin API token replaced")
+        }
         if old.drainSeconds != new.drainSeconds {
             out.append("--drain-timeout \(old.drainSeconds) → \(new.drainSeconds) s")
         }
@@ -239,6 +244,7 @@ public struct Reloader: Sendable {
         ("--tls-handshake-timeout", { "\($0.engine.tlsHandshakeSeconds)" }),
         ("--tcp-stall-timeout", { "\($0.engine.streamStallSeconds)" }),
         ("--metrics-listen", { $0.metricsListen?.description ?? "off" }),
+        ("--admin-listen", { $0.adminListen?.description ?? "off" }),
         ("--log-level", { $0.logLevel.rawValue }),
         ("--log-file", {
             switch $0.logDestination {

@@ -25,6 +25,10 @@ public struct Settings: Sendable {
     public var drainSeconds: Int
     /// `--metrics-listen`: where the Prometheus endpoint listens (nil: off).
     public var metricsListen: TransportAddress? = nil
+    /// `--admin-listen`: where the admin API listens (nil: off), and the
+    /// token read from `--admin-token-file`.
+    public var adminListen: TransportAddress? = nil
+    public var adminToken: AdminToken? = nil
     /// `--server-name` (coturn's oAuth server name; shown, no effect).
     public var serverName: String? = nil
     /// Static user names, sorted (for the summary; passwords are never logged).
@@ -63,6 +67,7 @@ extension Settings {
         try Settings.service(o.service, engine: &engine, turn: &turn, warnings: &warnings, notices: &notices)
         let destination = try Settings.logging(o.logging)
         let metricsListen = try Settings.metricsEndpoint(o.logging)
+        let (adminListen, adminToken) = try Settings.adminEndpoint(o.admin, warnings: &warnings)
         try Settings.engineTuning(o.engine, onlineCPUs: onlineCPUs, engine: &engine)
         if let problem = engine.problem() { throw ValidationError(problem + ".") }
 
@@ -74,6 +79,8 @@ extension Settings {
         self.logDestination = destination
         self.drainSeconds = o.limits.drainTimeout
         self.metricsListen = metricsListen
+        self.adminListen = adminListen
+        self.adminToken = adminToken
         self.serverName = o.service.serverName
         self.userNames = credentials.userNames
         self.hasDemoUser = credentials.hasDemoUser
@@ -116,6 +123,7 @@ extension Settings {
             "lifetimes: allocations up to \(turn.maxLifetime) s, nonces \(turn.nonces.lifetime) s; quotas: \(userQuota == 0 ? "none" : "\(userQuota)") per user, \(totalQuota == 0 ? "none" : "\(totalQuota)") in total")
         lines.append(serviceSummary)
         if let metricsListen { lines.append("metrics: http://\(metricsListen)/metrics") }
+        if let adminListen { lines.append("admin API: http://\(adminListen)/v1/ (bearer token)") }
         return lines
     }
 }

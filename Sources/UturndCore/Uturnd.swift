@@ -43,6 +43,7 @@ public struct Uturnd: ParsableCommand {
     @OptionGroup(title: "TCP and TLS") public var streams: StreamOptions
     @OptionGroup(title: "STUN and TURN service") public var service: ServiceOptions
     @OptionGroup(title: "Logging") public var logging: LoggingOptions
+    @OptionGroup(title: "Admin API") public var admin: AdminOptions
     @OptionGroup(title: "Engine (io_uring)") public var engine: EngineOptions
     @OptionGroup(title: "coturn compatibility (no effect)") public var compatibility: CompatibilityOptions
 

@@ -62,6 +62,8 @@ extension Worker {
                 if index == 0 { log(.info, "TLS: new certificate \(new.certificateFile) in force for new connections") }
             case .handoff(let h):
                 takeHandoff(h, now: now)
+            case .admin(let request):
+                answerAdmin(request, now: now)
             }
         }
     }

@@ -61,6 +61,9 @@ enum WorkerMessage: Sendable {
     /// A client connection whose ConnectionBind names a CONNECTION-ID this
     /// worker issued (RFC 6062), moved here by the worker that accepted it.
     case handoff(StreamHandoff)
+    /// An admin API request (list or end sessions); the worker answers
+    /// through `request.replies` (Admin/AdminCommand.swift).
+    case admin(AdminRequest)
 }
 
 /// Per-worker counters: the worker keeps plain integers it alone writes

@@ -1,0 +1,4 @@
+// uturnctl: a thin main over UturnctlCore (the admin API client).
+import UturnctlCore
+
+Uturnctl.main()
