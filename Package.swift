@@ -71,8 +71,13 @@ let package = Package(
         .testTarget(name: "TURNTests", dependencies: ["TURN", "STUN"], swiftSettings: strict),
         .testTarget(name: "URingTests", dependencies: ["URing", "CURing"], swiftSettings: strict),
         .testTarget(name: "RelayTests", dependencies: ["Relay", "TURN", "STUN", "URing"], swiftSettings: strict),
-        .testTarget(name: "UturndTests", dependencies: ["UturndCore"]),
-        .testTarget(name: "UturnctlTests", dependencies: ["UturnctlCore", "UturndCore", "Relay", "TURN", "STUN"]),
+        .testTarget(
+            name: "UturndTests", dependencies: ["UturndCore", .product(name: "NIOHTTP1", package: "swift-nio")]),
+        .testTarget(
+            name: "UturnctlTests",
+            dependencies: [
+                "UturnctlCore", "UturndCore", "Relay", "TURN", "STUN", .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]),
         .testTarget(name: "UturnBenchTests", dependencies: ["BenchCore"], swiftSettings: strict),
     ]
 )

@@ -25,7 +25,10 @@ enum AdminAction: Equatable {
         guard token.authorizes(header: authorization) else {
             return .reply(.unauthorized, AdminJSON.message("error", "missing or wrong bearer token"))
         }
-        let (path, query) = split(uri)
+        let (path, parsed) = split(uri)
+        guard let query = parsed else {
+            return .reply(.badRequest, AdminJSON.message("error", "malformed query string (use %XX escapes and UTF-8)"))
+        }
         let notAllowed = AdminAction.reply(.methodNotAllowed, AdminJSON.message("error", "method not allowed"))
         switch path {
         case "/v1/info":
@@ -56,14 +59,20 @@ enum AdminAction: Equatable {
         }
     }
 
-    /// The path and the decoded query parameters (the last of a repeated name wins).
-    static func split(_ uri: String) -> (path: String, query: [String: String]) {
+    /// The path and the decoded query parameters (the last of a repeated
+    /// name wins); nil parameters when one cannot be decoded.
+    static func split(_ uri: String) -> (path: String, query: [String: String]?) {
         guard let q = uri.firstIndex(of: "?") else { return (uri, [:]) }
         var query: [String: String] = [:]
         for pair in uri[uri.index(after: q)...].split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let name = percentDecoded(parts[0]) else { continue }
-            query[name] = parts.count > 1 ? percentDecoded(parts[1]) : ""
+            guard let name = percentDecoded(parts[0]) else { return (String(uri[..<q]), nil) }
+            if parts.count == 1 {
+                query[name] = ""
+                continue
+            }
+            guard let value = percentDecoded(parts[1]) else { return (String(uri[..<q]), nil) }
+            query[name] = value
         }
         return (String(uri[..<q]), query)
     }

@@ -50,7 +50,7 @@ final class EngineHarness {
         }
         configure(&config)
         var turn = TURNConfiguration(
-            credentials: CredentialStore(realm: Self.realm, users: ["alice": "secret"]),
+            credentials: CredentialStore(realm: Self.realm, users: ["alice": "secret", "bob": "secret"]),
             peerPolicy: PeerPolicy(allowLoopbackPeers: allowLoopback, serverAddresses: [server.ip]),
             nonces: NonceCodec(lifetime: 600))
         turn.limits = TableLimits(maxAllocations: 64)

@@ -19,6 +19,11 @@ public enum AdminCommand: Sendable, Equatable {
 public struct WorkerAnswer: Sendable {
     public var worker: Int
     public var sessions: [AllocationSnapshot]
+
+    public init(worker: Int, sessions: [AllocationSnapshot]) {
+        self.worker = worker
+        self.sessions = sessions
+    }
 }
 
 /// Every answer that came back in time, and the workers that gave none
@@ -26,6 +31,11 @@ public struct WorkerAnswer: Sendable {
 public struct AdminResult: Sendable {
     public var answers: [WorkerAnswer]
     public var missing: [Int]
+
+    public init(answers: [WorkerAnswer], missing: [Int]) {
+        self.answers = answers
+        self.missing = missing
+    }
 
     /// All sessions, ordered by worker then slot.
     public var sessions: [AllocationSnapshot] { answers.flatMap(\.sessions) }
@@ -38,6 +48,8 @@ public final class AdminReplies: Sendable {
     struct State {
         var answers: [Int: WorkerAnswer] = [:]
         var waiting: Set<Int>
+        /// Workers that were asked but could not be (full inbox).
+        var undelivered: Set<Int> = []
         var completion: (@Sendable (AdminResult) -> Void)?
     }
     let state: Mutex<State>
@@ -57,7 +69,11 @@ public final class AdminReplies: Sendable {
 
     /// A worker that will not answer (its inbox was full).
     func giveUp(on worker: Int) {
-        finish { s in s.waiting.remove(worker) != nil && s.waiting.isEmpty }
+        finish { s in
+            guard s.waiting.remove(worker) != nil else { return false }
+            s.undelivered.insert(worker)
+            return s.waiting.isEmpty
+        }
     }
 
     /// Completes now with what has arrived (the asker's timeout).
@@ -70,7 +86,7 @@ public final class AdminReplies: Sendable {
             guard s.completion != nil, update(&s), let c = s.completion else { return nil }
             s.completion = nil
             let answers = s.answers.keys.sorted().map { s.answers[$0]! }
-            return (c, AdminResult(answers: answers, missing: s.waiting.sorted()))
+            return (c, AdminResult(answers: answers, missing: s.waiting.union(s.undelivered).sorted()))
         }
         if let (completion, result) = ready { completion(result) }
     }
