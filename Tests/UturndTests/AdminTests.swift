@@ -133,3 +133,35 @@ struct AdminTests {
         #expect(open.warnings.contains { $0.contains("chmod 600") })
     }
 }
+
+@Suite("Admin API: reload")
+struct AdminReloadTests {
+    @Test("SIGHUP re-reads the token file; an emptied file keeps the running token")
+    func tokenRotation() throws {
+        let path = tokenFile("first\n")
+        let file = "user=a:b\nadmin-listen=127.0.0.1:9642\nadmin-token-file=\(path)\n"
+        let fixture = try ReloadFixture(file: file)
+        #expect(fixture.settings.adminToken?.matches(Array("first".utf8)) == true)
+        #expect(fixture.reload(to: file).outcome?.changes.contains("admin API token replaced") == false)
+
+        let f = fopen(path, "w")!
+        fputs("second\n", f)
+        fclose(f)
+        let rotated = try #require(fixture.reload(to: file).outcome)
+        #expect(rotated.settings.adminToken?.matches(Array("second".utf8)) == true)
+        #expect(rotated.changes.contains("admin API token replaced"))
+        #expect(rotated.restartNeeded.isEmpty)
+
+        let g = fopen(path, "w")!
+        fclose(g)
+        #expect(fixture.reload(to: file).problem?.contains("empty") == true)
+
+        let moved = file.replacingOccurrences(of: "9642", with: "9643")
+        let h = fopen(path, "w")!
+        fputs("third\n", h)
+        fclose(h)
+        let restart = try #require(fixture.reload(to: moved).outcome)
+        #expect(restart.restartNeeded.contains { $0.hasPrefix("--admin-listen changed") })
+        #expect(restart.settings.adminListen == TransportAddress("127.0.0.1:9642"))
+    }
+}
