@@ -10,7 +10,8 @@ echoes, a TCP client of hers is disconnected, and bob's uclient relays every
 message to the end. Without the token, or with another one, every endpoint
 answers 401; a server started without --admin-listen listens on no other
 TCP port. Last, `uturnctl reload` and `uturnctl drain` act as SIGHUP and
-SIGTERM (the process exits).
+SIGTERM (the process exits). As root, a second server with `--offload tc`
+shows that traffic the kernel relayed is in the session counters at once.
 
 Not marked backend_independent: the counters come from the data path.
 About 20 s.
@@ -37,11 +38,10 @@ MESSAGES = 900  # at -z 10 ms: about 9 s of relaying per client
 USERS = {"alice": "alice-pw", "bob": "bob-pw"}
 
 
-@pytest.fixture(scope="module")
-def admin_server(server_factory, tmp_path_factory):
+def start_admin_server(server_factory, tmp_path_factory, name: str, args: str = ""):
     if server_kind() != "uturnd":
         pytest.skip("the admin API is uturnd's")
-    token_file = tmp_path_factory.mktemp("admin") / "token"
+    token_file = tmp_path_factory.mktemp(name) / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
     port = free_port(span=1, hosts=["127.0.0.1"])
@@ -49,10 +49,15 @@ def admin_server(server_factory, tmp_path_factory):
     extra = os.environ.get("UTURN_E2E_EXTRA_ARGS", "")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("UTURN_E2E_EXTRA_ARGS",
-                  f"{extra} {users} --admin-listen 127.0.0.1:{port} --admin-token-file {token_file}")
-        srv = server_factory("turn-admin")
+                  f"{extra} {users} {args} --admin-listen 127.0.0.1:{port} --admin-token-file {token_file}")
+        srv = server_factory(name)
     srv.extra.update(admin_port=port, token_file=token_file)
     return srv
+
+
+@pytest.fixture(scope="module")
+def admin_server(server_factory, tmp_path_factory):
+    return start_admin_server(server_factory, tmp_path_factory, "turn-admin")
 
 
 def uturnctl_binary() -> str:
@@ -245,3 +250,38 @@ def test_reload_and_drain(admin_server):
         pytest.fail(f"uturnd still running 10 s after uturnctl drain\n{srv.output_tail(20)}")
     assert srv.proc.returncode == 0
     assert "SIGTERM: stopping new allocations" in srv.output()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for BPF and tc")
+def test_offloaded_traffic_is_counted(server_factory, tmp_path_factory):
+    """With the kernel fast path relaying the channel, the session's counters
+    include the kernel's packets as soon as they are asked for."""
+    srv = start_admin_server(server_factory, tmp_path_factory, "turn-admin-offload",
+                             "--offload tc --offload-interface lo")
+    try:
+        assert "offload: kernel fast path on lo" in srv.output(), srv.output_tail(20)
+        channel, n = 0x4001, 50
+        c = stun.TurnClient(("127.0.0.1", srv.port), "bob", USERS["bob"])
+        peer = stun.udp_socket("127.0.0.1")
+        try:
+            assert c.allocate().cls == stun.SUCCESS
+            assert c.channel_bind(channel, peer.getsockname()[:2]).cls == stun.SUCCESS
+            peer.settimeout(2)
+            for i in range(n):
+                payload = bytes([i]) * 120  # a multiple of 4: no padding, so the kernel takes it
+                c.send_channel_data(channel, payload)
+                data, source = peer.recvfrom(2048)
+                assert data == payload
+                peer.sendto(payload[:60], source)
+                assert c.recv_channel_data(timeout=2) == (channel, payload[:60])
+            sessions = ctl_json(srv, "sessions", "bob")["sessions"]
+        finally:
+            peer.close()
+            c.close()
+        assert len(sessions) == 1, sessions
+        s = sessions[0]
+        assert s["to_peer"] == {"packets": n, "bytes": 120 * n}, (s, srv.output_tail(20))
+        assert s["to_client"] == {"packets": n, "bytes": 60 * n}, (s, srv.output_tail(20))
+        assert [ch["number"] for ch in s["channels"]] == [channel]
+    finally:
+        _stop(srv.proc)
