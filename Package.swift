@@ -60,7 +60,8 @@ let package = Package(
         .executableTarget(name: "uturnd", dependencies: ["UturndCore"], swiftSettings: strict),
         // uturnctl: the admin API's command-line client (UturnctlCore is its testable library).
         .target(
-            name: "UturnctlCore", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            name: "UturnctlCore",
+            dependencies: ["CCrypto", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict),
         .executableTarget(name: "uturnctl", dependencies: ["UturnctlCore"], swiftSettings: strict),
         // uturn-bench: TURN load generator over io_uring (BenchCore is its testable library).
@@ -72,7 +73,7 @@ let package = Package(
         .testTarget(name: "URingTests", dependencies: ["URing", "CURing"], swiftSettings: strict),
         .testTarget(name: "RelayTests", dependencies: ["Relay", "TURN", "STUN", "URing"], swiftSettings: strict),
         .testTarget(
-            name: "UturndTests", dependencies: ["UturndCore", .product(name: "NIOHTTP1", package: "swift-nio")]),
+            name: "UturndTests", dependencies: ["UturndCore", "Relay", .product(name: "NIOHTTP1", package: "swift-nio")]),
         .testTarget(
             name: "UturnctlTests",
             dependencies: [

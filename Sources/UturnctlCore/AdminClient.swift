@@ -1,3 +1,4 @@
+import CCrypto
 import Glibc
 
 /// What went wrong talking to the admin API, in words for the operator.
@@ -14,23 +15,33 @@ public struct AdminResponse: Sendable {
 }
 
 /// A minimal HTTP/1.1 client for uturnd's admin API: one request per
-/// connection (the server closes after answering), plain HTTP over TCP.
+/// connection (the server closes after answering), over TCP, or TLS for an
+/// https:// URL (OpenSSL on the blocking socket).
 public struct AdminClient: Sendable {
     public var host: String
     public var port: UInt16
     public var token: String
+    /// https://: TLS, verifying the server's certificate against `caFile`
+    /// (else the system's trust store) and its name, unless `insecure`.
+    public var tls = false
+    public var caFile: String?
+    public var insecure = false
     /// Seconds to wait for connecting and for the answer.
     public var timeout: Int = 10
 
-    /// `url`: http://HOST:PORT, with HOST a name, an IPv4 address or [IPv6].
+    /// `url`: http://HOST:PORT or https://HOST:PORT, with HOST a name, an
+    /// IPv4 address or [IPv6].
     public init(url: String, token: String) throws(AdminClientError) {
-        guard url.hasPrefix("http://") else {
-            if url.hasPrefix("https://") {
-                throw AdminClientError("--url \(url): the admin API speaks plain HTTP (use an SSH tunnel or a TLS proxy for remote access)")
-            }
-            throw AdminClientError("--url \(url): expected http://HOST:PORT, such as http://127.0.0.1:9642")
+        let scheme: String
+        if url.hasPrefix("http://") {
+            scheme = "http://"
+        } else if url.hasPrefix("https://") {
+            scheme = "https://"
+            tls = true
+        } else {
+            throw AdminClientError("--url \(url): expected http://HOST:PORT or https://HOST:PORT, such as http://127.0.0.1:9642")
         }
-        var rest = url.dropFirst("http://".count)
+        var rest = url.dropFirst(scheme.count)
         if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
         let hostPart: Substring
         let portPart: Substring?
@@ -61,30 +72,39 @@ public struct AdminClient: Sendable {
         let request =
             "\(method) \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\nAuthorization: Bearer \(token)\r\n"
             + "Accept: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        var bytes = Array(request.utf8)
+        var connection: Connection
+        if tls {
+            connection = try TLSConnection(fd: fd, host: host, caFile: caFile, insecure: insecure)
+        } else {
+            connection = PlainConnection(fd: fd)
+        }
+        defer { connection.close() }
+        let bytes = Array(request.utf8)
         var sent = 0
         while sent < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw AdminClientError("sending to \(hostHeader): \(String(cString: strerror(errno)))")
-            }
+            let n = bytes[sent...].withUnsafeBytes { connection.send($0) }
+            if n < 0 { throw AdminClientError("sending to \(hostHeader): \(connection.lastError)") }
             sent += n
         }
         var answer: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            let n = chunk.withUnsafeMutableBytes { connection.receive($0) }
             if n < 0 {
-                if errno == EINTR { continue }
-                if errno == EAGAIN { throw AdminClientError("no answer from \(hostHeader) within \(timeout) s") }
-                throw AdminClientError("reading from \(hostHeader): \(String(cString: strerror(errno)))")
+                if errno == EAGAIN && !tls { throw AdminClientError("no answer from \(hostHeader) within \(timeout) s") }
+                // A TLS peer that closed without close_notify: what came is checked below.
+                if tls && !answer.isEmpty { break }
+                throw AdminClientError("reading from \(hostHeader): \(connection.lastError)")
             }
             if n == 0 { break }
             answer += chunk[0..<n]
             if answer.count > 64 << 20 { throw AdminClientError("the answer from \(hostHeader) is over 64 MiB") }
         }
-        return try Self.parse(answer)
+        do { return try Self.parse(answer) } catch {
+            // A TLS server answers plain HTTP with a TLS alert or nothing.
+            if !tls { throw AdminClientError(error.description + " (if uturnd has --admin-cert, use an https:// URL)") }
+            throw error
+        }
     }
 
     /// Status and body of a whole HTTP/1.1 response (read to the end).
@@ -102,8 +122,11 @@ public struct AdminClient: Sendable {
         for line in head.split(separator: "\r\n").dropFirst() {
             let parts = line.split(separator: ":", maxSplits: 1)
             if parts.count == 2, parts[0].lowercased() == "content-length",
-                let length = Int(parts[1].trimmingPrefix(" ")), length < body.count
+                let length = Int(parts[1].trimmingPrefix(" "))
             {
+                guard length <= body.count else {
+                    throw AdminClientError("the answer was cut short (\(body.count) of \(length) bytes)")
+                }
                 body = Array(body[..<length])
             }
         }
@@ -138,5 +161,137 @@ public struct AdminClient: Sendable {
         }
         throw AdminClientError(
             "cannot connect to the admin API at \(host):\(port): \(String(cString: strerror(lastError))) (is uturnd running with --admin-listen?)")
+    }
+}
+
+/// One connection's byte stream: plain TCP or TLS over it.
+protocol Connection {
+    /// Bytes sent, or -1 (see `lastError`).
+    mutating func send(_ bytes: UnsafeRawBufferPointer) -> Int
+    /// Bytes read, 0 at the end, or -1 (see `lastError`).
+    mutating func receive(_ buffer: UnsafeMutableRawBufferPointer) -> Int
+    var lastError: String { get }
+    mutating func close()
+}
+
+struct PlainConnection: Connection {
+    let fd: Int32
+    var lastError = ""
+
+    mutating func send(_ bytes: UnsafeRawBufferPointer) -> Int {
+        while true {
+            let n = Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL))
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { lastError = String(cString: strerror(errno)) }
+            return n
+        }
+    }
+
+    mutating func receive(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
+        while true {
+            let n = recv(fd, buffer.baseAddress, buffer.count, 0)
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { lastError = String(cString: strerror(errno)) }
+            return n
+        }
+    }
+
+    mutating func close() {}
+}
+
+/// TLS 1.2+ over the connected blocking socket `fd` (which the caller closes).
+/// Verifies the certificate chain (against `caFile`, else the system's
+/// trust store) and that it names `host` (an IP address or a DNS name),
+/// unless `insecure`.
+struct TLSConnection: Connection {
+    private var context: OpaquePointer?
+    private var ssl: OpaquePointer?
+    var lastError = ""
+
+    init(fd: Int32, host: String, caFile: String?, insecure: Bool) throws(AdminClientError) {
+        ERR_clear_error()
+        guard let context = SSL_CTX_new(TLS_client_method()) else { throw Self.error("SSL_CTX_new") }
+        self.context = context
+        guard uturn_tls_ctx_configure(context, TLS1_2_VERSION, 0) == 1 else {
+            SSL_CTX_free(context)
+            throw Self.error("configuring TLS")
+        }
+        if insecure {
+            SSL_CTX_set_verify(context, SSL_VERIFY_NONE, nil)
+        } else {
+            SSL_CTX_set_verify(context, SSL_VERIFY_PEER, nil)
+            let loaded =
+                caFile.map { SSL_CTX_load_verify_locations(context, $0, nil) } ?? SSL_CTX_set_default_verify_paths(context)
+            guard loaded == 1 else {
+                SSL_CTX_free(context)
+                throw Self.error("cannot load the CA certificates from \(caFile ?? "the system's trust store")")
+            }
+        }
+        guard let ssl = SSL_new(context) else {
+            SSL_CTX_free(context)
+            throw Self.error("SSL_new")
+        }
+        self.ssl = ssl
+        SSL_set_fd(ssl, fd)
+        let isIP = Self.isIPAddress(host)
+        if !insecure {
+            let named = isIP ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) : SSL_set1_host(ssl, host)
+            guard named == 1 else {
+                close()
+                throw Self.error("cannot check the certificate's name against \(host)")
+            }
+        }
+        if !isIP {
+            // SSL_set_tlsext_host_name is a macro over SSL_ctrl (SNI).
+            _ = host.withCString { SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, Int(TLSEXT_NAMETYPE_host_name), UnsafeMutableRawPointer(mutating: $0)) }
+        }
+        guard SSL_connect(ssl) == 1 else {
+            let verify = SSL_get_verify_result(ssl)
+            var why = Self.error("TLS handshake with \(host) failed").description
+            if verify != X509_V_OK {
+                why += ": certificate \(String(cString: X509_verify_cert_error_string(verify)))"
+                why += " (--cacert names the CA or self-signed certificate to trust; --insecure skips the check)"
+            }
+            close()
+            throw AdminClientError(why)
+        }
+    }
+
+    static func isIPAddress(_ host: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
+    }
+
+    static func error(_ what: String) -> AdminClientError {
+        var buffer = [CChar](repeating: 0, count: 512)
+        let n = uturn_tls_take_errors(&buffer, buffer.count)
+        return AdminClientError(n > 0 ? "\(what): \(String(cString: buffer))" : what)
+    }
+
+    mutating func send(_ bytes: UnsafeRawBufferPointer) -> Int {
+        guard let ssl else { return -1 }
+        var written = 0
+        guard SSL_write_ex(ssl, bytes.baseAddress, bytes.count, &written) == 1 else {
+            lastError = Self.error("TLS write failed").description
+            return -1
+        }
+        return written
+    }
+
+    mutating func receive(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
+        guard let ssl else { return -1 }
+        var count = 0
+        if SSL_read_ex(ssl, buffer.baseAddress, buffer.count, &count) == 1 { return count }
+        if SSL_get_error(ssl, 0) == SSL_ERROR_ZERO_RETURN { return 0 }
+        lastError = Self.error("TLS read failed").description
+        return -1
+    }
+
+    mutating func close() {
+        if let ssl { SSL_free(ssl) }
+        if let context { SSL_CTX_free(context) }
+        ssl = nil
+        context = nil
     }
 }

@@ -12,6 +12,14 @@ public struct ConnectionOptions: ParsableArguments {
         valueName: "path"))
     public var tokenFile: String?
 
+    @Option(help: ArgumentHelp(
+        "For an https:// URL: trust this CA (or self-signed) certificate, PEM, instead of the system's trust store.",
+        valueName: "path"))
+    public var cacert: String?
+
+    @Flag(help: "For an https:// URL: do not verify the server's certificate (testing only).")
+    public var insecure = false
+
     @Flag(help: "Print the API's JSON instead of a table.")
     public var json = false
 
@@ -33,7 +41,10 @@ public struct ConnectionOptions: ParsableArguments {
             throw AdminClientError(
                 "no token: pass --token-file PATH (the file uturnd's --admin-token-file names) or set UTURN_ADMIN_TOKEN_FILE or UTURN_ADMIN_TOKEN")
         }
-        return try AdminClient(url: url, token: token)
+        var client = try AdminClient(url: url, token: token)
+        client.caFile = cacert ?? environment["UTURN_ADMIN_CACERT"]
+        client.insecure = insecure
+        return client
     }
 
     /// Sends the request; a non-2xx answer becomes an error with the API's message.

@@ -12,7 +12,7 @@ import TURN
 /// SIGHUP through `update`), and how it starts a drain or a reload.
 public final class AdminService: Sendable {
     let engine: Engine
-    let state: Mutex<(token: AdminToken, realm: String, summary: [String])>
+    let state: Mutex<(token: AdminToken, realm: String, summary: [String], tls: TLSServerContext?)>
     let startTime: timespec
     /// Sends the daemon a signal (drain: SIGTERM, reload: SIGHUP), so the
     /// API takes exactly the path an operator's `kill` would.
@@ -25,7 +25,7 @@ public final class AdminService: Sendable {
         signal: @escaping @Sendable (Int32) -> Void = { kill(getpid(), $0) }
     ) {
         self.engine = engine
-        state = Mutex((token, settings.turn.credentials.realm, settings.summary))
+        state = Mutex((token, settings.turn.credentials.realm, settings.summary, settings.adminTLS))
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
         startTime = now
@@ -33,16 +33,20 @@ public final class AdminService: Sendable {
         self.workerTimeout = workerTimeout
     }
 
-    /// After a reload: the new token (if the file changed), realm and summary.
+    /// After a reload: the new token, certificate and key (both re-read),
+    /// realm and summary. Open connections keep their certificate.
     public func update(_ settings: Settings) {
         state.withLock { s in
             if let token = settings.adminToken { s.token = token }
+            if let tls = settings.adminTLS { s.tls = tls }
             s.realm = settings.turn.credentials.realm
             s.summary = settings.summary
         }
     }
 
     var token: AdminToken { state.withLock { $0.token } }
+    /// The certificate and key new connections get (nil: plain HTTP).
+    var tls: TLSServerContext? { state.withLock { $0.tls } }
 
     /// Carries out `action`; `respond` gets the status and JSON body once,
     /// on any thread. `schedule` arms the timeout for the workers' answers.
@@ -121,6 +125,7 @@ public final class AdminServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
+                    if let tls = service.tls { try pipeline.addHandler(AdminTLSHandler(context: tls)) }
                     try pipeline.addHandler(RequestSizeLimit(limit: MetricsServer.maxRequestBytes))
                     try pipeline.addHandler(IdleStateHandler(readTimeout: idleTimeout))
                     try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)

@@ -296,5 +296,17 @@ public struct AdminOptions: ParsableArguments {
             valueName: "path"))
     public var adminTokenFile: String?
 
+    @Option(
+        name: .customLong("admin-cert"),
+        help: ArgumentHelp(
+            "Serve the admin API over HTTPS with this PEM certificate chain (with --admin-pkey; default: plain HTTP). SIGHUP reads it again.",
+            valueName: "path"))
+    public var adminCert: String?
+
+    @Option(
+        name: .customLong("admin-pkey"),
+        help: ArgumentHelp("The PEM private key of --admin-cert.", valueName: "path"))
+    public var adminPkey: String?
+
     public init() {}
 }

@@ -37,7 +37,7 @@ public enum OptionTable {
         // logging
         "log-file": .value, "log-level": .value, "metrics-listen": .value,
         // admin API
-        "admin-listen": .value, "admin-token-file": .value,
+        "admin-listen": .value, "admin-token-file": .value, "admin-cert": .value, "admin-pkey": .value,
         // engine
         "workers": .value, "pin-workers": .flag, "sq-entries": .value, "cq-entries": .value, "buffers": .value,
         "buffer-size": .value, "send-ops": .value, "max-batch": .value, "batch-wait-us": .value, "no-multishot": .flag,

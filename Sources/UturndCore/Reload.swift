@@ -112,6 +112,7 @@ public struct Reloader: Sendable {
         next.drainSeconds = fresh.drainSeconds
         // The admin token file is read afresh too (rotating the token needs no restart).
         next.adminToken = current.adminListen == nil ? nil : fresh.adminToken
+        if current.adminTLS != nil, let tls = fresh.adminTLS { next.adminTLS = tls }
         next.serverName = fresh.serverName
         next.userNames = fresh.userNames
         next.hasDemoUser = fresh.hasDemoUser
@@ -185,6 +186,9 @@ public struct Reloader: Sendable {
         if let a = old.adminToken, let b = new.adminToken, !a.matches(b.value) {
             out.append("admin API token replaced")
         }
+        if let a = old.adminTLS, let b = new.adminTLS, a !== b {
+            out.append("admin API certificate reloaded from \(b.certificateFile)")
+        }
         if old.drainSeconds != new.drainSeconds {
             out.append("--drain-timeout \(old.drainSeconds) → \(new.drainSeconds) s")
         }
@@ -245,6 +249,7 @@ public struct Reloader: Sendable {
         ("--tcp-stall-timeout", { "\($0.engine.streamStallSeconds)" }),
         ("--metrics-listen", { $0.metricsListen?.description ?? "off" }),
         ("--admin-listen", { $0.adminListen?.description ?? "off" }),
+        ("admin API over HTTPS", { $0.adminTLS == nil ? "no" : "yes" }),
         ("--log-level", { $0.logLevel.rawValue }),
         ("--log-file", {
             switch $0.logDestination {

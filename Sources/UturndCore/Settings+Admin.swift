@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import Relay
 import STUN
 
 extension Settings {
@@ -7,13 +8,14 @@ extension Settings {
     /// token. The listener needs a token; a token file that cannot be read
     /// or is empty stops the start (and a reload), never an open API.
     static func adminEndpoint(_ o: AdminOptions, warnings: inout [String]) throws(ValidationError) -> (
-        TransportAddress?, AdminToken?
+        TransportAddress?, AdminToken?, TLSServerContext?
     ) {
         guard let text = o.adminListen else {
-            if o.adminTokenFile != nil {
-                warnings.append("--admin-token-file has no effect without --admin-listen (the admin API is off)")
+            if o.adminTokenFile != nil || o.adminCert != nil || o.adminPkey != nil {
+                warnings.append(
+                    "--admin-token-file, --admin-cert and --admin-pkey have no effect without --admin-listen (the admin API is off)")
             }
-            return (nil, nil)
+            return (nil, nil, nil)
         }
         guard let address = TransportAddress(text), address.port != 0 else {
             throw ValidationError(
@@ -32,11 +34,21 @@ extension Settings {
         if stat(path, &st) == 0, st.st_mode & 0o077 != 0 {
             warnings.append("--admin-token-file \(path) can be read by other users; chmod 600 it")
         }
-        if !Self.isLoopback(address.ip) {
-            warnings.append(
-                "--admin-listen \(address) is not a loopback address: the admin API is plain HTTP, so the token crosses the network in clear")
+        var tls: TLSServerContext?
+        switch (o.adminCert, o.adminPkey) {
+        case (nil, nil):
+            if !Self.isLoopback(address.ip) {
+                warnings.append(
+                    "--admin-listen \(address) is not a loopback address and has no --admin-cert: the token crosses the network in clear")
+            }
+        case (let cert?, let key?):
+            do { tls = try TLSServerContext(certificateFile: cert, privateKeyFile: key) } catch {
+                throw ValidationError("--admin-cert/--admin-pkey: \(error.description).")
+            }
+        default:
+            throw ValidationError("--admin-cert and --admin-pkey go together: give both for HTTPS, or neither.")
         }
-        return (address, token)
+        return (address, token, tls)
     }
 
     static func isLoopback(_ ip: IPAddress) -> Bool {

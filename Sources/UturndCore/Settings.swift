@@ -29,6 +29,8 @@ public struct Settings: Sendable {
     /// token read from `--admin-token-file`.
     public var adminListen: TransportAddress? = nil
     public var adminToken: AdminToken? = nil
+    /// `--admin-cert` / `--admin-pkey`: HTTPS for the admin API (nil: HTTP).
+    public var adminTLS: TLSServerContext? = nil
     /// `--server-name` (coturn's oAuth server name; shown, no effect).
     public var serverName: String? = nil
     /// Static user names, sorted (for the summary; passwords are never logged).
@@ -67,7 +69,7 @@ extension Settings {
         try Settings.service(o.service, engine: &engine, turn: &turn, warnings: &warnings, notices: &notices)
         let destination = try Settings.logging(o.logging)
         let metricsListen = try Settings.metricsEndpoint(o.logging)
-        let (adminListen, adminToken) = try Settings.adminEndpoint(o.admin, warnings: &warnings)
+        let (adminListen, adminToken, adminTLS) = try Settings.adminEndpoint(o.admin, warnings: &warnings)
         try Settings.engineTuning(o.engine, onlineCPUs: onlineCPUs, engine: &engine)
         if let problem = engine.problem() { throw ValidationError(problem + ".") }
 
@@ -81,6 +83,7 @@ extension Settings {
         self.metricsListen = metricsListen
         self.adminListen = adminListen
         self.adminToken = adminToken
+        self.adminTLS = adminTLS
         self.serverName = o.service.serverName
         self.userNames = credentials.userNames
         self.hasDemoUser = credentials.hasDemoUser
@@ -123,7 +126,13 @@ extension Settings {
             "lifetimes: allocations up to \(turn.maxLifetime) s, nonces \(turn.nonces.lifetime) s; quotas: \(userQuota == 0 ? "none" : "\(userQuota)") per user, \(totalQuota == 0 ? "none" : "\(totalQuota)") in total")
         lines.append(serviceSummary)
         if let metricsListen { lines.append("metrics: http://\(metricsListen)/metrics") }
-        if let adminListen { lines.append("admin API: http://\(adminListen)/v1/ (bearer token)") }
+        if let adminListen {
+            let scheme = adminTLS == nil ? "http" : "https"
+            let host = adminListen.ip.family == .v4 ? "\(adminListen.ip)" : "[\(adminListen.ip)]"
+            var line = "admin API: \(scheme)://\(host):\(adminListen.port)/v1/ (bearer token)"
+            if let tls = adminTLS { line += ", certificate \(tls.certificateFile)" }
+            lines.append(line)
+        }
         return lines
     }
 }

@@ -126,7 +126,10 @@ struct UturnctlTests {
         #expect(b.host == "::1" && b.port == 7000)
         let c = try AdminClient(url: "http://localhost", token: "t")
         #expect(c.host == "localhost" && c.port == 9642)
-        #expect(throws: AdminClientError.self) { try AdminClient(url: "https://127.0.0.1:9642", token: "t") }
+        let d = try AdminClient(url: "https://admin.example.org:9000", token: "t")
+        #expect(d.tls && d.host == "admin.example.org" && d.port == 9000)
+        #expect(!a.tls)
+        #expect(throws: AdminClientError.self) { try AdminClient(url: "ftp://127.0.0.1:9642", token: "t") }
         #expect(throws: AdminClientError.self) { try AdminClient(url: "127.0.0.1:9642", token: "t") }
         #expect(throws: AdminClientError.self) { try AdminClient(url: "http://127.0.0.1:0", token: "t") }
         #expect(throws: AdminClientError.self) { try AdminClient(url: "http://127.0.0.1:x", token: "t") }
@@ -137,6 +140,10 @@ struct UturnctlTests {
         let r = try AdminClient.parse(Array("HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\n{}xx".utf8))
         #expect(r.status == 401 && r.text == "{}")
         #expect(throws: AdminClientError.self) { try AdminClient.parse(Array("HTTP/1.1 200 OK\r\n".utf8)) }
+        // Shorter than its Content-Length: cut short, not taken as whole.
+        #expect(throws: AdminClientError.self) {
+            try AdminClient.parse(Array("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}".utf8))
+        }
         #expect(throws: AdminClientError.self) { try AdminClient.parse(Array("SSH-2.0\r\n\r\n".utf8)) }
     }
 
@@ -161,6 +168,8 @@ struct UturnctlTests {
         let env = ["UTURN_ADMIN_URL": "http://[::1]:7001", "UTURN_ADMIN_TOKEN": "xyz"]
         #expect(try none.client(environment: env).port == 7001)
         #expect(try ConnectionOptions.parse(["--url", "http://h:7002"]).client(environment: env).port == 7002)
+        let secure = try ConnectionOptions.parse(["--url", "https://h", "--cacert", "/ca.pem"]).client(environment: env)
+        #expect(secure.tls && secure.caFile == "/ca.pem" && !secure.insecure)
         #expect(throws: (any Error).self) { try none.client(environment: [:]) }
         let empty = try ConnectionOptions.parse(["--token-file", tokenFileForTest("\n")])
         #expect(throws: (any Error).self) { try empty.client(environment: [:]) }

@@ -1,5 +1,6 @@
 import Glibc
 import NIOHTTP1
+import Relay
 import STUN
 import TURN
 import Testing
@@ -131,6 +132,25 @@ struct AdminTests {
             "--user", "a:b", "--admin-listen", "127.0.0.1:9642", "--admin-token-file", tokenFile("t", mode: 0o644),
         ])
         #expect(open.warnings.contains { $0.contains("chmod 600") })
+        let wide = try settings(["--user", "a:b", "--admin-listen", "0.0.0.0:9642", "--admin-token-file", path])
+        #expect(wide.warnings.contains { $0.contains("in clear") })
+    }
+
+    @Test("HTTPS: --admin-cert and --admin-pkey together, loaded at start")
+    func settingsTLS() throws {
+        var template = Array("/tmp/uturn-admin-tls-XXXXXX".utf8CString)
+        let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        try TLSServerContext.writeSelfSignedCertificate(
+            certificateFile: dir + "/cert.pem", privateKeyFile: dir + "/key.pem", commonName: "127.0.0.1")
+        let token = tokenFile("tok")
+        let base = ["--user", "a:b", "--admin-listen", "0.0.0.0:9642", "--admin-token-file", token]
+        let on = try settings(base + ["--admin-cert", dir + "/cert.pem", "--admin-pkey", dir + "/key.pem"])
+        #expect(on.adminTLS?.certificateFile == dir + "/cert.pem")
+        #expect(on.summary.contains { $0.hasPrefix("admin API: https://0.0.0.0:9642/v1/") })
+        #expect(!on.warnings.contains { $0.contains("in clear") })
+        #expect(problem(base + ["--admin-cert", dir + "/cert.pem"])?.contains("go together") == true)
+        #expect(problem(base + ["--admin-cert", dir + "/none.pem", "--admin-pkey", dir + "/key.pem"]) != nil)
+        #expect(try settings(base).adminTLS == nil)
     }
 }
 
