@@ -10,7 +10,9 @@ echoes, a TCP client of hers is disconnected, and bob's uclient relays every
 message to the end. Without the token, or with another one, every endpoint
 answers 401; a server started without --admin-listen listens on no other
 TCP port. Last, `uturnctl reload` and `uturnctl drain` act as SIGHUP and
-SIGTERM (the process exits). As root, a second server with `--offload tc`
+SIGTERM (the process exits). With --admin-cert/--admin-pkey the API is
+HTTPS only (uturnctl checks the certificate; 401 still without the token).
+As root, a second server with `--offload tc`
 shows that traffic the kernel relayed is in the session counters at once.
 
 Not marked backend_independent: the counters come from the data path.
@@ -30,7 +32,7 @@ from pathlib import Path
 import pytest
 
 import stun
-from conftest import _stop, free_port, require_tool, server_binary, server_kind
+from conftest import _stop, free_port, require_tool, server_binary, server_kind, write_self_signed
 
 TOKEN = "e2e-admin-token-0123456789"
 PAYLOAD = 100
@@ -67,8 +69,8 @@ def uturnctl_binary() -> str:
     return path
 
 
-def ctl(srv, *args: str, token_file=None) -> subprocess.CompletedProcess:
-    argv = [uturnctl_binary(), *args, "--url", f"http://127.0.0.1:{srv.extra['admin_port']}",
+def ctl(srv, *args: str, token_file=None, url=None) -> subprocess.CompletedProcess:
+    argv = [uturnctl_binary(), *args, "--url", url or f"http://127.0.0.1:{srv.extra['admin_port']}",
             "--token-file", str(token_file or srv.extra["token_file"])]
     return subprocess.run(argv, capture_output=True, text=True, timeout=15,
                           env={k: v for k, v in os.environ.items() if not k.startswith("UTURN_ADMIN")})
@@ -283,5 +285,39 @@ def test_offloaded_traffic_is_counted(server_factory, tmp_path_factory):
         assert s["to_peer"] == {"packets": n, "bytes": 120 * n}, (s, srv.output_tail(20))
         assert s["to_client"] == {"packets": n, "bytes": 60 * n}, (s, srv.output_tail(20))
         assert [ch["number"] for ch in s["channels"]] == [channel]
+    finally:
+        _stop(srv.proc)
+
+
+def test_https(server_factory, tmp_path_factory):
+    """--admin-cert/--admin-pkey: HTTPS only; uturnctl verifies the certificate."""
+    cert, key = write_self_signed(tmp_path_factory.mktemp("admin-cert"))  # CN=localhost
+    srv = start_admin_server(server_factory, tmp_path_factory, "turn-admin-https",
+                             f"--admin-cert {cert} --admin-pkey {key}")
+    try:
+        port = srv.extra["admin_port"]
+        url = f"https://localhost:{port}"
+        r = ctl(srv, "info", "--json", "--cacert", str(cert), url=url)
+        assert r.returncode == 0, r.stderr
+        info = json.loads(r.stdout)
+        assert any(line.startswith(f"admin API: https://127.0.0.1:{port}/v1/") for line in info["config"])
+        # Not trusted without --cacert; not served as plain HTTP.
+        r = ctl(srv, "info", url=url)
+        assert r.returncode != 0 and "certificate" in r.stderr, r.stderr
+        r = ctl(srv, "info", url=f"http://127.0.0.1:{port}")
+        assert r.returncode != 0, r.stdout
+        import ssl
+        ctx = ssl.create_default_context(cafile=str(cert))
+        for headers, want in [({}, 401), ({"Authorization": "Bearer nope"}, 401),
+                              ({"Authorization": f"Bearer {TOKEN}"}, 200)]:
+            conn = http.client.HTTPSConnection("localhost", port, timeout=5, context=ctx)
+            try:
+                conn.request("GET", "/v1/sessions", headers=headers)
+                resp = conn.getresponse()
+                body = resp.read().decode()
+                assert resp.status == want, (headers, resp.status, body)
+            finally:
+                conn.close()
+        assert json.loads(body) == {"sessions": [], "workers_missing": []}
     finally:
         _stop(srv.proc)
