@@ -111,7 +111,8 @@ extension TURNServer {
         let v6 = first.address.ip.family == .v6 ? first : second
         tables.setRelays(id, v4: v4, v6: v6)
         owners[Int(id.slot)] = Owner(
-            username: auth.username, quotaUser: quotaUser, origin: OriginCheck.first(in: request), createdAt: now.seconds)
+            username: auth.username, quotaUser: quotaUser, origin: OriginCheck.first(in: request),
+            createdAt: now.seconds)
 
         let n = successResponse(to: request, auth: auth, into: out) { (enc) throws(STUNError) in
             try enc.append(.xorRelayedAddress, xorAddress: first.address)

@@ -221,7 +221,8 @@ struct TLSConnection: Connection {
         } else {
             SSL_CTX_set_verify(context, SSL_VERIFY_PEER, nil)
             let loaded =
-                caFile.map { SSL_CTX_load_verify_locations(context, $0, nil) } ?? SSL_CTX_set_default_verify_paths(context)
+                caFile.map { SSL_CTX_load_verify_locations(context, $0, nil) }
+                ?? SSL_CTX_set_default_verify_paths(context)
             guard loaded == 1 else {
                 SSL_CTX_free(context)
                 throw Self.error("cannot load the CA certificates from \(caFile ?? "the system's trust store")")
@@ -243,7 +244,11 @@ struct TLSConnection: Connection {
         }
         if !isIP {
             // SSL_set_tlsext_host_name is a macro over SSL_ctrl (SNI).
-            _ = host.withCString { SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, Int(TLSEXT_NAMETYPE_host_name), UnsafeMutableRawPointer(mutating: $0)) }
+            _ = host.withCString { name in
+                SSL_ctrl(
+                    ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, Int(TLSEXT_NAMETYPE_host_name),
+                    UnsafeMutableRawPointer(mutating: name))
+            }
         }
         guard SSL_connect(ssl) == 1 else {
             let verify = SSL_get_verify_result(ssl)

@@ -4,7 +4,9 @@ public enum Tables {
     /// numeric columns (`rightAligned`) line up on the right.
     public static func render(header: [String], rows: [[String]], rightAligned: Set<Int> = []) -> String {
         var widths = header.map(\.count)
-        for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+        for row in rows {
+            for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) }
+        }
         func line(_ cells: [String]) -> String {
             var out = ""
             for (i, cell) in cells.enumerated() {

@@ -60,6 +60,11 @@ final class AdminTLSHandler: ChannelDuplexHandler {
             case .wantMore:
                 break reading
             case .wantWrite:
+                // The BIO is full of ciphertext for the client: send it, then go on.
+                guard tls.pendingCiphertext > 0 else {
+                    fail(context)
+                    return
+                }
                 sendCiphertext(context, promise: nil)
             case .closed:
                 sendCiphertext(context, promise: nil)
