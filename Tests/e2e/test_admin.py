@@ -15,8 +15,10 @@ HTTPS only (uturnctl checks the certificate; 401 still without the token).
 As root, a second server with `--offload tc`
 shows that traffic the kernel relayed is in the session counters at once.
 
-Not marked backend_independent: the counters come from the data path.
-About 20 s.
+The session, counter, disconnect, drain and offload tests are not marked
+backend_independent (they go through the data path); the token, default-off
+and HTTPS checks are (the admin listener is NIO, not a worker backend).
+About 25 s (the uclient run is 20 of them).
 """
 
 from __future__ import annotations
@@ -146,6 +148,7 @@ def listening_tcp_ports(pid: int) -> set[int]:
     return ports
 
 
+@pytest.mark.backend_independent
 def test_token_required(admin_server):
     for method, path in [("GET", "/v1/info"), ("GET", "/v1/sessions"), ("DELETE", "/v1/sessions?user=bob"),
                          ("DELETE", "/v1/sessions/0.0.0"), ("POST", "/v1/drain"), ("POST", "/v1/reload"),
@@ -163,6 +166,7 @@ def test_token_required(admin_server):
     assert admin_server.proc.poll() is None
 
 
+@pytest.mark.backend_independent
 def test_off_unless_configured(turn_server, admin_server):
     # The positive control: the configured server does listen on its admin port.
     assert admin_server.extra["admin_port"] in listening_tcp_ports(admin_server.proc.pid)
@@ -289,6 +293,7 @@ def test_offloaded_traffic_is_counted(server_factory, tmp_path_factory):
         _stop(srv.proc)
 
 
+@pytest.mark.backend_independent
 def test_https(server_factory, tmp_path_factory):
     """--admin-cert/--admin-pkey: HTTPS only; uturnctl verifies the certificate."""
     cert, key = write_self_signed(tmp_path_factory.mktemp("admin-cert"))  # CN=localhost
