@@ -50,10 +50,13 @@ public final class AdminService: Sendable {
 
     /// Carries out `action`; `respond` gets the status and JSON body once,
     /// on any thread. `schedule` arms the timeout for the workers' answers.
+    /// `respondThen` answers, then runs its last argument once the answer is
+    /// written: a drain can stop the process, so its signal waits for that.
     func perform(
         _ action: AdminAction, schedule: (TimeAmount, @escaping @Sendable () -> Void) -> Void,
-        respond: @escaping @Sendable (HTTPResponseStatus, String) -> Void
+        respondThen: @escaping @Sendable (HTTPResponseStatus, String, @escaping @Sendable () -> Void) -> Void
     ) {
+        let respond: @Sendable (HTTPResponseStatus, String) -> Void = { respondThen($0, $1, {}) }
         let realm = state.withLock { $0.realm }
         switch action {
         case .reply(let status, let body):
@@ -85,11 +88,19 @@ public final class AdminService: Sendable {
             }
             schedule(workerTimeout) { replies.expire() }
         case .drain:
-            signal(SIGTERM)
-            respond(.accepted, AdminJSON.message("status", "drain started (as SIGTERM): no new allocations; uturnd exits when the last one ends or --drain-timeout passes"))
+            let signal = self.signal
+            respondThen(
+                .accepted,
+                AdminJSON.message(
+                    "status",
+                    "drain started (as SIGTERM): no new allocations; uturnd exits when the last one ends or --drain-timeout passes"
+                )
+            ) { signal(SIGTERM) }
         case .reload:
-            signal(SIGHUP)
-            respond(.accepted, AdminJSON.message("status", "reload requested (as SIGHUP); its outcome is logged"))
+            let signal = self.signal
+            respondThen(.accepted, AdminJSON.message("status", "reload requested (as SIGHUP); its outcome is logged")) {
+                signal(SIGHUP)
+            }
         }
     }
 
@@ -175,17 +186,20 @@ final class AdminHTTPHandler: ChannelInboundHandler {
             let once = NIOLoopBoundBox(false, eventLoop: loop)
             service.perform(
                 action, schedule: { delay, task in loop.scheduleTask(in: delay, task) },
-                respond: { status, body in
+                respondThen: { status, body, then in
                     loop.execute {
                         guard !once.value else { return }
                         once.value = true
-                        Self.respond(bound.value, status: status, body: body)
+                        Self.respond(bound.value, status: status, body: body, then: then)
                     }
                 })
         }
     }
 
-    static func respond(_ context: ChannelHandlerContext, status: HTTPResponseStatus, body: String) {
+    static func respond(
+        _ context: ChannelHandlerContext, status: HTTPResponseStatus, body: String,
+        then: @escaping @Sendable () -> Void = {}
+    ) {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json")
         headers.add(name: "Content-Length", value: "\(body.utf8.count)")
@@ -200,6 +214,7 @@ final class AdminHTTPHandler: ChannelInboundHandler {
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in
             bound.value.close(promise: nil)
+            then()
         }
     }
 

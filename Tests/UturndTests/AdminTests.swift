@@ -1,6 +1,7 @@
 import Glibc
 import NIOHTTP1
 import Relay
+import Synchronization
 import STUN
 import TURN
 import Testing
@@ -183,5 +184,63 @@ struct AdminReloadTests {
         let restart = try #require(fixture.reload(to: moved).outcome)
         #expect(restart.restartNeeded.contains { $0.hasPrefix("--admin-listen changed") })
         #expect(restart.settings.adminListen == TransportAddress("127.0.0.1:9642"))
+    }
+}
+
+@Suite("Admin API: the service")
+struct AdminServiceTests {
+    final class Recorder: Sendable {
+        let signals = Mutex<[Int32]>([])
+        let answers = Mutex<[(HTTPResponseStatus, String)]>([])
+        let thens = Mutex<[@Sendable () -> Void]>([])
+        let timeouts = Mutex<[@Sendable () -> Void]>([])
+    }
+
+    /// A service over an engine that was made but never started: its
+    /// workers never answer, so only the timeout completes a request.
+    func service(_ r: Recorder) throws -> AdminService {
+        let s = try settings(["--user", "a:b", "--workers", "2", "--realm", "ex.org"])
+        let engine = try Engine(config: s.engine, turn: s.turn, log: { _, _ in })
+        return AdminService(engine: engine, settings: s, token: AdminToken(text: "t")!) { sig in
+            r.signals.withLock { $0.append(sig) }
+        }
+    }
+
+    func perform(_ service: AdminService, _ action: AdminAction, _ r: Recorder) {
+        service.perform(action, schedule: { _, task in r.timeouts.withLock { $0.append(task) } }) { status, body, then in
+            r.answers.withLock { $0.append((status, body)) }
+            r.thens.withLock { $0.append(then) }
+        }
+    }
+
+    @Test("drain and reload answer 202 first, and signal only once the answer is out")
+    func signalsAfterTheAnswer() throws {
+        let r = Recorder()
+        let s = try service(r)
+        perform(s, .drain, r)
+        #expect(r.answers.withLock { $0.map(\.0) } == [.accepted])
+        #expect(r.signals.withLock { $0 }.isEmpty)
+        for then in r.thens.withLock({ $0 }) { then() }
+        #expect(r.signals.withLock { $0 } == [SIGTERM])
+        perform(s, .reload, r)
+        for then in r.thens.withLock({ $0 }).dropFirst() { then() }
+        #expect(r.signals.withLock { $0 } == [SIGTERM, SIGHUP])
+    }
+
+    @Test("workers that do not answer are named when the timeout fires; info needs no worker")
+    func timeoutAndInfo() throws {
+        let r = Recorder()
+        let s = try service(r)
+        perform(s, .sessions(user: nil), r)
+        #expect(r.answers.withLock { $0 }.isEmpty)
+        for task in r.timeouts.withLock({ $0 }) { task() }
+        let answer = try #require(r.answers.withLock { $0 }.first)
+        #expect(answer.0 == .ok)
+        #expect(answer.1 == "{\"sessions\":[],\"workers_missing\":[0,1]}\n")
+        perform(s, .info, r)
+        let info = try #require(r.answers.withLock { $0 }.last)
+        #expect(info.0 == .ok && info.1.contains("\"workers\":2") && info.1.contains("\"realm\":\"ex.org\""))
+        perform(s, .disconnectSession(worker: 5, AllocationID(slot: 0, generation: 0)), r)
+        #expect(r.answers.withLock { $0 }.last?.0 == .notFound)
     }
 }
