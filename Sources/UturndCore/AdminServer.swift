@@ -52,8 +52,12 @@ public final class AdminService: Sendable {
     /// on any thread. `schedule` arms the timeout for the workers' answers.
     /// `respondThen` answers, then runs its last argument once the answer is
     /// written: a drain can stop the process, so its signal waits for that.
+    /// The workers' answers arrive on a worker thread: `hop` moves the work
+    /// of rendering them to the server's own thread, so no worker spends
+    /// time on JSON.
     func perform(
         _ action: AdminAction, schedule: (TimeAmount, @escaping @Sendable () -> Void) -> Void,
+        hop: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void,
         respondThen: @escaping @Sendable (HTTPResponseStatus, String, @escaping @Sendable () -> Void) -> Void
     ) {
         let respond: @Sendable (HTTPResponseStatus, String) -> Void = { respondThen($0, $1, {}) }
@@ -65,12 +69,12 @@ public final class AdminService: Sendable {
             respond(.ok, AdminJSON.info(info()))
         case .sessions(let user):
             let replies = engine.admin(.sessions(user: user)) { result in
-                respond(.ok, AdminJSON.sessions(result, realm: realm))
+                hop { respond(.ok, AdminJSON.sessions(result, realm: realm)) }
             }
             schedule(workerTimeout) { replies.expire() }
         case .disconnectUser(let user):
             let replies = engine.admin(.disconnectUser(user)) { result in
-                respond(.ok, AdminJSON.sessions(result, realm: realm, key: "ended"))
+                hop { respond(.ok, AdminJSON.sessions(result, realm: realm, key: "ended")) }
             }
             schedule(workerTimeout) { replies.expire() }
         case .disconnectSession(let worker, let id):
@@ -79,12 +83,7 @@ public final class AdminService: Sendable {
                 return
             }
             let replies = engine.admin(.disconnectSession(id), worker: worker) { result in
-                if result.sessions.isEmpty && result.missing.isEmpty {
-                    respond(
-                        .notFound, AdminJSON.message("error", "no session \(AdminJSON.sessionID(worker: worker, id))"))
-                } else {
-                    respond(.ok, AdminJSON.sessions(result, realm: realm, key: "ended"))
-                }
+                hop { Self.ended(result, worker: worker, id: id, realm: realm, respond: respond) }
             }
             schedule(workerTimeout) { replies.expire() }
         case .drain:
@@ -101,6 +100,18 @@ public final class AdminService: Sendable {
             respondThen(.accepted, AdminJSON.message("status", "reload requested (as SIGHUP); its outcome is logged")) {
                 signal(SIGHUP)
             }
+        }
+    }
+
+    /// The answer to ending one session: 404 when no worker had it.
+    static func ended(
+        _ result: AdminResult, worker: Int, id: AllocationID, realm: String,
+        respond: @Sendable (HTTPResponseStatus, String) -> Void
+    ) {
+        if result.sessions.isEmpty && result.missing.isEmpty {
+            respond(.notFound, AdminJSON.message("error", "no session \(AdminJSON.sessionID(worker: worker, id))"))
+        } else {
+            respond(.ok, AdminJSON.sessions(result, realm: realm, key: "ended"))
         }
     }
 
@@ -185,7 +196,7 @@ final class AdminHTTPHandler: ChannelInboundHandler {
             let bound = NIOLoopBound(context, eventLoop: loop)
             let once = NIOLoopBoundBox(false, eventLoop: loop)
             service.perform(
-                action, schedule: { delay, task in loop.scheduleTask(in: delay, task) },
+                action, schedule: { delay, task in loop.scheduleTask(in: delay, task) }, hop: { loop.execute($0) },
                 respondThen: { status, body, then in
                     loop.execute {
                         guard !once.value else { return }

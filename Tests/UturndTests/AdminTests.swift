@@ -207,7 +207,8 @@ struct AdminServiceTests {
     }
 
     func perform(_ service: AdminService, _ action: AdminAction, _ r: Recorder) {
-        service.perform(action, schedule: { _, task in r.timeouts.withLock { $0.append(task) } }) { status, body, then in
+        service.perform(action, schedule: { _, task in r.timeouts.withLock { $0.append(task) } }, hop: { $0() }) {
+            status, body, then in
             r.answers.withLock { $0.append((status, body)) }
             r.thens.withLock { $0.append(then) }
         }

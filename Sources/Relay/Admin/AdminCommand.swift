@@ -103,6 +103,8 @@ extension Engine {
     /// `worker`); `completion` runs once with their answers, on the thread
     /// of the last worker to answer or of whoever calls `expire()` on the
     /// returned object (the caller's timeout: a stopped worker never answers).
+    /// As it may run on a worker thread, `completion` should only hand the
+    /// result to the caller's own thread.
     @discardableResult
     public func admin(
         _ command: AdminCommand, worker: Int? = nil, completion: @escaping @Sendable (AdminResult) -> Void
