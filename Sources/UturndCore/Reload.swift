@@ -2,6 +2,7 @@ import ArgumentParser
 import Relay
 import STUN
 import TURN
+import UserStores
 
 /// What SIGHUP does, as a pure decision: rebuild the settings from the
 /// config file and the original command line, then either keep the running
@@ -239,6 +240,7 @@ public struct Reloader: Sendable {
         ("--tls-handshake-timeout", { "\($0.engine.tlsHandshakeSeconds)" }),
         ("--tcp-stall-timeout", { "\($0.engine.streamStallSeconds)" }),
         ("--metrics-listen", { $0.metricsListen?.description ?? "off" }),
+        ("the user database", { $0.userDatabase?.description ?? "none" }),
         ("--log-level", { $0.logLevel.rawValue }),
         ("--log-file", {
             switch $0.logDestination {
