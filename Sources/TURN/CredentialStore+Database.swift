@@ -19,7 +19,4 @@ extension CredentialStore {
             userHashes[CredentialStore.userHash(username: name, realm: realm)] = name
         }
     }
-
-    /// How many users can authenticate by name (static and database).
-    public var userCount: Int { users.count }
 }

@@ -113,6 +113,13 @@ def test_sqlite_users_from_turnadmin_and_uturnadmin(tmp_path, daemons, udp_peer)
     admin("-s", "db-secret-2", "-b", str(db), "-r", REALM)
     wait_for_code(d, rest_user, rest_password("db-secret", rest_user), 401, timeout=CHANGE_TIMEOUT)
     assert allocate_code(d, rest_user, rest_password("db-secret-2", rest_user)) == 0
+    # SIGHUP keeps the database part: a new static user joins the database's.
+    d.config.write_text(config_text("st:st-pw"))
+    mark = d.log_size()
+    d.signal(signal.SIGHUP)
+    d.wait_for_log("SIGHUP: configuration reloaded", after=mark)
+    wait_for_code(d, "st", "st-pw", 0)
+    assert allocate_code(d, "late", "late-pw") == 0
     assert "users 2 → 3 (+late)" in d.output()
     assert "ut-pw" not in d.output() and "db-secret" not in d.output()
 
