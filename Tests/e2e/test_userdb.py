@@ -241,32 +241,47 @@ def pg_dir():
 def test_postgres_users_and_changes(tmp_path, pg_dir, daemons):
     if not (PG_BIN / "postgres").exists():
         pytest.skip("PostgreSQL 15 server binaries not installed")
-    # postgres refuses to run as root: run it as nobody in a directory nobody owns.
-    run_as: list[str] = []
+    # postgres refuses to run as root: run it as nobody (set by Popen itself, so
+    # the PID we signal is postgres's own) in a directory nobody owns.
+    as_user: dict = {}
     if os.geteuid() == 0:
-        run_as = ["runuser", "-u", "nobody", "--"]
         nobody = pwd.getpwnam("nobody")
+        as_user = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
     data = pg_dir / "pgdata"
     data.mkdir()
-    if run_as:
+    if as_user:
         os.chown(data, nobody.pw_uid, nobody.pw_gid)
-    r = subprocess.run([*run_as, str(PG_BIN / "initdb"), "-D", str(data), "-U", "turn", "--auth=trust", "-E", "UTF8"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run([str(PG_BIN / "initdb"), "-D", str(data), "-U", "turn", "--auth=trust", "-E", "UTF8"],
+                       capture_output=True, text=True, timeout=60, cwd=pg_dir, **as_user)
     assert r.returncode == 0, r.stdout + r.stderr
     port = free_port(span=1, hosts=["127.0.0.1"])
-    with open(pg_dir / "pg.log", "wb") as out:
-        proc = subprocess.Popen([*run_as, str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port),
-                                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data}"],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        conn = f"host=127.0.0.1 port={port} dbname=postgres user=turn"
+    conn = f"host=127.0.0.1 port={port} dbname=postgres user=turn"
+
+    def start_postgres() -> subprocess.Popen:
+        with open(pg_dir / "pg.log", "ab") as out:
+            p = subprocess.Popen([str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port),
+                                  "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data}"],
+                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=pg_dir,
+                                 **as_user)
         deadline = time.monotonic() + 15
         while True:
             r = subprocess.run([uturnadmin(), "-l", "-e", conn], capture_output=True, text=True)
             if r.returncode == 0:
-                break
-            assert time.monotonic() < deadline, (pg_dir / "pg.log").read_text() + r.stderr
+                return p
+            if time.monotonic() > deadline:
+                stop_postgres(p)
+                pytest.fail((pg_dir / "pg.log").read_text() + r.stderr)
             time.sleep(0.2)
+
+    def stop_postgres(p: subprocess.Popen) -> None:
+        p.send_signal(signal.SIGINT)   # postgres's fast shutdown, by PID
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _stop(p)
+
+    proc = start_postgres()
+    try:
         admin("-a", "-e", conn, "-u", "pgu", "-r", REALM, "-p", "pgu-pw")
         admin("-s", "pg-secret", "-e", conn, "-r", REALM)
         d = start_daemon(tmp_path, config_text(), "--psql-userdb", conn + " password=unused", "--use-auth-secret")
@@ -279,9 +294,18 @@ def test_postgres_users_and_changes(tmp_path, pg_dir, daemons):
         wait_for_code(d, "pgu", "pgu-pw2", 0, timeout=CHANGE_TIMEOUT)
         admin("-d", "-e", conn, "-u", "pgu", "-r", REALM)
         wait_for_code(d, "pgu", "pgu-pw2", 401, timeout=CHANGE_TIMEOUT)
+
+        # Down: known users keep working, the rest get 401; back: changes flow again.
+        admin("-a", "-e", conn, "-u", "kept", "-r", REALM, "-p", "kept-pw")
+        wait_for_code(d, "kept", "kept-pw", 0, timeout=CHANGE_TIMEOUT)
+        stop_postgres(proc)
+        d.wait_for_log("unavailable", timeout=CHANGE_TIMEOUT)
+        assert allocate_code(d, "kept", "kept-pw") == 0
+        assert allocate_code(d, "nobody", "x") == 401
+        proc = start_postgres()
+        d.wait_for_log("reachable again", timeout=CHANGE_TIMEOUT)
+        admin("-a", "-e", conn, "-u", "after", "-r", REALM, "-p", "after-pw")
+        wait_for_code(d, "after", "after-pw", 0, timeout=CHANGE_TIMEOUT)
+        assert d.output().count("unavailable") == 1, d.output()
     finally:
-        proc.send_signal(signal.SIGINT)   # postgres's fast shutdown, by PID
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            _stop(proc)
+        stop_postgres(proc)
