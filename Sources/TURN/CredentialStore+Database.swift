@@ -19,4 +19,13 @@ extension CredentialStore {
             userHashes[CredentialStore.userHash(username: name, realm: realm)] = name
         }
     }
+
+    /// Whether `name` authenticates by name (a static or database user).
+    public func hasUser(_ name: String) -> Bool { users[name] != nil }
+
+    /// Removes a user (a database user that was deleted or changed).
+    public mutating func removeUser(_ name: String) {
+        guard users.removeValue(forKey: name) != nil else { return }
+        userHashes.removeValue(forKey: CredentialStore.userHash(username: name, realm: realm))
+    }
 }

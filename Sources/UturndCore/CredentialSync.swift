@@ -31,6 +31,9 @@ public final class CredentialSync: Sendable {
         var base: TURNConfiguration
         /// The last snapshot read (nil: none yet).
         var snapshot: StoreSnapshot?
+        /// `base` with `snapshot` applied, as last handed to the workers
+        /// (nil when `base` changed since): the start of an incremental update.
+        var composed: TURNConfiguration?
         var engine: Engine?
     }
 
@@ -52,7 +55,9 @@ public final class CredentialSync: Sendable {
             logger.notice("user database \(location): \(snapshot.users.count) users, \(snapshot.secrets.count) REST secrets, \(snapshot.allowedPeers.count + snapshot.deniedPeers.count) peer ranges for realm \"\(realm)\"")
             return state.withLock {
                 $0.snapshot = snapshot
-                return compose($0.base, snapshot)
+                let turn = compose($0.base, snapshot)
+                $0.composed = turn
+                return turn
             }
         } catch {
             logger.warning("user database \(location) unavailable at start (\(error.description)); static credentials only until it answers")
@@ -88,7 +93,9 @@ public final class CredentialSync: Sendable {
             let realmChanged = s.base.credentials.realm != turn.credentials.realm
             s.base = turn
             if realmChanged { s.snapshot = nil }
-            s.engine?.reload(turn: s.snapshot.map { compose(turn, $0) } ?? turn)
+            let next = s.snapshot.map { compose(turn, $0) } ?? turn
+            s.composed = s.snapshot == nil ? nil : next
+            s.engine?.reload(turn: next)
         }
     }
 
@@ -141,7 +148,18 @@ public final class CredentialSync: Sendable {
             guard s.base.credentials.realm == realm, s.snapshot != snapshot else { return nil }
             let old = s.snapshot
             s.snapshot = snapshot
-            let turn = compose(s.base, snapshot)
+            // Only the users that changed are re-derived when nothing else did
+            // (a realm of 100k users then costs a few dictionary updates per change).
+            let turn: TURNConfiguration
+            if let composed = s.composed, let old,
+                let (updated, problems) = CredentialSync.update(composed, base: s.base, from: old, to: snapshot)
+            {
+                for p in problems { logger.warning("user database \(location): \(p)") }
+                turn = updated
+            } else {
+                turn = compose(s.base, snapshot)
+            }
+            s.composed = turn
             s.engine?.reload(turn: turn)
             return (old, turn, s.engine)
         }
@@ -186,6 +204,32 @@ public final class CredentialSync: Sendable {
                 if allow { turn.peerPolicy.allowed += blocks } else { turn.peerPolicy.denied += blocks }
             }
         }
+        return (turn, problems)
+    }
+
+    /// `composed` (= `base` with `old` applied) changed to hold `new`
+    /// instead, touching only the users that differ; nil when secrets or
+    /// peer ranges changed too (the caller then composes afresh).
+    public static func update(
+        _ composed: TURNConfiguration, base: TURNConfiguration, from old: StoreSnapshot, to new: StoreSnapshot
+    ) -> (TURNConfiguration, [String])? {
+        guard old.secrets == new.secrets, old.allowedPeers == new.allowedPeers, old.deniedPeers == new.deniedPeers
+        else { return nil }
+        var turn = composed
+        var problems: [String] = []
+        var keys: [String: LongTermKey] = [:]
+        var passwords: [String: String] = [:]
+        for (name, secret) in old.users where new.users[name] != secret && !base.credentials.hasUser(name) {
+            turn.credentials.removeUser(name)
+        }
+        for (name, secret) in new.users where old.users[name] != secret {
+            switch secret {
+            case .key(let hex):
+                if let key = LongTermKey(hex: hex) { keys[name] = key } else { problems.append("user \(name): the key is not 32 or 64 hex digits; skipped") }
+            case .password(let p): passwords[name] = p
+            }
+        }
+        turn.credentials.addDatabaseUsers(keys: keys, passwords: passwords)
         return (turn, problems)
     }
 

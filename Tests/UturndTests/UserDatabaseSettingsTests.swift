@@ -61,4 +61,43 @@ struct UserDatabaseSettingsTests {
         #expect(base.peerPolicy.isAllowed(IPAddress("8.8.8.8")!))
         #expect(!turn.peerPolicy.isAllowed(IPAddress("8.8.8.8")!))
     }
+
+    @Test func incrementalUpdateMatchesAFreshCompose() throws {
+        let base = try settings(["--realm", "r", "--user", "alice:static-pw"]).turn
+        var old = StoreSnapshot()
+        old.users = ["alice": .password("db-pw"), "bob": .password("bob-pw"), "carol": .password("carol-pw")]
+        var new = old
+        new.users["alice"] = nil            // the static alice must survive
+        new.users["bob"] = .password("bob-pw2")
+        new.users["carol"] = nil
+        new.users["dave"] = .password("dave-pw")
+        let (composed, _) = CredentialSync.compose(base, old)
+        let (updated, problems) = try #require(CredentialSync.update(composed, base: base, from: old, to: new))
+        let (fresh, _) = CredentialSync.compose(base, new)
+        #expect(problems.isEmpty)
+        for (user, password) in [
+            ("alice", "static-pw"), ("alice", "db-pw"), ("bob", "bob-pw"), ("bob", "bob-pw2"), ("carol", "carol-pw"),
+            ("dave", "dave-pw"),
+        ] {
+            let expected = LongTermKey.derive(username: user, realm: "r", password: password, algorithm: .sha256)
+            func outcome(_ t: TURNConfiguration) -> AuthOutcome {
+                Array(user.utf8).withUnsafeBytes {
+                    t.credentials.authenticate(username: $0, algorithm: .sha256, unixTime: 0) { $0 == expected }
+                }
+            }
+            #expect(outcome(updated) == outcome(fresh), "\(user) \(password)")
+        }
+        #expect(updated.credentials.hasUser("alice") && !updated.credentials.hasUser("carol"))
+        #expect(userForHash(updated, "dave") == "dave")
+        #expect(userForHash(updated, "carol") == nil)
+        // A changed secret list needs a fresh compose.
+        var rotated = new
+        rotated.secrets = ["s"]
+        #expect(CredentialSync.update(composed, base: base, from: old, to: rotated) == nil)
+    }
+}
+
+/// The user a USERHASH for `user` in realm "r" names in `t`.
+private func userForHash(_ t: TURNConfiguration, _ user: String) -> String? {
+    CredentialStore.userHash(username: user, realm: "r").withUnsafeBytes { t.credentials.username(forUserHash: $0) }
 }
