@@ -165,7 +165,8 @@ public struct AdminCommand: Equatable, Sendable {
             try store.setUser(user!, realm: realm!, key: AdminCommand.key(user: user!, realm: realm!, password: password!, sha256: sha256))
             return []
         case .delete:
-            guard try store.deleteUser(user!, realm: realm!) else { throw StoreError("no user \(user!) in realm \(realm!)") }
+            // Like turnadmin: deleting a user that is not there succeeds (scripts delete, then add).
+            _ = try store.deleteUser(user!, realm: realm!)
             return []
         case .list: return try store.users(realm: realm).map { "\($0.name)[\($0.realm)]" }
         case .setSecret(let v): try store.addSecret(v, realm: realm!); return []
@@ -177,7 +178,7 @@ public struct AdminCommand: Equatable, Sendable {
                 try store.setRealmOption(RealmOption(realm: realm!, name: name, value: value))
             }
             return []
-        case .listRealmOptions: return try store.realmOptions(realm: realm).map { "\($0.realm): \($0.name)=\($0.value)" }
+        case .listRealmOptions: return try store.realmOptions(realm: realm).map { "\($0.name)[\($0.realm)]=\($0.value)" }
         case .addPeer(let range, let allow): try store.addPeerRange(range, realm: realm!, allow: allow); return []
         case .deletePeer(let range, let allow): try store.deletePeerRange(range, realm: realm!, allow: allow); return []
         case .listPeers:

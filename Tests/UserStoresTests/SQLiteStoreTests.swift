@@ -98,6 +98,14 @@ struct AdminCommandTests {
         #expect(try SQLiteStore(path: path).snapshot(realm: "r1").users == ["u1": .key("7f7ea3f802ba1386e35db21f025549e9")])
         _ = try AdminCommand(arguments: ["-d", "-b", path, "-u", "u1", "-r", "r1"]).run()
         #expect(try AdminCommand(arguments: ["-l", "-b", path]).run() == [])
-        #expect(throws: StoreError.self) { try AdminCommand(arguments: ["-d", "-b", path, "-u", "u1", "-r", "r1"]).run() }
+        // turnadmin's behaviour: deleting a missing user succeeds.
+        #expect(try AdminCommand(arguments: ["-d", "-b", path, "-u", "u1", "-r", "r1"]).run() == [])
+        _ = try AdminCommand(arguments: ["-g", "--user-quota", "10", "--total-quota=100", "-b", path, "-r", "r1"]).run()
+        #expect(try AdminCommand(arguments: ["-G", "-b", path]).run() == ["total-quota[r1]=100", "user-quota[r1]=10"])
+        _ = try AdminCommand(arguments: ["--add-denied-peer=10.0.0.0/8", "-b", path, "-r", "r1"]).run()
+        _ = try AdminCommand(arguments: ["--add-allowed-peer", "10.1.0.0/16", "-b", path, "-r", "r1"]).run()
+        #expect(try AdminCommand(arguments: ["--list-peers", "-b", path, "-r", "r1"]).run() == ["allow 10.1.0.0/16", "deny 10.0.0.0/8"])
+        _ = try AdminCommand(arguments: ["--delete-denied-peer=10.0.0.0/8", "-b", path, "-r", "r1"]).run()
+        #expect(try AdminCommand(arguments: ["--list-peers", "-b", path, "-r", "r1"]).run() == ["allow 10.1.0.0/16"])
     }
 }
