@@ -8,7 +8,8 @@ import Glibc
 ///   turn/realm/<realm>/allowed-peer-ip, …/denied-peer-ip  (sets)
 ///   turn/realm/<realm>/<option>              realm options (string)
 /// Redis has no change counter, so uturnd reads a snapshot on every poll
-/// (KEYS over the realm's users: meant for up to some ten thousand users).
+/// (a SCAN over the realm's user keys, which never blocks the server the
+/// way KEYS does, then one MGET per batch).
 public final class RedisStore: UserStore {
     /// Invariant: a connected redisContext from init to deinit, used by one thread at a time.
     private let context: UnsafeMutablePointer<redisContext>
@@ -89,6 +90,19 @@ public final class RedisStore: UserStore {
 
     static func realmKey(_ realm: String) -> String { "turn/realm/\(realm)" }
 
+    /// Every key matching `pattern`, by SCAN (a cursor walk in small steps).
+    func keys(matching pattern: String) throws(StoreError) -> [String] {
+        var cursor = "0"
+        var out: Set<String> = []
+        repeat {
+            let reply = try command(["SCAN", cursor, "MATCH", pattern, "COUNT", "1000"]).array
+            guard reply.count == 2, let next = reply[0].text else { throw StoreError("Redis: unexpected SCAN reply") }
+            for k in reply[1].array { if let k = k.text { out.insert(k) } }
+            cursor = next
+        } while cursor != "0"
+        return out.sorted()
+    }
+
     public func changeMarker() throws(StoreError) -> Int64? {
         try command(["PING"])
         return nil
@@ -97,8 +111,9 @@ public final class RedisStore: UserStore {
     public func snapshot(realm: String) throws(StoreError) -> StoreSnapshot {
         var s = StoreSnapshot()
         let base = RedisStore.realmKey(realm)
-        let keys = try command(["KEYS", "\(base)/user/*"]).array.compactMap(\.text).sorted()
-        if !keys.isEmpty {
+        let all = try keys(matching: "\(base)/user/*")
+        for start in stride(from: 0, to: all.count, by: 1000) {
+            let keys = Array(all[start..<min(start + 1000, all.count)])
             let values = try command(["MGET"] + keys).array
             for (key, value) in zip(keys, values) {
                 guard let v = value.text else { continue }
@@ -132,7 +147,7 @@ public final class RedisStore: UserStore {
         let pattern = realm.map { "\(RedisStore.realmKey($0))/user/*" } ?? "turn/realm/*/user/*"
         var out: Set<String> = []
         var result: [(name: String, realm: String)] = []
-        for key in try command(["KEYS", pattern]).array.compactMap(\.text) {
+        for key in try keys(matching: pattern) {
             // turn/realm/<realm>/user/<name>/(key|password)
             let parts = key.split(separator: "/", omittingEmptySubsequences: false)
             guard parts.count >= 6, parts[3] == "user" else { continue }
@@ -156,7 +171,7 @@ public final class RedisStore: UserStore {
         if let realm {
             keys = ["\(RedisStore.realmKey(realm))/secret"]
         } else {
-            keys = try command(["KEYS", "turn/realm/*/secret"]).array.compactMap(\.text).sorted()
+            keys = try self.keys(matching: "turn/realm/*/secret")
         }
         var out: [(value: String, realm: String)] = []
         for key in keys {
@@ -184,7 +199,7 @@ public final class RedisStore: UserStore {
         var out: [RealmOption] = []
         for name in RedisStore.realmOptionNames {
             let pattern = "\(realm.map(RedisStore.realmKey) ?? "turn/realm/*")/\(name)"
-            let keys = try command(["KEYS", pattern]).array.compactMap(\.text).sorted()
+            let keys = try keys(matching: pattern).sorted()
             for key in keys {
                 guard let v = try command(["GET", key]).text else { continue }
                 out.append(RealmOption(realm: String(key.split(separator: "/", omittingEmptySubsequences: false)[2]), name: name, value: v))
