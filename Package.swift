@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "uturnd", targets: ["uturnd"]),
         .executable(name: "uturn-bench", targets: ["uturn-bench"]),
         .executable(name: "uturnctl", targets: ["uturnctl"]),
+        .executable(name: "uturnadmin", targets: ["uturnadmin"]),
         .library(name: "STUN", targets: ["STUN"]),
         .library(name: "TURN", targets: ["TURN"]),
         .library(name: "URing", targets: ["URing"]),
@@ -37,18 +38,27 @@ let package = Package(
         .plugin(name: "BPFObjectPlugin", capability: .buildTool(), dependencies: ["bpf-embed"]),
         .target(name: "FastPathObject", plugins: ["BPFObjectPlugin"]),
 
+        // Debian's database client libraries, imported as they are (module maps only).
+        .systemLibrary(name: "CSQLite"),
+        .systemLibrary(name: "CPostgres"),
+        .systemLibrary(name: "CHiredis"),
+
         .target(name: "STUN", dependencies: ["CCrypto"], swiftSettings: strict),
         .target(name: "TURN", dependencies: ["STUN", "CCrypto"], swiftSettings: strict),
         .target(name: "URing", dependencies: ["CURing"], swiftSettings: strict),
         .target(
             name: "Relay", dependencies: ["TURN", "URing", "STUN", "CCrypto", "CFastPath", "FastPathObject"],
             swiftSettings: strict),
+        // coturn-compatible credential databases (SQLite, PostgreSQL, Redis):
+        // read by uturnd's credential thread, written by uturnadmin (its thin main).
+        .target(name: "UserStores", dependencies: ["TURN", "CSQLite", "CPostgres", "CHiredis"], swiftSettings: strict),
+        .executableTarget(name: "uturnadmin", dependencies: ["UserStores", "TURN"], swiftSettings: strict),
         // The daemon's front end (flags, config file, logging, building the
         // configurations) is a library so it can be tested; uturnd is its thin main.
         .target(
             name: "UturndCore",
             dependencies: [
-                "Relay", "TURN", "STUN", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "Relay", "TURN", "STUN", "UserStores", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -79,6 +89,7 @@ let package = Package(
             dependencies: [
                 "UturnctlCore", "UturndCore", "Relay", "TURN", "STUN", .product(name: "NIOHTTP1", package: "swift-nio"),
             ]),
+                .testTarget(name: "UserStoresTests", dependencies: ["UserStores", "TURN"], swiftSettings: strict),
         .testTarget(name: "UturnBenchTests", dependencies: ["BenchCore"], swiftSettings: strict),
     ]
 )

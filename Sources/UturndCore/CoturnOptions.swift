@@ -3,7 +3,7 @@
 /// `turnserver.conf` still starts); on the command line they are an error.
 public enum CoturnOptions {
     static let tls = "uturn's TLS takes --cert and --pkey only (TLS 1.2 and 1.3, OpenSSL's default ciphers); DTLS is not implemented"
-    static let database = "uturn has no user database; use --user or --use-auth-secret with --static-auth-secret"
+    static let database = "uturn reads users and secrets from SQLite (userdb), PostgreSQL (psql-userdb) or Redis (redis-userdb) only"
     static let admin = "uturn has no admin interface"
     static let process = "uturn runs in the foreground; let systemd (or similar) handle daemonising, users and pid files"
     static let logging = "use --log-level and --log-file"
@@ -19,8 +19,7 @@ public enum CoturnOptions {
             "tls-alternate-server",
         ])
         add(database, [
-            "userdb", "db", "psql-userdb", "sql-userdb", "mysql-userdb", "mysql-userdb-ssl", "mongo-userdb",
-            "redis-userdb", "redis-statsdb", "secret-ts-exp-time", "oauth", "no-auth",
+            "mysql-userdb", "mysql-userdb-ssl", "mongo-userdb", "redis-statsdb", "secret-ts-exp-time", "oauth", "no-auth",
         ])
         add(admin, [
             "no-cli", "cli-ip", "cli-port", "cli-password", "cli-max-output-sessions", "web-admin", "web-admin-ip",

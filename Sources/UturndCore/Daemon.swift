@@ -30,11 +30,15 @@ public enum Daemon {
         for s in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] { sigaddset(&signals, s) }
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
+        // --userdb and friends: the credential thread (started with the workers).
+        let sync = settings.userDatabase.map { CredentialSync(location: $0, base: settings.turn, logger: logger) }
+        defer { sync?.stop() }
         let engine: Engine
         do {
             // One nonce secret (made when the settings were built) is shared by every worker.
             engine = try Engine(
-                config: settings.engine, turn: settings.turn, quotas: settings.makeQuotas(), log: logger.engineLog)
+                config: settings.engine, turn: sync?.initialConfiguration() ?? settings.turn,
+                quotas: settings.makeQuotas(), log: logger.engineLog)
         } catch {
             fail("uturnd: cannot start: \(error.description)", logger)
             return 1
@@ -66,6 +70,7 @@ public enum Daemon {
             admin?.stop()
             metrics?.stop()
         }
+        sync?.start(engine: engine)
         for line in settings.summary { logger.notice(line) }
         if settings.hasDemoUser, let first = settings.engine.listen.first {
             let host = first.ip.family == .v4 ? "\(first.ip)" : "[\(first.ip)]"
@@ -107,7 +112,7 @@ public enum Daemon {
                 case .apply(let outcome):
                     for w in outcome.warnings { logger.warning(w) }
                     for w in outcome.restartNeeded { logger.warning(w) }
-                    engine.reload(turn: outcome.settings.turn)
+                    if let sync { sync.setBase(outcome.settings.turn) } else { engine.reload(turn: outcome.settings.turn) }
                     if let tls = outcome.settings.engine.tls, tls !== settings.engine.tls { engine.reload(tls: tls) }
                     settings = outcome.settings
                     options = outcome.options

@@ -74,6 +74,27 @@ public struct AuthOptions: ParsableArguments {
             help: ArgumentHelp("Character between expiry and user in REST API usernames.", valueName: "char"))
     public var restAPISeparator: String = ":"
 
+    @Option(
+        name: [.customLong("userdb"), .customLong("db"), .customShort("b")],
+        help: ArgumentHelp(
+            "coturn's SQLite user database: users (turnusers_lt), REST secrets (turn_secret) and peer ranges of --realm, re-read within a second of a change. Created when missing.",
+            valueName: "path"))
+    public var sqliteUserDB: String? = nil
+
+    @Option(
+        name: [.customLong("psql-userdb"), .customLong("sql-userdb"), .customShort("e")],
+        help: ArgumentHelp(
+            "coturn's PostgreSQL user database, a libpq connection string (\"host=127.0.0.1 dbname=turn user=turn password=…\"), polled every second.",
+            valueName: "conninfo"))
+    public var postgresUserDB: String? = nil
+
+    @Option(
+        name: [.customLong("redis-userdb"), .customShort("N")],
+        help: ArgumentHelp(
+            "coturn's Redis user database (\"ip=127.0.0.1 port=6379 dbname=0 password=…\"), coturn's key layout, polled every second.",
+            valueName: "connection"))
+    public var redisUserDB: String? = nil
+
     public init() {}
 }
 

@@ -18,6 +18,7 @@ public enum OptionTable {
         // credentials
         "realm": .value, "user": .list, "lt-cred-mech": .flag, "use-auth-secret": .flag,
         "static-auth-secret": .list, "rest-api-separator": .value,
+        "userdb": .value, "db": .value, "psql-userdb": .value, "sql-userdb": .value, "redis-userdb": .value,
         // peers
         "allow-loopback-peers": .flag, "allowed-peer-ip": .list, "denied-peer-ip": .list,
         "no-multicast-peers": .flag,
@@ -50,7 +51,7 @@ public enum OptionTable {
     public static let shortNames: [Character: String] = [
         "L": "listening-ip", "p": "listening-port", "E": "relay-ip", "X": "external-ip", "r": "realm",
         "u": "user", "a": "lt-cred-mech", "l": "log-file", "q": "user-quota", "Q": "total-quota",
-        "S": "stun-only",
+        "S": "stun-only", "b": "userdb", "e": "psql-userdb", "N": "redis-userdb",
     ]
 
     /// Options that only make sense on the command line.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Relay
 import STUN
 import TURN
+import UserStores
 
 /// What SIGHUP does, as a pure decision: rebuild the settings from the
 /// config file and the original command line, then either keep the running
@@ -250,6 +251,7 @@ public struct Reloader: Sendable {
         ("--metrics-listen", { $0.metricsListen?.description ?? "off" }),
         ("--admin-listen", { $0.adminListen?.description ?? "off" }),
         ("admin API over HTTPS", { $0.adminTLS == nil ? "no" : "yes" }),
+        ("the user database", { $0.userDatabase?.description ?? "none" }),
         ("--log-level", { $0.logLevel.rawValue }),
         ("--log-file", {
             switch $0.logDestination {

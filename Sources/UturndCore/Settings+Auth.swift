@@ -1,5 +1,6 @@
 import ArgumentParser
 import TURN
+import UserStores
 
 extension Settings {
     /// Auth group (`AuthOptions`): the realm, the static `--user`s and the
@@ -7,21 +8,45 @@ extension Settings {
     /// kinds of credential is required.
     static func credentials(
         _ o: AuthOptions, warnings: inout [String]
-    ) throws(ValidationError) -> (store: CredentialStore, userNames: [String], hasDemoUser: Bool) {
+    ) throws(ValidationError) -> (
+        store: CredentialStore, userNames: [String], hasDemoUser: Bool, database: StoreLocation?
+    ) {
         let realm = o.realm
         if realm.isEmpty { throw ValidationError("--realm must not be empty.") }
         if realm.utf8.count > 763 { throw ValidationError("--realm is longer than 763 bytes (RFC 8489 §14.9).") }
         let (passwords, keys) = try Settings.staticUsers(o.users)
-        let rest = try Settings.restCredentials(o, warnings: &warnings)
-        if passwords.isEmpty && keys.isEmpty && rest == nil {
+        let database = try Settings.userDatabase(o)
+        let rest = try Settings.restCredentials(o, database: database != nil, warnings: &warnings)
+        if passwords.isEmpty && keys.isEmpty && rest == nil && database == nil {
             throw ValidationError(
-                "no credentials: give --user name:password, or --use-auth-secret with --static-auth-secret (uturn always authenticates).")
+                "no credentials: give --user name:password, --use-auth-secret with --static-auth-secret, or a user database (--userdb, --psql-userdb, --redis-userdb); uturn always authenticates.")
         }
         return (
             store: CredentialStore(realm: realm, users: passwords, keys: keys, rest: rest),
             userNames: (Array(passwords.keys) + Array(keys.keys)).sorted(),
-            hasDemoUser: passwords[Settings.demoUser.0] == Settings.demoUser.1
+            hasDemoUser: passwords[Settings.demoUser.0] == Settings.demoUser.1,
+            database: database
         )
+    }
+
+    /// `--userdb`, `--psql-userdb` or `--redis-userdb`: at most one.
+    static func userDatabase(_ o: AuthOptions) throws(ValidationError) -> StoreLocation? {
+        var found: [StoreLocation] = []
+        if let path = o.sqliteUserDB {
+            if path.isEmpty { throw ValidationError("--userdb must name a file.") }
+            found.append(.sqlite(path: path))
+        }
+        if let info = o.postgresUserDB {
+            if info.isEmpty { throw ValidationError("--psql-userdb must not be empty.") }
+            found.append(.postgres(conninfo: info))
+        }
+        if let text = o.redisUserDB {
+            do throws(StoreError) { found.append(.redis(try RedisAddress(parsing: text))) } catch {
+                throw ValidationError("--\(error.description)")
+            }
+        }
+        if found.count > 1 { throw ValidationError("give one user database: --userdb, --psql-userdb or --redis-userdb.") }
+        return found.first
     }
 
     /// `--user`: name:password, or name:0x<hex> for coturn's precomputed key;
@@ -58,7 +83,9 @@ extension Settings {
 
     /// `--use-auth-secret` with its `--static-auth-secret`s and
     /// `--rest-api-separator` (nil: REST API credentials off).
-    static func restCredentials(_ o: AuthOptions, warnings: inout [String]) throws(ValidationError) -> RESTCredentials? {
+    static func restCredentials(
+        _ o: AuthOptions, database: Bool = false, warnings: inout [String]
+    ) throws(ValidationError) -> RESTCredentials? {
         let secrets = o.staticAuthSecrets
         guard o.useAuthSecret else {
             if !secrets.isEmpty {
@@ -66,9 +93,10 @@ extension Settings {
             }
             return nil
         }
-        if secrets.isEmpty {
+        // With a database, the secrets may all come from its turn_secret table.
+        if secrets.isEmpty && !database {
             throw ValidationError(
-                "--use-auth-secret needs at least one --static-auth-secret (uturn has no secret database).")
+                "--use-auth-secret needs at least one --static-auth-secret or a user database holding secrets (turn_secret).")
         }
         if secrets.contains(where: \.isEmpty) { throw ValidationError("--static-auth-secret must not be empty.") }
         guard o.restAPISeparator.utf8.count == 1, let sep = o.restAPISeparator.utf8.first,

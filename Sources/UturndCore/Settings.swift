@@ -3,6 +3,7 @@ import Glibc
 import Relay
 import STUN
 import TURN
+import UserStores
 
 /// Where log lines go.
 public enum LogDestination: Sendable, Equatable {
@@ -42,6 +43,9 @@ public struct Settings: Sendable {
     /// The demo credential `scripts/run` uses; start-up prints a "try it" line for it.
     public static let demoUser = ("demo", "demo-password")
     public var hasDemoUser: Bool
+    /// `--userdb` / `--psql-userdb` / `--redis-userdb`: where the credential
+    /// thread reads users, REST secrets and peer ranges (fixed at start).
+    public var userDatabase: StoreLocation? = nil
 
     /// Fresh allocation counters for these quotas, shared by all workers.
     public func makeQuotas() -> AllocationQuotas { AllocationQuotas(perUser: userQuota, total: totalQuota) }
@@ -87,6 +91,7 @@ extension Settings {
         self.serverName = o.service.serverName
         self.userNames = credentials.userNames
         self.hasDemoUser = credentials.hasDemoUser
+        self.userDatabase = credentials.database
         self.warnings = warnings
         self.notices = notices
     }
@@ -118,6 +123,7 @@ extension Settings {
         if let rest = turn.credentials.rest {
             auth += ", REST API credentials with \(rest.secrets.count) secret\(rest.secrets.count == 1 ? "" : "s")"
         }
+        if let database = userDatabase { auth += ", users and secrets also from \(database)" }
         lines.append(auth)
         let p = turn.peerPolicy
         lines.append(
