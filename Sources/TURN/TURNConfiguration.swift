@@ -50,6 +50,9 @@ public struct TURNConfiguration: Sendable {
     public var software: String? = "uturn"
     /// Fixed per-worker table sizes (read at worker start only).
     public var limits = TableLimits()
+    /// Per-source limits on refusals and Binding answers for clients with
+    /// no allocation (per worker; the total is this worker's share).
+    public var sourceLimits = SourceRateLimits()
     /// Per-allocation bandwidth cap in bytes per second; 0 for none.
     public var bandwidthBytesPerSecond: UInt64 = 0
 

@@ -11,7 +11,8 @@ import TURN
 /// separator, peer policy (allow/deny blocks, loopback), allocation and nonce
 /// lifetimes, strict channel numbers, --drain-timeout, --stun-only,
 /// --no-stun, --secure-stun, --no-udp-relay, --no-software-attribute,
-/// --check-origin-consistency, --server-name, and the TLS
+/// --check-origin-consistency, --server-name, the request limits
+/// (--failed-request-rate, --binding-request-rate and their kin), and the TLS
 /// certificate and key (read afresh when TLS listeners run). Everything
 /// else is fixed when the engine starts (sockets, threads, rings, quotas'
 /// counters, the log level and destination, the metrics endpoint); a
@@ -180,6 +181,7 @@ public struct Reloader: Sendable {
         if let a = old.engine.tls, let b = new.engine.tls, a !== b {
             out.append("TLS certificate reloaded from \(b.certificateFile)")
         }
+        if t0.sourceLimits != t1.sourceLimits { out.append(new.abuseSummary) }
         if old.drainSeconds != new.drainSeconds {
             out.append("--drain-timeout \(old.drainSeconds) → \(new.drainSeconds) s")
         }

@@ -64,6 +64,7 @@ extension Settings {
         let destination = try Settings.logging(o.logging)
         let metricsListen = try Settings.metricsEndpoint(o.logging)
         try Settings.engineTuning(o.engine, onlineCPUs: onlineCPUs, engine: &engine)
+        try Settings.abuse(o.abuse, workers: engine.workers, turn: &turn)
         if let problem = engine.problem() { throw ValidationError(problem + ".") }
 
         self.engine = engine
@@ -115,6 +116,7 @@ extension Settings {
         lines.append(
             "lifetimes: allocations up to \(turn.maxLifetime) s, nonces \(turn.nonces.lifetime) s; quotas: \(userQuota == 0 ? "none" : "\(userQuota)") per user, \(totalQuota == 0 ? "none" : "\(totalQuota)") in total")
         lines.append(serviceSummary)
+        lines.append(abuseSummary)
         if let metricsListen { lines.append("metrics: http://\(metricsListen)/metrics") }
         return lines
     }
