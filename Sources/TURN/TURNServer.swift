@@ -108,6 +108,11 @@ public struct TURNServer: ~Copyable {
     var owners: [Owner]
     /// Per-source request limits for clients with no allocation.
     var sourceLimiter: SourceRateLimiter
+    /// Whether the server drains (SIGTERM): set by the engine; the
+    /// alternate-server policy `draining` redirects only then.
+    public var draining = false
+    /// Round-robin position among the alternate servers.
+    var alternateTurn = 0
 
     struct Owner {
         var username: String

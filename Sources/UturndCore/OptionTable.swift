@@ -36,6 +36,7 @@ public enum OptionTable {
         "channel-lifetime": .value, "check-origin-consistency": .flag,
         // request limits and redirects
         "failed-request-rate": .value, "failed-request-rate-total": .value, "binding-request-rate": .value,
+        "alternate-server": .list, "alternate-server-policy": .value,
         // logging
         "log-file": .value, "log-level": .value, "metrics-listen": .value,
         // engine

@@ -12,7 +12,8 @@ import TURN
 /// lifetimes, strict channel numbers, --drain-timeout, --stun-only,
 /// --no-stun, --secure-stun, --no-udp-relay, --no-software-attribute,
 /// --check-origin-consistency, --server-name, the request limits
-/// (--failed-request-rate, --binding-request-rate and their kin), and the TLS
+/// (--failed-request-rate, --binding-request-rate and their kin), the
+/// alternate servers and their policy, and the TLS
 /// certificate and key (read afresh when TLS listeners run). Everything
 /// else is fixed when the engine starts (sockets, threads, rings, quotas'
 /// counters, the log level and destination, the metrics endpoint); a
@@ -182,6 +183,7 @@ public struct Reloader: Sendable {
             out.append("TLS certificate reloaded from \(b.certificateFile)")
         }
         if t0.sourceLimits != t1.sourceLimits { out.append(new.abuseSummary) }
+        if t0.alternates != t1.alternates { out.append(new.alternateSummary ?? "no alternate servers") }
         if old.drainSeconds != new.drainSeconds {
             out.append("--drain-timeout \(old.drainSeconds) → \(new.drainSeconds) s")
         }

@@ -117,6 +117,7 @@ extension Settings {
             "lifetimes: allocations up to \(turn.maxLifetime) s, nonces \(turn.nonces.lifetime) s; quotas: \(userQuota == 0 ? "none" : "\(userQuota)") per user, \(totalQuota == 0 ? "none" : "\(totalQuota)") in total")
         lines.append(serviceSummary)
         lines.append(abuseSummary)
+        if let alternateSummary { lines.append(alternateSummary) }
         if let metricsListen { lines.append("metrics: http://\(metricsListen)/metrics") }
         return lines
     }
