@@ -107,6 +107,11 @@ public struct Reloader: Sendable {
         turn.relayFamilies = current.turn.relayFamilies
         turn.limits = current.turn.limits
         turn.tcpRelay = current.turn.tcpRelay
+        // The refusal total is shared by the workers that run, not by a
+        // --workers that waits for a restart.
+        if fresh.engine.workers != current.engine.workers {
+            try? Settings.abuse(options.abuse, workers: current.engine.workers, turn: &turn)
+        }
         next.turn = turn
         // A new certificate and key (same listeners): read afresh on every
         // SIGHUP, so a renewed certificate at the same path is picked up.
