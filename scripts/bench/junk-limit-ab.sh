@@ -5,7 +5,7 @@
 # (B), alternating ROUNDS times. uturnd runs one worker on 127.0.0.1;
 # uturn-bench invalid sends RATE junk packets/s (all nine kinds, from
 # 127.0.0.1) beside one live session at 50 packets/s.
-# Usage: scripts/bench/junk-limit-ab.sh [OUTDIR]   (env: UTURND, BENCH, RATE, ROUNDS, DURATION)
+# Usage: scripts/bench/junk-limit-ab.sh [OUTDIR]   (env: UTURND, BENCH, RATE, ROUNDS, DURATION, KINDS)
 set -euo pipefail
 out=${1:-/tmp/junk-limit-ab}
 uturnd=${UTURND:-.build-rel/release/uturnd}
@@ -13,6 +13,7 @@ bench=${BENCH:-.build-rel/release/uturn-bench}
 rate=${RATE:-40000}
 rounds=${ROUNDS:-3}
 duration=${DURATION:-6}
+kinds=${KINDS:-all}
 mkdir -p "$out"
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 run() { # name, extra uturnd args...
@@ -23,7 +24,7 @@ run() { # name, extra uturnd args...
 		>"$out/$name.uturnd.log" 2>&1 &
 	local pid=$!
 	sleep 1
-	"$bench" invalid --server "127.0.0.1:$port" --realm bench --rate "$rate" --legit-rate 50 \
+	"$bench" invalid --server "127.0.0.1:$port" --realm bench --rate "$rate" --kinds "$kinds" --legit-rate 50 \
 		--duration "$duration" --warmup 1 --relay-pid "$pid" --json "$out/$name.json" --quiet >"$out/$name.txt" 2>&1 || true
 	kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
 }
