@@ -210,7 +210,7 @@ public struct Reloader: Sendable {
     static let restartOnlyOptions: [(flag: String, value: @Sendable (Settings) -> String)] = [
         ("--listening-ip", { $0.engine.listen.map { "\($0.ip)" }.joined(separator: ", ") }),
         ("--listening-port", { "\(($0.engine.listen + $0.engine.tcpListen).first?.port ?? 0)" }),
-        ("--relay-ip", { [$0.engine.relayIPv4, $0.engine.relayIPv6].compactMap { $0?.description }.joined(separator: ", ") }),
+        ("--relay-ip", { ($0.engine.relayIPsV4 + $0.engine.relayIPsV6).map(\.description).joined(separator: ", ") }),
         ("--external-ip", { $0.engine.externalIPv4?.description ?? "none" }),
         ("--min-port", { "\($0.engine.minPort)" }),
         ("--max-port", { "\($0.engine.maxPort)" }),

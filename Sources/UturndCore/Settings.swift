@@ -97,7 +97,7 @@ extension Settings {
         for a in engine.listen { lines.append("listening on udp \(a)") }
         for a in engine.tcpListen { lines.append("listening on tcp \(a)") }
         for a in engine.tlsListen { lines.append("listening on tls \(a) (certificate \(engine.tls?.certificateFile ?? "?"))") }
-        let relays = [engine.relayIPv4, engine.relayIPv6].compactMap { $0?.description }.joined(separator: " and ")
+        let relays = (engine.relayIPsV4 + engine.relayIPsV6).map(\.description).joined(separator: " and ")
         var relay = "relaying from \(relays), ports \(engine.minPort)-\(engine.maxPort)"
         if let external = engine.externalIPv4 { relay += ", advertised as \(external)" }
         lines.append(relay)

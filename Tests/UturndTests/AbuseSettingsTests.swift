@@ -37,3 +37,16 @@ struct AbuseSettingsTests {
         #expect(problem(["--user", "a:b", "--failed-request-rate", "-1"])?.contains("--failed-request-rate") == true)
     }
 }
+
+@Suite("Several relay addresses per family")
+struct RelayAddressSettingsTests {
+    @Test func relayIPsPerFamilyInOrder() throws {
+        let s = try settings([
+            "--user", "a:b", "--relay-ip", "127.0.0.2", "--relay-ip", "::1", "--relay-ip", "127.0.0.3",
+        ])
+        #expect(s.engine.relayIPsV4 == [IPAddress("127.0.0.2")!, IPAddress("127.0.0.3")!])
+        #expect(s.engine.relayIPsV6 == [IPAddress("::1")!])
+        #expect(s.engine.relayIPv4 == IPAddress("127.0.0.2"))
+        #expect(s.turn.relayFamilies == [.v4, .v6])
+    }
+}

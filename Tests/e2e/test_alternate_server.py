@@ -31,7 +31,7 @@ HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 
 
 class Node:
-    def __init__(self, tmp: Path, host: str, config: str = ""):
+    def __init__(self, tmp: Path, host: str, config: str = "", relays: list[str] | None = None):
         binary = server_binary("uturnd")
         if binary is None:
             pytest.skip("uturnd not built")
@@ -41,8 +41,10 @@ class Node:
         self.conf = tmp / f"{host}.conf"
         self.conf.write_text(config)
         self.log = tmp / f"{host}.log"
-        argv = [binary, "-c", str(self.conf), "--listening-ip", host, "--listening-port", str(self.port),
-                "--relay-ip", host, "--min-port", str(relay[0]), "--max-port", str(relay[1]),
+        argv = [binary, "-c", str(self.conf), "--listening-ip", host, "--listening-port", str(self.port)]
+        for r in relays or [host]:
+            argv += ["--relay-ip", r]
+        argv += ["--min-port", str(relay[0]), "--max-port", str(relay[1]),
                 "--realm", REALM, "--user", f"{USER}:{PASSWORD}", "--allow-loopback-peers",
                 "--workers", "1", "--no-tcp"]
         with open(self.log, "wb") as out:
