@@ -87,9 +87,10 @@ def test_junk_flood_is_limited_and_the_live_session_loses_nothing(limited_server
         answered += drain(junk) + drain(liar.sock)
         assert echoed == rounds
 
-        # Budget: the refusal bucket (unsigned and wrong-key requests share
-        # it) and the Binding bucket, each a burst of 2*RATE then RATE/s.
-        budget = 2 * (2 * RATE + RATE * (elapsed + 0.5))
+        # Budget: the refusal buckets and the Binding bucket, each a burst of
+        # 2*RATE then RATE/s. The liar's socket may hash to the other worker,
+        # whose buckets are its own: up to three buckets in all.
+        budget = 3 * (2 * RATE + RATE * (elapsed + 0.5))
         junk_total = sum(sent.values())
         assert 2 * RATE <= answered <= budget, (answered, budget, junk_total)
 
