@@ -75,7 +75,7 @@ public final class Engine: Sendable {
         let interfaces =
             config.offloadInterfaces.isEmpty
             ? FastPathProgram.interfaces(
-                holding: config.listen.map(\.ip) + [config.relayIPv4, config.relayIPv6].compactMap { $0 })
+                holding: config.listen.map(\.ip) + config.relayIPsV4 + config.relayIPsV6)
             : config.offloadInterfaces
         let program = try FastPathProgram.start(mode: config.offload, interfaces: interfaces, log: log)
         fastPath.withLock { $0 = program }

@@ -6,10 +6,20 @@ import STUN
 public struct EngineConfig: Sendable {
     /// Addresses the listener sockets bind (each worker binds each one with SO_REUSEPORT).
     public var listen: [TransportAddress] = []
-    /// Relay address per family: relay sockets bind here. An allocation of a
-    /// family with no relay address is answered 440.
-    public var relayIPv4: IPAddress?
-    public var relayIPv6: IPAddress?
+    /// Relay addresses per family, in the order given: relay sockets bind
+    /// here, new allocations taking the addresses of their family in turn.
+    /// An allocation of a family with no relay address is answered 440.
+    public var relayIPsV4: [IPAddress] = []
+    public var relayIPsV6: [IPAddress] = []
+    /// The first relay address of each family (setting one makes it the only one).
+    public var relayIPv4: IPAddress? {
+        get { relayIPsV4.first }
+        set { relayIPsV4 = newValue.map { [$0] } ?? [] }
+    }
+    public var relayIPv6: IPAddress? {
+        get { relayIPsV6.first }
+        set { relayIPsV6 = newValue.map { [$0] } ?? [] }
+    }
     /// Address advertised in XOR-RELAYED-ADDRESS instead of the relay IPv4
     /// address (a server behind 1:1 NAT), like coturn's --external-ip.
     public var externalIPv4: IPAddress?

@@ -10,7 +10,7 @@ extension TURNServer {
         func fail(_ code: Int) -> STUNOutcome {
             STUNOutcome(responseLength: errorResponse(code, to: request, auth: auth, into: out), effect: .none)
         }
-        if let alternate = configuration.alternateServer {
+        if let alternate = alternate(for: fiveTuple.client) {
             let n = errorResponse(300, to: request, auth: auth, into: out) { (enc) throws(STUNError) in
                 try enc.append(.alternateServer, address: alternate)
             }

@@ -37,17 +37,26 @@ public struct CredentialStore: Sendable {
     ///   - keys: name → precomputed key (coturn's `0x…` form); a user may have
     ///     an MD5 and a SHA-256 key. A precomputed MD5 key cannot serve the
     ///     SHA-256 algorithm, so such users must use MD5.
+    ///
+    /// Names, passwords and the realm go into keys prepared with OpaqueString
+    /// (RFC 8489 §9.2.2; `OpaqueString`); printable ASCII is unchanged. A
+    /// string the profile refuses is used as it is (`Settings` refuses such
+    /// configuration before it gets here).
     public init(realm: String, users: [String: String] = [:], keys: [String: [LongTermKey]] = [:], rest: RESTCredentials? = nil) {
         self.realm = realm
-        self.realmBytes = Array(realm.utf8)
+        let preparedRealm = CredentialStore.prepared(realm)
+        self.realmBytes = Array(preparedRealm.utf8)
         self.rest = rest
         var table: [String: UserKeys] = [:]
-        for (name, password) in users {
+        for (rawName, rawPassword) in users {
+            let name = CredentialStore.prepared(rawName)
+            let password = CredentialStore.prepared(rawPassword)
             table[name] = UserKeys(
-                md5: LongTermKey.derive(username: name, realm: realm, password: password, algorithm: .md5),
-                sha256: LongTermKey.derive(username: name, realm: realm, password: password, algorithm: .sha256))
+                md5: LongTermKey.derive(username: name, realm: preparedRealm, password: password, algorithm: .md5),
+                sha256: LongTermKey.derive(username: name, realm: preparedRealm, password: password, algorithm: .sha256))
         }
-        for (name, list) in keys {
+        for (rawName, list) in keys {
+            let name = CredentialStore.prepared(rawName)
             var entry = table[name] ?? UserKeys()
             for key in list {
                 if key.algorithm == .md5 { entry.md5 = key } else { entry.sha256 = key }
@@ -56,7 +65,7 @@ public struct CredentialStore: Sendable {
         }
         self.users = table
         var hashes: [LongTermKey: String] = [:]
-        for name in table.keys { hashes[CredentialStore.userHash(username: name, realm: realm)] = name }
+        for name in table.keys { hashes[CredentialStore.userHash(username: name, realm: preparedRealm)] = name }
         self.userHashes = hashes
     }
 
@@ -86,7 +95,7 @@ public struct CredentialStore: Sendable {
         verify: (LongTermKey) -> Bool
     ) -> AuthOutcome {
         // One String per control request: the dictionary needs it. Small names stay inline.
-        let name = String(decoding: username, as: UTF8.self)
+        let name = CredentialStore.prepared(String(decoding: username, as: UTF8.self))
         if let entry = users[name] {
             guard let key = algorithm == .md5 ? entry.md5 : entry.sha256 else { return .badIntegrity }
             return verify(key) ? .accepted(key) : .badIntegrity
@@ -101,7 +110,12 @@ public struct CredentialStore: Sendable {
 
     /// The name quotas count against (the REST user part, or the name itself).
     public func quotaUser(of username: String) -> String {
-        if users[username] == nil, let rest { return rest.quotaUser(of: username) }
-        return username
+        let name = CredentialStore.prepared(username)
+        if users[name] == nil, let rest { return rest.quotaUser(of: username) }
+        return name
     }
+
+    /// OpaqueString of `text`, or `text` itself when the profile refuses it
+    /// (such a name matches no configured user; such a password no request).
+    static func prepared(_ text: String) -> String { (try? OpaqueString.prepare(text)) ?? text }
 }

@@ -44,12 +44,20 @@ public struct TURNConfiguration: Sendable {
     public var checkOriginConsistency = false
     /// Relay families this server can open.
     public var relayFamilies: Set<IPAddress.Family> = [.v4, .v6]
-    /// When set, every Allocate is redirected here with 300 (ALTERNATE-SERVER).
-    public var alternateServer: TransportAddress?
+    /// Where new Allocates are redirected with 300 (ALTERNATE-SERVER), and when.
+    public var alternates = AlternateServers()
+    /// One alternate that takes every Allocate (the policy `always`).
+    public var alternateServer: TransportAddress? {
+        get { alternates.servers.first }
+        set { alternates = AlternateServers(servers: newValue.map { [$0] } ?? [], policy: .always) }
+    }
     /// SOFTWARE attribute value, nil for none.
     public var software: String? = "uturn"
     /// Fixed per-worker table sizes (read at worker start only).
     public var limits = TableLimits()
+    /// Per-source limits on refusals and Binding answers for clients with
+    /// no allocation (per worker; the total is this worker's share).
+    public var sourceLimits = SourceRateLimits()
     /// Per-allocation bandwidth cap in bytes per second; 0 for none.
     public var bandwidthBytesPerSecond: UInt64 = 0
 

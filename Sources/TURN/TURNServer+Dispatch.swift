@@ -20,7 +20,14 @@ extension TURNServer {
         do throws(STUNError) {
             request = try STUNMessage(parsing: packet)
         } catch {
-            return STUNOutcome(responseLength: badRequestForUnparsable(packet, into: out), effect: .dropped(.malformed))
+            let n = badRequestForUnparsable(packet, into: out)
+            if n > 0 && isRateLimited(fiveTuple) {
+                guard sourceLimiter.mayRefuse(fiveTuple.client.ip, now: now) else {
+                    return STUNOutcome(responseLength: 0, effect: .dropped(.rateLimitedMalformed))
+                }
+                sourceLimiter.chargeRefusal(fiveTuple.client.ip, now: now)
+            }
+            return STUNOutcome(responseLength: n, effect: .dropped(.malformed))
         }
         // RFC 8489 §6.3: a message whose FINGERPRINT does not match is
         // silently discarded (it is not STUN, or it was damaged).
@@ -37,9 +44,20 @@ extension TURNServer {
             return STUNOutcome(responseLength: 0, effect: .dropped(.notARequest))
         }
         if request.method == .binding {
+            if isRateLimited(fiveTuple) && !sourceLimiter.admitBinding(fiveTuple.client.ip, now: now) {
+                return STUNOutcome(responseLength: 0, effect: .dropped(.rateLimitedBinding))
+            }
             return handleBinding(request, from: fiveTuple, now: now, unixTime: unixTime, into: out)
         }
         if configuration.stunOnly { return STUNOutcome(responseLength: 0, effect: .dropped(.serviceOff)) }
+        // A source that has used up its refusals gets no answer and costs no
+        // HMAC, unless the request comes over an allocation's own 5-tuple.
+        let limited = isRateLimited(fiveTuple)
+        if limited && !sourceLimiter.mayRefuse(fiveTuple.client.ip, now: now) {
+            let signed = request.messageIntegrity != nil || request.messageIntegritySHA256 != nil
+            return STUNOutcome(
+                responseLength: 0, effect: .dropped(signed ? .rateLimitedCredentials : .rateLimitedUnauthenticated))
+        }
         let method = request.method
         // RFC 6062's requests exist only with TCP relaying on; otherwise they
         // are unknown methods, as for a server without it.
@@ -47,6 +65,7 @@ extension TURNServer {
         guard method == .allocate || method == .refresh || method == .createPermission || method == .channelBind
             || tcpMethod
         else {
+            if limited { sourceLimiter.chargeRefusal(fiveTuple.client.ip, now: now) }
             return STUNOutcome(responseLength: errorResponse(400, to: request, auth: nil, into: out), effect: .none)
         }
         if let n = cache.lookup(fiveTuple, request.transactionID, method: method, now: now, into: out) {
@@ -54,7 +73,9 @@ extension TURNServer {
         }
         let auth: AuthContext
         switch authenticate(request, client: fiveTuple.client, now: now, unixTime: unixTime, into: out) {
-        case .rejected(let n): return STUNOutcome(responseLength: n, effect: .none)
+        case .rejected(let n):
+            if limited { sourceLimiter.chargeRefusal(fiveTuple.client.ip, now: now) }
+            return STUNOutcome(responseLength: n, effect: .none)
         case .authenticated(let a): auth = a
         }
         var outcome: STUNOutcome
@@ -100,6 +121,13 @@ extension TURNServer {
                 response: UnsafeRawBufferPointer(rebasing: out[0..<outcome.responseLength]), now: now)
         }
         return outcome
+    }
+
+    /// Whether the per-source limits apply: they are on, and the 5-tuple has
+    /// no allocation (an allocation's own traffic is never limited).
+    @inline(__always)
+    func isRateLimited(_ fiveTuple: FiveTuple) -> Bool {
+        !configuration.sourceLimits.isOff && tables.allocation(for: fiveTuple) == nil
     }
 
     /// Binding (RFC 8489 §10): the client's address as the server sees it.

@@ -49,6 +49,16 @@ public enum DropReason: UInt8, Sendable, Equatable {
     /// A request for a service that is turned off: Binding under
     /// `--no-stun`, TURN requests and Send indications under `--stun-only`.
     case serviceOff
+    /// Over `--failed-request-rate` (or its worker total): a request with no
+    /// credentials, or one that would get 400, from a source that has used
+    /// up its refusals.
+    case rateLimitedUnauthenticated
+    /// Over the refusal limit with MESSAGE-INTEGRITY: dropped before the HMAC check.
+    case rateLimitedCredentials
+    /// Over the refusal limit: a broken request that would have got 400.
+    case rateLimitedMalformed
+    /// Over `--binding-request-rate`.
+    case rateLimitedBinding
 }
 
 /// The answer to one STUN packet.
@@ -96,6 +106,13 @@ public struct TURNServer: ~Copyable {
     var connections: ConnectionTable
     /// Username and quota user per slot (cold; control path only).
     var owners: [Owner]
+    /// Per-source request limits for clients with no allocation.
+    var sourceLimiter: SourceRateLimiter
+    /// Whether the server drains (SIGTERM): set by the engine; the
+    /// alternate-server policy `draining` redirects only then.
+    public var draining = false
+    /// Round-robin position among the alternate servers.
+    var alternateTurn = 0
 
     struct Owner {
         var username: String
@@ -115,6 +132,7 @@ public struct TURNServer: ~Copyable {
         self.cache = ResponseCache(capacity: 1024)
         self.connections = ConnectionTable(limits: configuration.limits, now: now)
         self.owners = Array(repeating: Owner(username: "", quotaUser: ""), count: configuration.limits.maxAllocations)
+        self.sourceLimiter = SourceRateLimiter(limits: configuration.sourceLimits, now: now)
     }
 
     // MARK: Data path
@@ -184,6 +202,7 @@ public struct TURNServer: ~Copyable {
         var next = new
         next.limits = configuration.limits
         configuration = next
+        sourceLimiter.reconfigure(next.sourceLimits)
     }
 
     /// The username an allocation authenticated with (control path; for logs).

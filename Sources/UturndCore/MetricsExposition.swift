@@ -85,6 +85,14 @@ public final class MetricsExposition: Sendable {
                 ("other", "refusedOther"),
             ]),
         Family(
+            name: "uturn_rate_limited_requests_total",
+            help: "Requests from clients with no allocation dropped unanswered by the per-source limits (--failed-request-rate, --failed-request-rate-total, --binding-request-rate), by reason: unauthenticated (no credentials, or a request that would get 400), credentials (signed; dropped before the HMAC check), malformed (unparsable, would get 400), binding (over the Binding limit).",
+            label: "reason",
+            series: [
+                ("unauthenticated", "rateLimitedUnauthenticated"), ("credentials", "rateLimitedCredentials"),
+                ("malformed", "rateLimitedMalformed"), ("binding", "rateLimitedBinding"),
+            ]),
+        Family(
             name: "uturn_auth_challenges_total",
             help: "401 challenges (REALM and NONCE) sent to unsigned requests: the normal first step of a login.",
             series: [("", "challenges")]),

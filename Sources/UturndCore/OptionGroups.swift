@@ -23,7 +23,7 @@ public struct ListeningOptions: ParsableArguments {
     @Option(
         name: [.customLong("relay-ip"), .customShort("E")],
         help: ArgumentHelp(
-            "Address relay sockets bind, one IPv4 and/or one IPv6 (default: the listening addresses).",
+            "Address relay sockets bind; repeat for several (IPv4 and/or IPv6): new allocations take the addresses of their family in turn (default: the first listening address of each family).",
             valueName: "ip"))
     public var relayIPs: [String] = []
 

@@ -35,6 +35,9 @@ public enum OptionTable {
         "no-udp": .flag, "no-udp-relay": .flag, "stun-only": .flag, "no-stun": .flag, "secure-stun": .flag,
         "no-software-attribute": .flag, "server-name": .value, "permission-lifetime": .value,
         "channel-lifetime": .value, "check-origin-consistency": .flag,
+        // request limits and redirects
+        "failed-request-rate": .value, "failed-request-rate-total": .value, "binding-request-rate": .value,
+        "alternate-server": .list, "alternate-server-policy": .value,
         // logging
         "log-file": .value, "log-level": .value, "metrics-listen": .value,
         // admin API

@@ -12,7 +12,9 @@ import UserStores
 /// separator, peer policy (allow/deny blocks, loopback), allocation and nonce
 /// lifetimes, strict channel numbers, --drain-timeout, --stun-only,
 /// --no-stun, --secure-stun, --no-udp-relay, --no-software-attribute,
-/// --check-origin-consistency, --server-name, and the TLS
+/// --check-origin-consistency, --server-name, the request limits
+/// (--failed-request-rate, --binding-request-rate and their kin), the
+/// alternate servers and their policy, and the TLS
 /// certificate and key (read afresh when TLS listeners run). Everything
 /// else is fixed when the engine starts (sockets, threads, rings, quotas'
 /// counters, the log level and destination, the metrics endpoint); a
@@ -106,6 +108,11 @@ public struct Reloader: Sendable {
         turn.relayFamilies = current.turn.relayFamilies
         turn.limits = current.turn.limits
         turn.tcpRelay = current.turn.tcpRelay
+        // The refusal total is shared by the workers that run, not by a
+        // --workers that waits for a restart.
+        if fresh.engine.workers != current.engine.workers {
+            try? Settings.abuse(options.abuse, workers: current.engine.workers, turn: &turn)
+        }
         next.turn = turn
         // A new certificate and key (same listeners): read afresh on every
         // SIGHUP, so a renewed certificate at the same path is picked up.
@@ -190,6 +197,8 @@ public struct Reloader: Sendable {
         if let a = old.adminTLS, let b = new.adminTLS, a !== b {
             out.append("admin API certificate reloaded from \(b.certificateFile)")
         }
+        if t0.sourceLimits != t1.sourceLimits { out.append(new.abuseSummary) }
+        if t0.alternates != t1.alternates { out.append(new.alternateSummary ?? "no alternate servers") }
         if old.drainSeconds != new.drainSeconds {
             out.append("--drain-timeout \(old.drainSeconds) → \(new.drainSeconds) s")
         }
@@ -211,7 +220,7 @@ public struct Reloader: Sendable {
     static let restartOnlyOptions: [(flag: String, value: @Sendable (Settings) -> String)] = [
         ("--listening-ip", { $0.engine.listen.map { "\($0.ip)" }.joined(separator: ", ") }),
         ("--listening-port", { "\(($0.engine.listen + $0.engine.tcpListen).first?.port ?? 0)" }),
-        ("--relay-ip", { [$0.engine.relayIPv4, $0.engine.relayIPv6].compactMap { $0?.description }.joined(separator: ", ") }),
+        ("--relay-ip", { ($0.engine.relayIPsV4 + $0.engine.relayIPsV6).map(\.description).joined(separator: ", ") }),
         ("--external-ip", { $0.engine.externalIPv4?.description ?? "none" }),
         ("--min-port", { "\($0.engine.minPort)" }),
         ("--max-port", { "\($0.engine.maxPort)" }),

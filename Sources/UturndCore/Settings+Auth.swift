@@ -14,6 +14,9 @@ extension Settings {
         let realm = o.realm
         if realm.isEmpty { throw ValidationError("--realm must not be empty.") }
         if realm.utf8.count > 763 { throw ValidationError("--realm is longer than 763 bytes (RFC 8489 §14.9).") }
+        do throws(OpaqueString.Failure) { _ = try OpaqueString.prepare(realm) } catch {
+            throw ValidationError("--realm: \(Settings.describe(error)) (RFC 8265 OpaqueString).")
+        }
         let (passwords, keys) = try Settings.staticUsers(o.users)
         let database = try Settings.userDatabase(o)
         let rest = try Settings.restCredentials(o, database: database != nil, warnings: &warnings)
@@ -68,6 +71,10 @@ extension Settings {
             if passwords[name] != nil || keys[name] != nil {
                 throw ValidationError("--user \(name) is given twice.")
             }
+            // RFC 8489 §9.2.2: names and passwords are prepared with OpaqueString.
+            do throws(OpaqueString.Failure) { _ = try OpaqueString.prepare(name) } catch {
+                throw ValidationError("--user \(name): the name has \(Settings.describe(error)) (RFC 8265 OpaqueString).")
+            }
             if secret.hasPrefix("0x") || secret.hasPrefix("0X") {
                 guard let key = LongTermKey(hex: secret) else {
                     throw ValidationError(
@@ -75,6 +82,10 @@ extension Settings {
                 }
                 keys[name] = [key]
             } else {
+                do throws(OpaqueString.Failure) { _ = try OpaqueString.prepare(secret) } catch {
+                    // The password itself is never shown; the code point is.
+                    throw ValidationError("--user \(name): the password has \(Settings.describe(error)) (RFC 8265 OpaqueString).")
+                }
                 passwords[name] = secret
             }
         }
@@ -115,5 +126,16 @@ extension Settings {
     static func redact(_ entry: String) -> String {
         guard let colon = entry.firstIndex(of: ":") else { return entry }
         return entry[..<colon] + ":…"
+    }
+}
+
+extension Settings {
+    /// What OpaqueString refused, in words.
+    static func describe(_ failure: OpaqueString.Failure) -> String {
+        switch failure {
+        case .empty: "nothing left after preparation"
+        case .disallowed(let scalar):
+            "a character that is not allowed: U+\(String(scalar.value, radix: 16, uppercase: true))"
+        }
     }
 }

@@ -8,7 +8,7 @@ struct ListeningAddresses {
     var port: UInt16
     /// `--listening-ip`s in the order given (default: 127.0.0.1).
     var listenIPs: [IPAddress]
-    /// Relay addresses in the order given or taken, at most one per family.
+    /// Relay addresses in the order given or taken (several per family allowed).
     var relays: [IPAddress]
     /// Listening, relay and external addresses of this server, which no peer may be.
     var serverAddresses: [IPAddress]
@@ -26,8 +26,12 @@ extension Settings {
         engine.listen = listenIPs.map { TransportAddress(ip: $0, port: port) }
 
         let relays = try Settings.relayIPs(o.relayIPs, listenIPs: listenIPs, notices: &notices)
-        engine.relayIPv4 = relays.first { $0.family == .v4 }
-        engine.relayIPv6 = relays.first { $0.family == .v6 }
+        engine.relayIPsV4 = relays.filter { $0.family == .v4 }
+        engine.relayIPsV6 = relays.filter { $0.family == .v6 }
+        if o.externalIP != nil && engine.relayIPsV4.count > 1 {
+            throw ValidationError(
+                "--external-ip maps one IPv4 relay address, and --relay-ip gives \(engine.relayIPsV4.count); give one IPv4 --relay-ip with it.")
+        }
 
         var serverAddresses = listenIPs.filter { !$0.isUnspecified } + relays
         if let external = try Settings.externalIPv4(o.externalIP, relayIPv4: engine.relayIPv4) {
@@ -73,10 +77,7 @@ extension Settings {
             if ip.isUnspecified || ip.isMulticast {
                 throw ValidationError("--relay-ip \(ip) cannot be a relay address; give the host's own unicast address.")
             }
-            if let other = relays.first(where: { $0.family == ip.family }) {
-                throw ValidationError(
-                    "--relay-ip \(other) and \(ip) are both \(ip.family == .v4 ? "IPv4" : "IPv6"); uturn relays from one address per family.")
-            }
+            if relays.contains(ip) { throw ValidationError("--relay-ip \(ip) is given twice.") }
             relays.append(ip)
         }
         if relays.isEmpty {
@@ -114,7 +115,7 @@ extension Settings {
             }
             if local != relay4 {
                 throw ValidationError(
-                    "--external-ip \(text): the private address must be the IPv4 relay address (\(relay4)); uturn relays from one address per family.")
+                    "--external-ip \(text): the private address must be the IPv4 relay address (\(relay4)).")
             }
         }
         return external

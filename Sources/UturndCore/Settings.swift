@@ -75,6 +75,7 @@ extension Settings {
         let metricsListen = try Settings.metricsEndpoint(o.logging)
         let (adminListen, adminToken, adminTLS) = try Settings.adminEndpoint(o.admin, warnings: &warnings)
         try Settings.engineTuning(o.engine, onlineCPUs: onlineCPUs, engine: &engine)
+        try Settings.abuse(o.abuse, workers: engine.workers, turn: &turn)
         if let problem = engine.problem() { throw ValidationError(problem + ".") }
 
         self.engine = engine
@@ -111,7 +112,7 @@ extension Settings {
         for a in engine.listen { lines.append("listening on udp \(a)") }
         for a in engine.tcpListen { lines.append("listening on tcp \(a)") }
         for a in engine.tlsListen { lines.append("listening on tls \(a) (certificate \(engine.tls?.certificateFile ?? "?"))") }
-        let relays = [engine.relayIPv4, engine.relayIPv6].compactMap { $0?.description }.joined(separator: " and ")
+        let relays = (engine.relayIPsV4 + engine.relayIPsV6).map(\.description).joined(separator: " and ")
         var relay = "relaying from \(relays), ports \(engine.minPort)-\(engine.maxPort)"
         if let external = engine.externalIPv4 { relay += ", advertised as \(external)" }
         lines.append(relay)
@@ -131,6 +132,8 @@ extension Settings {
         lines.append(
             "lifetimes: allocations up to \(turn.maxLifetime) s, nonces \(turn.nonces.lifetime) s; quotas: \(userQuota == 0 ? "none" : "\(userQuota)") per user, \(totalQuota == 0 ? "none" : "\(totalQuota)") in total")
         lines.append(serviceSummary)
+        lines.append(abuseSummary)
+        if let alternateSummary { lines.append(alternateSummary) }
         if let metricsListen { lines.append("metrics: http://\(metricsListen)/metrics") }
         if let adminListen {
             let scheme = adminTLS == nil ? "http" : "https"

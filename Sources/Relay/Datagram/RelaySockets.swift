@@ -23,6 +23,8 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
         var allocation = AllocationID(slot: 0, generation: 0)
         var port: UInt16 = 0
         var family: IPAddress.Family = .v4
+        /// The relay address the socket is bound to.
+        var ip = IPAddress(v4: 0)
         var inUse = false
         /// A TCP listener (RFC 6062 allocation) rather than a UDP socket.
         var tcp = false
@@ -32,6 +34,7 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
     struct Reservation {
         var token: UInt64
         var family: IPAddress.Family
+        var ip: IPAddress
         var port: UInt16
         var expires: UInt32
     }
@@ -41,8 +44,13 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
     private var freeSlots: SlotFreeList
     private var portsV4: PortRange
     private var portsV6: PortRange
-    let relayIPv4: IPAddress?
-    let relayIPv6: IPAddress?
+    /// Relay addresses per family; new sockets take them in turn. The port
+    /// ranges are per family, shared by its addresses (a port in use on one
+    /// address is not handed out on another), which keeps one free list.
+    let relayIPsV4: [IPAddress]
+    let relayIPsV6: [IPAddress]
+    private var turnV4 = 0
+    private var turnV6 = 0
     let externalIPv4: IPAddress?
     /// UDP_GRO on every relay socket (`--gro-peer`).
     let gro: Bool
@@ -67,8 +75,8 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
         freeSlots = SlotFreeList(capacity: capacity)
         portsV4 = PortRange(ports)
         portsV6 = PortRange(ports)
-        relayIPv4 = config.relayIPv4
-        relayIPv6 = config.relayIPv6
+        relayIPsV4 = config.relayIPsV4
+        relayIPsV6 = config.relayIPsV6
         externalIPv4 = config.externalIPv4
         gro = config.groPeer
         nextToken = UInt64(workerIndex + 1) << 48
@@ -125,6 +133,10 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
         for _ in 0..<16 {
             guard let port = takePort(family: family, even: evenPort || reserveNext) else { return nil }
             var token: UInt64 = 0
+            guard let ip = pickRelayIP(family) else {
+                givePort(family: family, port)
+                return nil
+            }
             if reserveNext {
                 guard takeSpecificPort(family: family, port &+ 1) else {
                     givePort(family: family, port)
@@ -133,9 +145,10 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
                 nextToken &+= 1
                 token = nextToken
                 reservations.append(
-                    Reservation(token: token, family: family, port: port + 1, expires: nowSeconds + Self.reservationSeconds))
+                    Reservation(
+                        token: token, family: family, ip: ip, port: port + 1, expires: nowSeconds + Self.reservationSeconds))
             }
-            switch open(id: id, family: family, port: port) {
+            switch open(id: id, family: family, ip: ip, port: port) {
             case .opened(let endpoint):
                 var e = endpoint
                 e.reservationToken = token
@@ -158,7 +171,11 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
     mutating func openTCPRelay(for id: AllocationID, family: IPAddress.Family) -> RelayEndpoint? {
         for _ in 0..<16 {
             guard let port = takePort(family: family, even: false) else { return nil }
-            switch open(id: id, family: family, port: port, tcp: true) {
+            guard let ip = pickRelayIP(family) else {
+                givePort(family: family, port)
+                return nil
+            }
+            switch open(id: id, family: family, ip: ip, port: port, tcp: true) {
             case .opened(let endpoint): return endpoint
             case .busy:
                 givePort(family: family, port)
@@ -174,15 +191,15 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
     /// The address a TCP relay slot is bound to (the relay IP, not the advertised one).
     func boundAddress(ofHandle handle: UInt64) -> TransportAddress? {
         let i = Int(truncatingIfNeeded: handle)
-        guard i < capacity, slots[i].inUse, let ip = slots[i].family == .v4 ? relayIPv4 : relayIPv6 else { return nil }
-        return TransportAddress(ip: ip, port: slots[i].port)
+        guard i < capacity, slots[i].inUse else { return nil }
+        return TransportAddress(ip: slots[i].ip, port: slots[i].port)
     }
 
     mutating func openReservedRelay(for id: AllocationID, token: UInt64) -> RelayEndpoint? {
         expireReservations()
         guard let i = reservations.firstIndex(where: { $0.token == token }) else { return nil }
         let r = reservations.remove(at: i)
-        if case .opened(let endpoint) = open(id: id, family: r.family, port: r.port) { return endpoint }
+        if case .opened(let endpoint) = open(id: id, family: r.family, ip: r.ip, port: r.port) { return endpoint }
         givePort(family: r.family, r.port)
         return nil
     }
@@ -209,11 +226,22 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
         case failed
     }
 
-    private mutating func open(id: AllocationID, family: IPAddress.Family, port: UInt16, tcp: Bool = false)
-        -> OpenResult
-    {
+    /// The next relay address of `family` (round-robin), nil if it has none.
+    private mutating func pickRelayIP(_ family: IPAddress.Family) -> IPAddress? {
+        let list = family == .v4 ? relayIPsV4 : relayIPsV6
+        guard !list.isEmpty else { return nil }
+        if family == .v4 {
+            turnV4 &+= 1
+            return list[turnV4 % list.count]
+        }
+        turnV6 &+= 1
+        return list[turnV6 % list.count]
+    }
+
+    private mutating func open(
+        id: AllocationID, family: IPAddress.Family, ip: IPAddress, port: UInt16, tcp: Bool = false
+    ) -> OpenResult {
         guard freeSlots.count > 0 else { return .failed }
-        guard let ip = family == .v4 ? relayIPv4 : relayIPv6 else { return .failed }
         let bindAddress = SocketAddress(TransportAddress(ip: ip, port: port))
         if tcp {
             let listener: StreamSocket
@@ -252,6 +280,7 @@ struct RelaySockets: ~Copyable, RelayPortProvider {
         slots[slot].allocation = id
         slots[slot].port = port
         slots[slot].family = family
+        slots[slot].ip = ip
         slots[slot].inUse = true
         slots[slot].tcp = tcp
         toArm.append(UInt32(slot))

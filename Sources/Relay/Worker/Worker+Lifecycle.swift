@@ -75,6 +75,7 @@ extension Worker {
         case WorkerControl.drain:
             if !draining { log(.info, "worker \(index): draining \(turn.allocationCount) allocations") }
             draining = true
+            turn.draining = true
             if turn.allocationCount == 0 || now.nanoseconds >= control.drainDeadline.load(ordering: .relaxed) {
                 stopping = true
             }
@@ -91,6 +92,8 @@ extension Worker {
         guard let request = try? STUNMessage(parsing: packet), request.method == .allocate,
             request.messageClass == .request
         else { return false }
+        // With alternates for draining, the TURN server answers 300 instead.
+        if turn.redirectsWhileDraining(client) { return false }
         let n: Int
         do throws(STUNError) {
             var e = try STUNEncoder(

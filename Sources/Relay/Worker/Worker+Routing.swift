@@ -135,6 +135,14 @@ extension Worker {
             stream.allocationGone(removed.id)
             logRemoved(removed, why: "deleted")
             if removed.relayTransport == .tcp { closeConnectionsOfRemovedAllocations() }
+        case .dropped(.rateLimitedUnauthenticated):
+            counters.add(.rateLimitedUnauthenticated)
+        case .dropped(.rateLimitedCredentials):
+            counters.add(.rateLimitedCredentials)
+        case .dropped(.rateLimitedMalformed):
+            counters.add(.rateLimitedMalformed)
+        case .dropped(.rateLimitedBinding):
+            counters.add(.rateLimitedBinding)
         case .dropped:
             counters.add(.dropsMalformed)
         case .none, .tcpRelay:

@@ -97,6 +97,7 @@ struct WorkerCounters: ~Copyable {
         case allocationsCreated, allocationsDeleted, allocationsExpired
         case offloadPacketsToPeers, offloadBytesToPeers, offloadPacketsToClients, offloadBytesToClients
         case offloadEntriesWritten, offloadEntriesDeleted
+        case rateLimitedUnauthenticated, rateLimitedCredentials, rateLimitedMalformed, rateLimitedBinding
     }
     private let storage: UnsafeMutablePointer<UInt64>
 
