@@ -407,8 +407,10 @@ def udp_peer(tmp_path_factory) -> Peer:
 
 def pytest_configure(config):
     # Tests that do not depend on which completion backend uturnd runs
-    # (stores, admin API, configuration parsing) carry this marker; the
+    # (stores, admin API, configuration parsing, datagrams the kernel fast
+    # path carries) carry this marker; the
     # second e2e pass in scripts/test (epoll, io_uring refused) skips them.
     config.addinivalue_line(
-        "markers", "backend_independent: the result cannot depend on io_uring vs epoll; "
+        "markers", "backend_independent: the result cannot depend on io_uring vs epoll, or "
+                   "its backend-dependent part is covered by a test run on both passes; "
                    "run once, not again on the epoll pass")

@@ -35,7 +35,11 @@ import pytest
 from conftest import server_binary, server_kind, REALM, USER, PASSWORD
 from test_metrics import parse
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces, BPF and tc")
+# backend_independent: the kernel carries these datagrams; the user-space
+# side of offloaded channels on epoll is covered by test_offload.py, which
+# runs on both passes.
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces, BPF and tc"),
+              pytest.mark.backend_independent]
 
 CLIENT_IP, RELAY_C_IP, RELAY_P_IP, PEER_IP = "10.203.1.2", "10.203.1.1", "10.203.2.1", "10.203.2.2"
 CLIENT_IP6, RELAY_C_IP6, RELAY_P_IP6, PEER_IP6 = "fd03:1::2", "fd03:1::1", "fd03:2::1", "fd03:2::2"
