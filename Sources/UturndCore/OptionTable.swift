@@ -33,7 +33,7 @@ public enum OptionTable {
         // service
         "no-udp": .flag, "no-udp-relay": .flag, "stun-only": .flag, "no-stun": .flag, "secure-stun": .flag,
         "no-software-attribute": .flag, "server-name": .value, "permission-lifetime": .value,
-        "channel-lifetime": .value, "check-origin-consistency": .flag,
+        "channel-lifetime": .value, "check-origin-consistency": .flag, "mobility": .flag,
         // logging
         "log-file": .value, "log-level": .value, "metrics-listen": .value,
         // admin API

@@ -179,6 +179,7 @@ public struct Reloader: Sendable {
         if t0.checkOriginConsistency != t1.checkOriginConsistency {
             out.append("--check-origin-consistency \(t1.checkOriginConsistency ? "on" : "off")")
         }
+        if t0.mobility != t1.mobility { out.append("--mobility \(t1.mobility ? "on" : "off")") }
         if old.serverName != new.serverName { out.append("--server-name \(new.serverName ?? "none")") }
         if let a = old.engine.tls, let b = new.engine.tls, a !== b {
             out.append("TLS certificate reloaded from \(b.certificateFile)")
