@@ -11,7 +11,7 @@ import TURN
 /// separator, peer policy (allow/deny blocks, loopback), allocation and nonce
 /// lifetimes, strict channel numbers, --drain-timeout, --stun-only,
 /// --no-stun, --secure-stun, --no-udp-relay, --no-software-attribute,
-/// --check-origin-consistency, --server-name, and the TLS
+/// --check-origin-consistency, --mobility, --server-name, and the TLS
 /// certificate and key (read afresh when TLS listeners run). Everything
 /// else is fixed when the engine starts (sockets, threads, rings, quotas'
 /// counters, the log level and destination, the metrics endpoint); a

@@ -202,6 +202,26 @@ struct MobilityTests {
         #expect(h.refresh(moved, ticket: ticket).errorCode == 437)
     }
 
+    @Test func aReloadKeepsTheTicketSecretAndCanTurnMobilityOff() {
+        var h = Self.mobile()
+        var c = TestClient()
+        let ticket = h.allocateMobile(&c).mobilityTicket!
+        var reloaded = h.server.configuration
+        reloaded.mobilityTickets = MobilityTicketCodec(secret: Array(repeating: 2, count: 32))
+        h.server.reconfigure(reloaded)
+        var moved = c
+        moved.fiveTuple.client.port = 40001
+        let r = h.refresh(moved, ticket: ticket)
+        #expect(r.isSuccess)
+        reloaded.mobility = false
+        h.server.reconfigure(reloaded)
+        var again = c
+        again.fiveTuple.client.port = 40002
+        #expect(h.refresh(again, ticket: r.mobilityTicket!).errorCode == 405)
+        let plain = h.refresh(moved, lifetime: 600)
+        #expect(plain.isSuccess && !plain.has(.mobilityTicket))
+    }
+
     @Test func moveToA5TupleThatHasAnAllocationIsRefused() {
         var h = Self.mobile()
         var c = TestClient("198.51.100.7:40000")

@@ -10,13 +10,14 @@ SO_REUSEPORT hands to another worker is not supported yet (437).
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 
 import pytest
 
 import stun
-from conftest import PASSWORD, USER, server_kind
+from conftest import PASSWORD, USER, _stop, server_kind
 from test_service_options import start
 
 pytestmark = [
@@ -28,12 +29,17 @@ MOBILITY_TICKET = 0x8030
 CHANNEL = 0x4001
 
 
-@pytest.fixture(scope="module")
-def mobile_server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("mobility"), ["--mobility", "--workers", "1"],
-                lambda a: stun.binding(a, timeout=0.3) is not None)
+@pytest.fixture(scope="module", params=["user-space", "offload"])
+def mobile_server(request, tmp_path_factory):
+    """The move in user space, and with the kernel fast path relaying the
+    channel (its routes name the client 5-tuple, so they must move too)."""
+    extra = ["--mobility", "--workers", "1"]
+    if request.param == "offload":
+        if os.geteuid() != 0:
+            pytest.skip("needs root for BPF and tc")
+        extra += ["--offload", "tc", "--offload-interface", "lo"]
+    srv = start(tmp_path_factory.mktemp("mobility"), extra, lambda a: stun.binding(a, timeout=0.3) is not None)
     yield srv
-    from conftest import _stop
     _stop(srv.proc)
 
 
@@ -64,6 +70,8 @@ def test_allocation_moves_to_a_new_port_with_its_ticket(mobile_server):
         assert a.channel_bind(CHANNEL, peer.addr).cls == stun.SUCCESS
         a.send_channel_data(CHANNEL, b"before")
         assert a.recv_channel_data() == (CHANNEL, b"before")
+        if "--offload" in mobile_server.argv:
+            assert "offload: kernel fast path on lo" in mobile_server.output(), mobile_server.output_tail()
 
         # A plain Refresh on the old port hands out a newer ticket; the first is then spent.
         r = refresh_with(a, first)
@@ -98,8 +106,11 @@ def test_allocation_moves_to_a_new_port_with_its_ticket(mobile_server):
         c = moved_client(a)
         clients.append(c)
         assert refresh_with(c, ticket).error_code == 400
-        b.send_channel_data(CHANNEL, b"still")
-        assert b.recv_channel_data() == (CHANNEL, b"still")
+        for i in range(20):
+            b.send_channel_data(CHANNEL, b"still %d" % i)
+            assert b.recv_channel_data() == (CHANNEL, b"still %d" % i)
+        # Nothing the peer echoed went to the old port.
+        assert stun.recv_nowait(a.sock) is None
     finally:
         for c in clients:
             c.close()
