@@ -222,6 +222,36 @@ struct MobilityTests {
         #expect(plain.isSuccess && !plain.has(.mobilityTicket))
     }
 
+    @Test func aRefusedMoveLeavesTheAllocationAndLifetimeZeroDeletesIt() {
+        var h = Self.mobile()
+        var c = TestClient()
+        let ticket = h.allocateMobile(&c).mobilityTicket!
+        let id = h.server.allocation(for: c.fiveTuple)!
+        var moved = c
+        moved.fiveTuple.client.port = 40001
+        // An IPv6 family on an IPv4-only allocation: 443, and nothing moves.
+        let wrongFamily = h.send(
+            moved.request(.refresh) { (e) throws(STUNError) in
+                try e.appendAddressFamily(.requestedAddressFamily, family: 0x02)
+                var failure: STUNError?
+                ticket.withUnsafeBytes { b in
+                    do throws(STUNError) { try e.append(.mobilityTicket, bytes: b) } catch { failure = error }
+                }
+                if let failure { throw failure }
+            }, from: moved)
+        #expect(wrongFamily.errorCode == 443)
+        #expect(h.server.allocation(for: c.fiveTuple) == id)
+        // The same ticket, LIFETIME 0, from the new port: moved and deleted.
+        let r = h.refresh(moved, ticket: ticket, lifetime: 0)
+        #expect(r.isSuccess && !r.has(.mobilityTicket))
+        guard case .allocationDeleted(let removed) = r.outcome.effect else {
+            Issue.record("expected a deletion, got \(r.outcome.effect)")
+            return
+        }
+        #expect(removed.id == id && removed.fiveTuple == moved.fiveTuple)
+        #expect(h.allocationCount == 0)
+    }
+
     @Test func moveToA5TupleThatHasAnAllocationIsRefused() {
         var h = Self.mobile()
         var c = TestClient("198.51.100.7:40000")
