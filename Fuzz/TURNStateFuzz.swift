@@ -407,6 +407,11 @@ private struct Run: ~Copyable {
         case .allocationDeleted(let removed):
             // The relays were already closed through the provider.
             forget(removed, closeRelays: false)
+        case .allocationMoved(let id, let from):
+            // RFC 8016 (only with mobility on): re-keyed, relays unchanged.
+            check(live[id] != nil, "moved an allocation not live")
+            check(server.tables.allocation(for: tuple) == id, "moved allocation not found under its new 5-tuple")
+            check(from != tuple && server.tables.allocation(for: from) == nil, "the old 5-tuple still finds an allocation")
         case .sendToPeer(let id, _, let payload, _):
             check(server.tables.isLive(id), "sendToPeer from a dead allocation")
             check(payload.lowerBound >= 0 && payload.upperBound <= packet.count, "payload outside the packet")

@@ -52,6 +52,10 @@ public struct STUNAttributeType: RawRepresentable, Hashable, Sendable {
     public static let fingerprint = STUNAttributeType(0x8028)
     public static let iceControlled = STUNAttributeType(0x8029)
     public static let iceControlling = STUNAttributeType(0x802A)
+    /// RFC 8016 §3.3: empty in an Allocate request (the client asks for
+    /// mobility); an opaque server ticket in responses and in a Refresh
+    /// from a new 5-tuple.
+    public static let mobilityTicket = STUNAttributeType(0x8030)
 
     /// True for every type this module parses and validates: the set a TURN
     /// server understands. ICE's PRIORITY / USE-CANDIDATE are not in it.
@@ -72,7 +76,7 @@ public struct STUNAttributeType: RawRepresentable, Hashable, Sendable {
         case .messageIntegrity, .messageIntegritySHA256, .fingerprint, .username, .userHash, .realm, .nonce,
             .lifetime, .channelNumber, .requestedTransport, .passwordAlgorithm, .passwordAlgorithms, .data,
             .requestedAddressFamily, .additionalAddressFamily, .evenPort, .dontFragment, .reservationToken,
-            .connectionID:
+            .connectionID, .mobilityTicket:
             return true
         default:
             return false
@@ -96,7 +100,7 @@ enum AttributeSlot: Int {
     case fingerprint, errorCode, realm, nonce, passwordAlgorithms, passwordAlgorithm, unknownAttributes
     case software, alternateServer, channelNumber, lifetime, xorPeerAddress, data, xorRelayedAddress
     case requestedAddressFamily, additionalAddressFamily, addressErrorCode, evenPort, requestedTransport
-    case dontFragment, reservationToken, icmp, connectionID
+    case dontFragment, reservationToken, icmp, connectionID, mobilityTicket
 
     /// Size of the inline table; at least the number of cases.
     @usableFromInline static let capacity = 32
@@ -133,6 +137,7 @@ enum AttributeSlot: Int {
         case 0x8022: self = .software
         case 0x8023: self = .alternateServer
         case 0x8028: self = .fingerprint
+        case 0x8030: self = .mobilityTicket
         default: return nil
         }
     }

@@ -6,6 +6,9 @@ enum AttributeValidation {
     static let maxUsername = 513
     /// REALM, NONCE, SOFTWARE, reason phrases: fewer than 128 characters, at most 763 bytes.
     static let maxText = 763
+    /// MOBILITY-TICKET: RFC 8016 sets no limit; uturn's tickets are far
+    /// shorter, and anything longer is not worth reading.
+    static let maxMobilityTicket = 256
 
     @usableFromInline
     static func validate(
@@ -24,6 +27,8 @@ enum AttributeValidation {
             guard length <= maxUsername else { throw .valueTooLong(type) }
         case .realm, .nonce, .software:
             guard length <= maxText else { throw .valueTooLong(type) }
+        case .mobilityTicket:
+            guard length <= maxMobilityTicket else { throw .valueTooLong(type) }
         case .userHash:
             guard length == 32 else { throw .invalidLength(type) }
         case .messageIntegrity:

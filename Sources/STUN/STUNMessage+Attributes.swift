@@ -175,4 +175,9 @@ extension STUNMessage {
     /// Connect responses, ConnectionAttempt indications and ConnectionBind requests.
     @inlinable
     public var connectionID: UInt32? { value(.connectionID).map { $0.be32(0) } }
+
+    /// MOBILITY-TICKET (RFC 8016): empty when a client asks for mobility in
+    /// an Allocate; the server's ticket in a Refresh.
+    @inlinable
+    public var mobilityTicket: UnsafeRawBufferPointer? { value(.mobilityTicket) }
 }

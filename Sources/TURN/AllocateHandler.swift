@@ -47,6 +47,9 @@ extension TURNServer {
         let evenPort = request.evenPort
         let requestedFamily = request.requestedAddressFamily
         let additionalFamily = request.additionalAddressFamily
+        // RFC 8016 §3.1: the client asks for mobility with an empty ticket
+        // (allowed here: the dispatcher answered 405 otherwise).
+        if let ticket = request.mobilityTicket, ticket.count != 0 { return fail(400) }
         if token != nil && (evenPort != nil || requestedFamily != nil || additionalFamily != nil) { return fail(400) }
         if requestedFamily != nil && additionalFamily != nil { return fail(400) }
 
@@ -113,6 +116,8 @@ extension TURNServer {
         owners[Int(id.slot)] = Owner(
             username: auth.username, quotaUser: quotaUser, origin: OriginCheck.first(in: request),
             createdAt: now.seconds)
+        let ticket = request.mobilityTicket != nil ? issueMobilityTicket(id) : nil
+        if ticket != nil { owners[Int(id.slot)].mobile = true }
 
         let n = successResponse(to: request, auth: auth, into: out) { (enc) throws(STUNError) in
             try enc.append(.xorRelayedAddress, xorAddress: first.address)
@@ -123,6 +128,7 @@ extension TURNServer {
                 try enc.append(.reservationToken, uint64: first.reservationToken)
             }
             try enc.append(.xorMappedAddress, xorAddress: fiveTuple.client)
+            if let ticket { try enc.appendBytes(.mobilityTicket, ticket) }
             if secondError != 0 {
                 let reason = Array(reasonPhrase(secondError).utf8)
                 var failure: STUNError?

@@ -269,6 +269,17 @@ public struct AllocationTable: ~Copyable {
         return e > now.seconds ? e - now.seconds : 0
     }
 
+    /// Re-keys `id` to `newFiveTuple` (RFC 8016 mobility), keeping its
+    /// relays, permissions, channels, lifetime and counters (they are keyed
+    /// by slot). False when `id` is gone or `newFiveTuple` has an allocation.
+    public mutating func move(_ id: AllocationID, to newFiveTuple: FiveTuple) -> Bool {
+        guard isLive(id), byFiveTuple.get(newFiveTuple) == nil else { return false }
+        byFiveTuple.remove(records[Int(id.slot)].fiveTuple)
+        records[Int(id.slot)].fiveTuple = newFiveTuple
+        byFiveTuple.set(newFiveTuple, id.slot)
+        return true
+    }
+
     /// Sets `id` to expire `lifetime` seconds from `now`.
     public mutating func refresh(_ id: AllocationID, lifetime: UInt32, now: MonotonicTime) {
         guard isLive(id) else { return }

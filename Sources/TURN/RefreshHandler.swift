@@ -26,8 +26,12 @@ extension TURNServer {
         }
         let lifetime = configuration.lifetime(requested: request.lifetime)
         tables.refresh(id, lifetime: lifetime, now: now)
+        // RFC 8016 §3.2: every Refresh success of a mobile allocation carries a new ticket.
+        // (None once a reload turned mobility off: a ticket would only get 405.)
+        let ticket = owners[Int(id.slot)].mobile && configuration.mobility ? issueMobilityTicket(id) : nil
         let n = successResponse(to: request, auth: auth, into: out) { (enc) throws(STUNError) in
             try enc.appendLifetime(lifetime)
+            if let ticket { try enc.appendBytes(.mobilityTicket, ticket) }
         }
         return STUNOutcome(responseLength: n, effect: .none)
     }

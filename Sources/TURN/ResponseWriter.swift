@@ -16,6 +16,7 @@ func reasonPhrase(_ code: Int) -> String {
     case 400: "Bad Request"
     case 401: "Unauthorized"
     case 403: "Forbidden"
+    case 405: "Mobility Forbidden"  // RFC 8016 §4
     case 420: "Unknown Attribute"
     case 437: "Allocation Mismatch"
     case 438: "Stale Nonce"
@@ -111,5 +112,20 @@ extension TURNServer {
             var algs = TURNServer.offeredAlgorithms
             try withUnsafeBytes(of: &algs) { (b) throws(STUNError) in try enc.append(.passwordAlgorithms, bytes: b) }
         }
+    }
+}
+
+extension STUNEncoder {
+    /// An attribute whose value is a byte array (control path: mobility tickets).
+    mutating func appendBytes(_ type: STUNAttributeType, _ value: [UInt8]) throws(STUNError) {
+        var failure: STUNError?
+        value.withUnsafeBytes { b in
+            do throws(STUNError) {
+                try append(type, bytes: b)
+            } catch {
+                failure = error
+            }
+        }
+        if let failure { throw failure }
     }
 }

@@ -60,6 +60,13 @@ public struct TURNConfiguration: Sendable {
     public var sourceLimits = SourceRateLimits()
     /// Per-allocation bandwidth cap in bytes per second; 0 for none.
     public var bandwidthBytesPerSecond: UInt64 = 0
+    /// RFC 8016 mobility (coturn `--mobility`): UDP allocations asked for
+    /// with an empty MOBILITY-TICKET get a ticket, and a Refresh carrying
+    /// it from a new 5-tuple moves the allocation there. Off: a request
+    /// carrying MOBILITY-TICKET gets 405 (Mobility Forbidden).
+    public var mobility = false
+    /// Seals mobility tickets; every worker must hold the same secret.
+    public var mobilityTickets = MobilityTicketCodec()
 
     public init(credentials: CredentialStore, peerPolicy: PeerPolicy = PeerPolicy(), nonces: NonceCodec = NonceCodec()) {
         self.credentials = credentials

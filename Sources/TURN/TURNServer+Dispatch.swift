@@ -85,6 +85,11 @@ extension TURNServer {
                 try enc.appendUnknownAttributes(unknown)
             }
             outcome = STUNOutcome(responseLength: n, effect: .none)
+        } else if method == .allocate || method == .refresh, request.mobilityTicket != nil,
+            !mobilityAllowed(for: fiveTuple)
+        {
+            // RFC 8016 §3.1: mobility off (or not UDP) is 405, not silence.
+            outcome = STUNOutcome(responseLength: errorResponse(405, to: request, auth: auth, into: out), effect: .none)
         } else if method == .allocate {
             outcome = handleAllocate(request, auth: auth, from: fiveTuple, now: now, into: out, relays: &relays)
         } else if method == .connectionBind {
@@ -107,6 +112,9 @@ extension TURNServer {
             } else {
                 outcome = handleChannelBind(request, id: id, auth: auth, now: now, into: out)
             }
+        } else if method == .refresh, let ticket = request.mobilityTicket {
+            outcome = handleMobilityRefresh(
+                request, ticket: ticket, auth: auth, from: fiveTuple, now: now, into: out, relays: &relays)
         } else {
             outcome = STUNOutcome(responseLength: errorResponse(437, to: request, auth: auth, into: out), effect: .none)
         }

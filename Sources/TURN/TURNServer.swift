@@ -5,6 +5,11 @@ public enum ServerEffect: Sendable, Equatable {
     case none
     /// An allocation was made: register its relay socket(s) under `id`.
     case allocationCreated(AllocationID, relayV4: RelayEndpoint?, relayV6: RelayEndpoint?)
+    /// RFC 8016: a Refresh with the allocation's mobility ticket moved `id`
+    /// from the client 5-tuple `from` to the one the Refresh came from
+    /// (relays, permissions and channels kept): redo what was keyed by the
+    /// old 5-tuple (kernel fast-path routes).
+    case allocationMoved(AllocationID, from: FiveTuple)
     /// An allocation was deleted (Refresh LIFETIME 0): close its relay sockets.
     /// The relays were already closed through the provider; this is for the engine's tables.
     case allocationDeleted(RemovedAllocation)
@@ -121,7 +126,13 @@ public struct TURNServer: ~Copyable {
         var origin = ""
         /// Monotonic seconds when the Allocate succeeded (the admin API's age).
         var createdAt: UInt32 = 0
+        /// RFC 8016: the client asked for mobility and got tickets.
+        var mobile = false
+        /// The counter of the newest mobility ticket given out (only it moves the allocation).
+        var ticketCounter: UInt32 = 0
     }
+    /// This worker's number, written into mobility tickets (`setWorkerIndex`).
+    var workerIndex: UInt16 = 0
 
     public init(configuration: TURNConfiguration, quotas: AllocationQuotas, now: MonotonicTime) {
         self.configuration = configuration
@@ -201,6 +212,8 @@ public struct TURNServer: ~Copyable {
     public mutating func reconfigure(_ new: TURNConfiguration) {
         var next = new
         next.limits = configuration.limits
+        // Tickets already given out must keep working after a reload.
+        next.mobilityTickets = configuration.mobilityTickets
         configuration = next
         sourceLimiter.reconfigure(next.sourceLimits)
     }

@@ -35,7 +35,6 @@ public enum CoturnOptions {
         add(missing, [
             "fingerprint", "listening-device", "relay-device", "relay-threads", "aux-server", "udp-self-balance",
             "alt-listening-port", "max-bps", "bps-capacity",
-            "mobility",
             "keep-address-family", "allocation-default-address-family", "no-rfc5780",
             "no-stun-backward-compatibility", "response-origin-only-with-rfc5780", "respond-http-unsupported",
             "max-allocate-timeout", "ne",

@@ -53,6 +53,10 @@ public final class MetricsExposition: Sendable {
             name: "uturn_allocations_expired_total", help: "Allocations whose lifetime ran out.",
             series: [("", "allocationsExpired")]),
         Family(
+            name: "uturn_allocations_moved_total",
+            help: "Allocations moved to a new client 5-tuple with a mobility ticket (RFC 8016).",
+            series: [("", "allocationsMoved")]),
+        Family(
             name: "uturn_received_packets_total",
             help: "Datagrams received: source client on the listening ports (STUN and ChannelData), source peer on relay ports.",
             label: "source", series: [("client", "packetsFromClients"), ("peer", "packetsFromPeers")]),

@@ -34,7 +34,7 @@ public enum OptionTable {
         // service
         "no-udp": .flag, "no-udp-relay": .flag, "stun-only": .flag, "no-stun": .flag, "secure-stun": .flag,
         "no-software-attribute": .flag, "server-name": .value, "permission-lifetime": .value,
-        "channel-lifetime": .value, "check-origin-consistency": .flag,
+        "channel-lifetime": .value, "check-origin-consistency": .flag, "mobility": .flag,
         // request limits and redirects
         "failed-request-rate": .value, "failed-request-rate-total": .value, "binding-request-rate": .value,
         "alternate-server": .list, "alternate-server-policy": .value,

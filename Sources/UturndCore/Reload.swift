@@ -12,7 +12,7 @@ import UserStores
 /// separator, peer policy (allow/deny blocks, loopback), allocation and nonce
 /// lifetimes, strict channel numbers, --drain-timeout, --stun-only,
 /// --no-stun, --secure-stun, --no-udp-relay, --no-software-attribute,
-/// --check-origin-consistency, --server-name, the request limits
+/// --check-origin-consistency, --mobility, --server-name, the request limits
 /// (--failed-request-rate, --binding-request-rate and their kin), the
 /// alternate servers and their policy, and the TLS
 /// certificate and key (read afresh when TLS listeners run). Everything
@@ -187,6 +187,7 @@ public struct Reloader: Sendable {
         if t0.checkOriginConsistency != t1.checkOriginConsistency {
             out.append("--check-origin-consistency \(t1.checkOriginConsistency ? "on" : "off")")
         }
+        if t0.mobility != t1.mobility { out.append("--mobility \(t1.mobility ? "on" : "off")") }
         if old.serverName != new.serverName { out.append("--server-name \(new.serverName ?? "none")") }
         if let a = old.engine.tls, let b = new.engine.tls, a !== b {
             out.append("TLS certificate reloaded from \(b.certificateFile)")

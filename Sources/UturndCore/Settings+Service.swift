@@ -29,6 +29,7 @@ extension Settings {
         turn.authenticatesBinding = s.secureSTUN
         turn.udpRelay = !s.noUDPRelay
         turn.checkOriginConsistency = s.checkOriginConsistency
+        turn.mobility = s.mobility
         if s.noUDPRelay && !turn.tcpRelay && !s.stunOnly {
             warnings.append(
                 "--no-udp-relay without TCP relaying (no TCP or TLS listener, or --no-tcp-relay): every Allocate gets 442")
@@ -70,6 +71,7 @@ extension Settings {
             parts.append("TURN allocations: \(relays.isEmpty ? "none" : relays.joined(separator: " and "))")
         }
         if turn.checkOriginConsistency { parts.append("ORIGIN consistency checked") }
+        if turn.mobility { parts.append("RFC 8016 mobility") }
         parts.append(turn.software.map { "SOFTWARE \"\($0)\"" } ?? "no SOFTWARE attribute")
         var line = "service: " + parts.joined(separator: ", ")
         line += "; permissions last \(turn.limits.permissionLifetime) s, channels \(turn.limits.channelLifetime) s"

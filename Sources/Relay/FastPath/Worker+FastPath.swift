@@ -28,6 +28,16 @@ extension Worker {
         syncFastPath(a, now: now)
     }
 
+    /// An allocation moved to a new client 5-tuple (RFC 8016): its entries
+    /// go (they forward to and from the old one); the caller's
+    /// `syncFastPathAfterRequest` then writes them for the new 5-tuple.
+    mutating func moveFastPath(_ allocation: AllocationID, now: MonotonicTime) {
+        guard fastPath.enabled else { return }
+        let before = fastPath.count
+        if let gone = fastPath.sync(allocation, routes: [], now: now.seconds) { countOffloaded(gone) }
+        counters.add(.offloadEntriesDeleted, before - fastPath.count)
+    }
+
     /// An allocation ended: its entries go, and what they relayed since the
     /// last tick is added to its final counts (for its log line).
     mutating func removeFastPath(_ removed: inout RemovedAllocation, now: MonotonicTime) {

@@ -129,6 +129,14 @@ extension Worker {
             log(
                 .info,
                 "allocation created: client \(fiveTuple.client) via \(fiveTuple.server) user \(turn.username(of: allocation) ?? "?") relay \(relayed) id \(allocation.slot).\(allocation.generation)")
+        case .allocationMoved(let allocation, let old):
+            // RFC 8016: the kernel routes named the old 5-tuple; drop them
+            // here, and the sync after the response writes them for the new one.
+            moveFastPath(allocation, now: now)
+            counters.add(.allocationsMoved)
+            log(
+                .info,
+                "allocation moved: client \(old.client) via \(old.server) -> \(fiveTuple.client) via \(fiveTuple.server) user \(turn.username(of: allocation) ?? "?") id \(allocation.slot).\(allocation.generation)")
         case .allocationDeleted(var removed):
             removeFastPath(&removed, now: now)
             counters.add(.allocationsDeleted)

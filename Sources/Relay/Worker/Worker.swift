@@ -105,6 +105,7 @@ struct Worker: ~Copyable {
         batchMinComplete = max(2, config.maxBatch / 4)
         self.log = log
         turn = TURNServer(configuration: turnConfig, quotas: quotas, now: Self.monotonicNow())
+        turn.setWorkerIndex(index)
         if tcpRelay.tagBits > 0 { turn.setConnectionIDTag(UInt32(index), bits: tcpRelay.tagBits) }
         response = .allocate(byteCount: 2048, alignment: 8)
         transactionCounter = UInt64(index + 1) &* 0x9E37_79B9_7F4A_7C15

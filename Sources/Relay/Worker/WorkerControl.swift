@@ -94,7 +94,7 @@ struct WorkerCounters: ~Copyable {
         case refusedOther, challenges
         case streamAccepted, streamRefused, streamClosed, streamTimeouts, streamDropsFull, tlsFailures
         case bytesFromStreams, bytesToStreams
-        case allocationsCreated, allocationsDeleted, allocationsExpired
+        case allocationsCreated, allocationsDeleted, allocationsExpired, allocationsMoved
         case offloadPacketsToPeers, offloadBytesToPeers, offloadPacketsToClients, offloadBytesToClients
         case offloadEntriesWritten, offloadEntriesDeleted
         case rateLimitedUnauthenticated, rateLimitedCredentials, rateLimitedMalformed, rateLimitedBinding
