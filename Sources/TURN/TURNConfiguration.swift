@@ -50,8 +50,9 @@ public struct TURNConfiguration: Sendable {
     public var software: String? = "uturn"
     /// Fixed per-worker table sizes (read at worker start only).
     public var limits = TableLimits()
-    /// Per-allocation bandwidth cap in bytes per second; 0 for none.
-    public var bandwidthBytesPerSecond: UInt64 = 0
+    /// Traffic limits: bytes and packets per allocation, per user and for
+    /// the server, new peers per second (read at worker start only).
+    public var rateLimits = RateLimits()
 
     public init(credentials: CredentialStore, peerPolicy: PeerPolicy = PeerPolicy(), nonces: NonceCodec = NonceCodec()) {
         self.credentials = credentials

@@ -38,7 +38,14 @@ public struct Settings: Sendable {
     public var hasDemoUser: Bool
 
     /// Fresh allocation counters for these quotas, shared by all workers.
-    public func makeQuotas() -> AllocationQuotas { AllocationQuotas(perUser: userQuota, total: totalQuota) }
+    /// Under `--bps-capacity-policy refuse` each allocation reserves
+    /// `--max-bps`, so the capacity bounds the total like `--total-quota`.
+    public func makeQuotas() -> AllocationQuotas {
+        var total = totalQuota
+        if let reserved = turn.rateLimits.reservedAllocations { total = total == 0 ? reserved : min(total, reserved) }
+        return AllocationQuotas(
+            perUser: userQuota, total: total, countUsers: turn.rateLimits.userMaxBytesPerSecond != 0)
+    }
 }
 
 extension Settings {
@@ -65,6 +72,18 @@ extension Settings {
         let metricsListen = try Settings.metricsEndpoint(o.logging)
         try Settings.engineTuning(o.engine, onlineCPUs: onlineCPUs, engine: &engine)
         if let problem = engine.problem() { throw ValidationError(problem + ".") }
+        if turn.rateLimits.limitsPackets && engine.offload != .off {
+            // The kernel fast path would carry channel traffic past the
+            // user-space token buckets; limits win, the fast path stays off.
+            warnings.append(
+                "--offload \(engine.offload.rawValue) is ignored: traffic limits (--max-bps, --bps-capacity, --user-max-bps, --max-pps) are enforced in user space, so no allocation is offloaded")
+            engine.offload = .off
+        }
+        if turn.rateLimits.capacityPolicy == .refuse && turn.rateLimits.capacityBytesPerSecond != 0
+            && turn.rateLimits.maxBytesPerSecond == 0
+        {
+            notices.append("--bps-capacity-policy refuse without --max-bps: nothing is reserved, so the capacity is shared between active allocations")
+        }
 
         self.engine = engine
         self.turn = turn
@@ -115,8 +134,26 @@ extension Settings {
         lines.append(
             "lifetimes: allocations up to \(turn.maxLifetime) s, nonces \(turn.nonces.lifetime) s; quotas: \(userQuota == 0 ? "none" : "\(userQuota)") per user, \(totalQuota == 0 ? "none" : "\(totalQuota)") in total")
         lines.append(serviceSummary)
+        if let limits = rateLimitSummary { lines.append(limits) }
         if let metricsListen { lines.append("metrics: http://\(metricsListen)/metrics") }
         return lines
+    }
+}
+
+extension Settings {
+    /// The traffic limits in force, for the summary (nil when none).
+    var rateLimitSummary: String? {
+        let r = turn.rateLimits
+        var parts: [String] = []
+        if r.maxBytesPerSecond != 0 { parts.append("\(r.maxBytesPerSecond) B/s per allocation") }
+        if r.userMaxBytesPerSecond != 0 { parts.append("\(r.userMaxBytesPerSecond) B/s per user") }
+        if r.capacityBytesPerSecond != 0 {
+            parts.append("\(r.capacityBytesPerSecond) B/s server capacity (\(r.capacityPolicy.rawValue))")
+        }
+        if r.maxPacketsPerSecond != 0 { parts.append("\(r.maxPacketsPerSecond) packets/s per allocation") }
+        if r.maxNewPeersPerSecond != 0 { parts.append("\(r.maxNewPeersPerSecond) new peers/s per allocation") }
+        guard !parts.isEmpty else { return nil }
+        return "traffic limits (each direction): " + parts.joined(separator: ", ")
     }
 }
 

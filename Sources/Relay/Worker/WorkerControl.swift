@@ -94,6 +94,7 @@ struct WorkerCounters: ~Copyable {
         case allocationsCreated, allocationsDeleted, allocationsExpired
         case offloadPacketsToPeers, offloadBytesToPeers, offloadPacketsToClients, offloadBytesToClients
         case offloadEntriesWritten, offloadEntriesDeleted
+        case policyDropsBps, policyDropsUserBps, policyDropsCapacity, policyDropsPps, policyRefusedPeers
     }
     private let storage: UnsafeMutablePointer<UInt64>
 
