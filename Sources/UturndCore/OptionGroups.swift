@@ -136,7 +136,7 @@ public struct LimitOptions: ParsableArguments {
     public var bpsCapacity: Int = 0
 
     @Option(name: .customLong("bps-capacity-policy"),
-            help: ArgumentHelp("At --bps-capacity: refuse (each allocation reserves --max-bps; an Allocate that would overbook the capacity gets 486) or share (the capacity is split evenly between the allocations carrying traffic).", valueName: "refuse|share"))
+            help: ArgumentHelp("At --bps-capacity: refuse (each allocation reserves --max-bps; an Allocate that would overbook the capacity gets 486) or share (the capacity is split evenly between the allocations carrying traffic).", valueName: "policy"))
     public var bpsCapacityPolicy: String = "refuse"
 
     @Option(name: .customLong("user-max-bps"),
