@@ -10,7 +10,7 @@
 ///
 /// Integer-only and allocation-free: it runs per relayed packet. Time that
 /// refilled less than one token is not consumed (`last` stays put), so slow
-/// rates still refill.
+/// rates still refill, and the fraction of a token is kept for the next call.
 struct TokenBucket {
     var tokens: Int64
     var last: UInt64  // nanoseconds
@@ -28,16 +28,27 @@ struct TokenBucket {
 
     /// Refills for the time since the last call, then takes `amount` if the
     /// bucket is above zero. `rate` is capped at 16 × 10⁹ by the
-    /// configuration, so `elapsed × rate` cannot overflow (elapsed is capped
-    /// at one second).
+    /// configuration, so `elapsed × rate` cannot overflow (elapsed is below
+    /// one second there).
     @inline(__always)
     mutating func take(_ amount: UInt64, rate: UInt64, burst: UInt64, now: UInt64) -> Bool {
         if now > last {
-            let elapsed = min(now - last, 1_000_000_000)
-            let refill = elapsed * rate / 1_000_000_000
-            if refill > 0 || now - last >= 1_000_000_000 {
-                tokens = min(Int64(clamping: burst), tokens &+ Int64(clamping: refill))
+            let elapsed = now - last
+            if elapsed >= 1_000_000_000 {
+                // A second or more: a second's worth, which fills any burst we use.
+                tokens = min(Int64(clamping: burst), tokens &+ Int64(clamping: rate))
                 last = now
+            } else {
+                let refill = elapsed * rate / 1_000_000_000
+                if refill > 0 {
+                    tokens = min(Int64(clamping: burst), tokens &+ Int64(clamping: refill))
+                    // Advance by the time those whole tokens took, not to
+                    // `now`: the fraction of a token left over counts next
+                    // time (at low rates, dropping it would lose up to a
+                    // quarter of the rate). refill ≤ rate ≤ 16 × 10⁹, so
+                    // the product stays below 2⁶⁴.
+                    last += refill * 1_000_000_000 / rate
+                }
             }
         }
         guard tokens > 0 else { return false }

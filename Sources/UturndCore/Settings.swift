@@ -145,15 +145,15 @@ extension Settings {
     var rateLimitSummary: String? {
         let r = turn.rateLimits
         var parts: [String] = []
-        if r.maxBytesPerSecond != 0 { parts.append("\(r.maxBytesPerSecond) B/s per allocation") }
-        if r.userMaxBytesPerSecond != 0 { parts.append("\(r.userMaxBytesPerSecond) B/s per user") }
+        if r.maxBytesPerSecond != 0 { parts.append("\(r.maxBytesPerSecond) B/s per allocation each way") }
+        if r.userMaxBytesPerSecond != 0 { parts.append("\(r.userMaxBytesPerSecond) B/s per user each way") }
         if r.capacityBytesPerSecond != 0 {
-            parts.append("\(r.capacityBytesPerSecond) B/s server capacity (\(r.capacityPolicy.rawValue))")
+            parts.append("\(r.capacityBytesPerSecond) B/s server capacity each way (\(r.capacityPolicy.rawValue))")
         }
-        if r.maxPacketsPerSecond != 0 { parts.append("\(r.maxPacketsPerSecond) packets/s per allocation") }
+        if r.maxPacketsPerSecond != 0 { parts.append("\(r.maxPacketsPerSecond) packets/s per allocation (both ways)") }
         if r.maxNewPeersPerSecond != 0 { parts.append("\(r.maxNewPeersPerSecond) new peers/s per allocation") }
         guard !parts.isEmpty else { return nil }
-        return "traffic limits (each direction): " + parts.joined(separator: ", ")
+        return "traffic limits: " + parts.joined(separator: ", ")
     }
 }
 

@@ -222,3 +222,30 @@ def test_capacity_share_splits_it_evenly(server_factory):
     finally:
         for s in sessions:
             s.close()
+
+
+def test_packet_rate_and_new_peer_rate(server_factory):
+    srv = start_metrics_server(server_factory, "turn-pps", "--max-pps 100 --max-new-peers-per-second 2")
+    s = Session(srv)  # its ChannelBind added one new peer
+    try:
+        assert s.response.cls == stun.SUCCESS, s.response.error_code
+        # Permissions are per IP: two new peer IPs in the same second, the second over the rate (1 left after the bind).
+        assert s.client.create_permission(("127.0.0.2", 40001)).cls == stun.SUCCESS
+        refused = s.client.create_permission(("127.0.0.3", 40002))
+        assert refused.cls == stun.ERROR and refused.error_code == 508
+        # A peer already permitted costs nothing.
+        assert s.client.create_permission(("127.0.0.2", 40001)).cls == stun.SUCCESS
+        time.sleep(1.1)
+        assert s.client.create_permission(("127.0.0.3", 40002)).cls == stun.SUCCESS
+        # 200 small packets a second client -> peer against 100 a second.
+        seconds = 3.0
+        offer([(s, 200 * SIZE, False)], seconds)
+        pps = s.at_peer / SIZE / seconds
+        assert within(pps, 100), f"{pps:.0f} packets/s reached the peer, want 100 ±10 %\n{srv.output_tail()}"
+        samples = scrape_until(srv.extra["metrics_port"],
+                               lambda x: x.get('uturn_policy_dropped_total{reason="pps"}', 0) > 0
+                               and x.get('uturn_policy_dropped_total{reason="peer_rate"}', 0) > 0)
+        assert samples.get('uturn_policy_dropped_total{reason="pps"}', 0) >= 200, samples
+        assert samples.get('uturn_policy_dropped_total{reason="peer_rate"}', 0) == 1, samples
+    finally:
+        s.close()
