@@ -126,6 +126,29 @@ def offer(sessions: list[tuple[Session, float, bool]], seconds: float = SECONDS)
         s.finish()
 
 
+def settled_rates(sessions: list[Session], rate: float, settle: float = 2.0) -> list[float]:
+    """Each session offers `rate` client -> peer for `settle` + SECONDS; the
+    rate each peer received over the last SECONDS."""
+    payload = bytes(SIZE)
+    for s in sessions:
+        s.start()
+    t0 = time.monotonic()
+    sent = [0] * len(sessions)
+    marks: dict[int, int] = {}
+    while (t := time.monotonic() - t0) < settle + SECONDS:
+        if t >= settle and not marks:
+            marks = {i: s.at_peer for i, s in enumerate(sessions)}
+        for i, s in enumerate(sessions):
+            due = int(t * rate / SIZE) + 1
+            while sent[i] < due:
+                s.client.send_channel_data(0x4000, payload)
+                sent[i] += 1
+        time.sleep(0.002)
+    for s in sessions:
+        s.finish()
+    return [(s.at_peer - marks[i]) / SECONDS for i, s in enumerate(sessions)]
+
+
 def within(measured: float, expected: float, tolerance: float = 0.10) -> bool:
     return abs(measured - expected) <= tolerance * expected
 
@@ -192,26 +215,8 @@ def test_capacity_share_splits_it_evenly(server_factory):
         for s in sessions:
             assert s.response.cls == stun.SUCCESS, s.response.error_code
         # Each offers twice its share client -> peer. Workers recount active
-        # allocations once a second: measure after 2 s of settling.
-        payload_rate = 2 * capacity / n
-        for s in sessions:
-            s.start()
-        payload = bytes(SIZE)
-        t0 = time.monotonic()
-        sent = [0] * n
-        marks: dict[int, int] = {}
-        while (t := time.monotonic() - t0) < 2 + SECONDS:
-            if t >= 2 and not marks:
-                marks = {i: s.at_peer for i, s in enumerate(sessions)}
-            for i, s in enumerate(sessions):
-                due = int(t * payload_rate / SIZE) + 1
-                while sent[i] < due:
-                    s.client.send_channel_data(0x4000, payload)
-                    sent[i] += 1
-            time.sleep(0.002)
-        for s in sessions:
-            s.finish()
-        rates = [(s.at_peer - marks[i]) / SECONDS for i, s in enumerate(sessions)]
+        # allocations once a second: measured after 2 s of settling.
+        rates = settled_rates(sessions, 2 * capacity / n)
         out = srv.output_tail()
         assert within(sum(rates), capacity), f"total {sum(rates):.0f} B/s, capacity {capacity}: {rates}\n{out}"
         for r in rates:
@@ -249,3 +254,22 @@ def test_packet_rate_and_new_peer_rate(server_factory):
         assert samples.get('uturn_policy_dropped_total{reason="peer_rate"}', 0) == 1, samples
     finally:
         s.close()
+
+
+def test_user_max_bps_is_split_between_the_users_allocations(server_factory):
+    srv = start_metrics_server(server_factory, "turn-user-bps", f"--user-max-bps {MAX_BPS}")
+    sessions = [Session(srv) for _ in range(2)]  # the same user, demo
+    try:
+        for s in sessions:
+            assert s.response.cls == stun.SUCCESS, s.response.error_code
+        rates = settled_rates(sessions, MAX_BPS)
+        out = srv.output_tail()
+        assert within(sum(rates), MAX_BPS), f"user total {sum(rates):.0f} B/s, want {MAX_BPS}: {rates}\n{out}"
+        for r in rates:
+            assert within(r, MAX_BPS / 2, 0.15), f"{rates}, want {MAX_BPS / 2:.0f} each\n{out}"
+        samples = scrape_until(srv.extra["metrics_port"],
+                               lambda x: x.get('uturn_policy_dropped_total{reason="user_bps"}', 0) > 0)
+        assert samples.get('uturn_policy_dropped_total{reason="user_bps"}', 0) > 0, samples
+    finally:
+        for s in sessions:
+            s.close()
