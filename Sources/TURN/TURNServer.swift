@@ -189,10 +189,12 @@ public struct TURNServer: ~Copyable {
     public var allocationCount: Int { tables.count }
 
     /// Puts a reloaded configuration (users, secrets, peer policy) in force,
-    /// keeping the table sizes fixed at start and every allocation.
+    /// keeping the table sizes and traffic limits fixed at start and every allocation.
     public mutating func reconfigure(_ new: TURNConfiguration) {
         var next = new
         next.limits = configuration.limits
+        // The tables hold the traffic limits too (restart-only, like the sizes).
+        next.rateLimits = configuration.rateLimits
         configuration = next
     }
 
