@@ -78,7 +78,11 @@ extension TURNServer {
         let quotaUser = configuration.credentials.quotaUser(of: auth.username)
         guard quotas.acquire(user: quotaUser) else { return fail(486) }
         let lifetime = configuration.lifetime(requested: request.lifetime)
-        guard let id = tables.create(fiveTuple: fiveTuple, lifetime: lifetime, now: now, relayTransport: relayTransport)
+        let (rate, cause) = initialRate(quotaUser: quotaUser)
+        guard
+            let id = tables.create(
+                fiveTuple: fiveTuple, lifetime: lifetime, now: now, relayTransport: relayTransport, rate: rate,
+                cause: cause)
         else {
             quotas.release(user: quotaUser)
             return fail(508)

@@ -48,6 +48,8 @@ public struct RemovedAllocation: Hashable, Sendable {
     public var relayTransport = RelayTransport.udp
     /// What the allocation relayed in its life (for the deletion log line).
     public var counters = TrafficCounters()
+    /// What the traffic limits dropped or refused in its life (for the log line).
+    public var drops = PolicyDrops()
     /// Who owned it (filled in by `TURNServer`; the tables do not know users).
     public var username = ""
 }
@@ -66,7 +68,7 @@ struct AllocationRecord {
     var permissionCount: UInt16 = 0
     var channelCount: UInt16 = 0
     var counters = TrafficCounters()
-    var bucket = TokenBucket(burst: 0, now: 0)
+    var limiter = LimiterState()
 }
 
 struct PermissionEntry {
@@ -141,9 +143,12 @@ public struct AllocationTable: ~Copyable {
     var channelByNumber: OpenTable<ChannelNumberKey, UInt32>
     var channelByPeer: OpenTable<ChannelPeerKey, UInt32>
     var wheel: TimingWheel
-    /// Bandwidth cap per allocation in bytes/s (0: none) and its burst.
-    var bandwidthRate: UInt64
-    var bandwidthBurst: UInt64
+    /// Per-allocation limits (bytes, packets, new peers); see RateLimits.swift.
+    let rateLimits: RateLimits
+    /// `rateLimits.limitsPackets`, read once per packet.
+    let limitsPackets: Bool
+    /// New peers refused by `--max-new-peers-per-second`, all allocations together.
+    public internal(set) var peerRateRefusals: UInt64 = 0
 
     public static let permissionLifetime: UInt32 = 300
     public static let channelLifetime: UInt32 = 600
@@ -151,8 +156,8 @@ public struct AllocationTable: ~Copyable {
 
     /// - Parameters:
     ///   - maxLifetime: longest allocation lifetime in seconds (sizes the wheel).
-    ///   - bandwidthBytesPerSecond: per-allocation cap, 0 for none; burst is one second's worth.
-    public init(limits: TableLimits, maxLifetime: UInt32 = 3600, bandwidthBytesPerSecond: UInt64 = 0, now: MonotonicTime) {
+    ///   - rateLimits: per-allocation traffic limits (none by default).
+    public init(limits: TableLimits, maxLifetime: UInt32 = 3600, rateLimits: RateLimits = RateLimits(), now: MonotonicTime) {
         precondition(limits.maxAllocations > 0 && limits.maxAllocations < Int(UInt32.max))
         self.limits = limits
         let n = limits.maxAllocations
@@ -178,8 +183,8 @@ public struct AllocationTable: ~Copyable {
         channelByNumber = OpenTable(maxCount: n * c, seed: seeds.2)
         channelByPeer = OpenTable(maxCount: n * c, seed: seeds.3)
         wheel = TimingWheel(capacity: n, horizonSeconds: maxLifetime, start: now.seconds)
-        bandwidthRate = min(bandwidthBytesPerSecond, 16_000_000_000)
-        bandwidthBurst = max(bandwidthRate, 1500)
+        self.rateLimits = rateLimits
+        limitsPackets = rateLimits.limitsPackets
     }
 
     deinit {
@@ -214,8 +219,11 @@ public struct AllocationTable: ~Copyable {
     /// Creates an allocation for `fiveTuple` expiring `lifetime` seconds from
     /// `now`, relaying `relayTransport` (TCP: RFC 6062). Nil when the worker
     /// is full or the 5-tuple already has one.
+    /// `rate` and `cause`: its byte rate (0: none) and the limit that set it
+    /// (`RateLimits.rate`), until the next `setRate`.
     public mutating func create(
-        fiveTuple: FiveTuple, lifetime: UInt32, now: MonotonicTime, relayTransport: RelayTransport = .udp
+        fiveTuple: FiveTuple, lifetime: UInt32, now: MonotonicTime, relayTransport: RelayTransport = .udp,
+        rate: UInt64 = 0, cause: RateCause = .none
     ) -> AllocationID? {
         guard freeCount > 0, byFiveTuple.get(fiveTuple) == nil else { return nil }
         freeCount -= 1
@@ -230,7 +238,7 @@ public struct AllocationTable: ~Copyable {
         r.pointee.permissionCount = 0
         r.pointee.channelCount = 0
         r.pointee.counters = TrafficCounters()
-        r.pointee.bucket = TokenBucket(burst: bandwidthBurst, now: now.nanoseconds)
+        r.pointee.limiter = LimiterState(limits: rateLimits, rate: rate, cause: cause, now: now.nanoseconds)
         byFiveTuple.set(fiveTuple, slot)
         wheel.schedule(slot, at: r.pointee.expiresAt)
         return AllocationID(slot: slot, generation: r.pointee.generation)
@@ -301,7 +309,7 @@ public struct AllocationTable: ~Copyable {
         let removed = RemovedAllocation(
             id: AllocationID(slot: slot, generation: r.pointee.generation), fiveTuple: r.pointee.fiveTuple,
             relayV4: r.pointee.relayV4, relayV6: r.pointee.relayV6, relayTransport: r.pointee.relayTransport,
-            counters: r.pointee.counters)
+            counters: r.pointee.counters, drops: r.pointee.limiter.drops)
         byFiveTuple.remove(r.pointee.fiveTuple)
         let p = permissionsPerAllocation
         for i in Int(slot) * p..<(Int(slot) + 1) * p where permissions[i].live {
@@ -352,15 +360,5 @@ public struct AllocationTable: ~Copyable {
     public func counters(of id: AllocationID) -> TrafficCounters? {
         guard isLive(id) else { return nil }
         return records[Int(id.slot)].counters
-    }
-
-    /// Charges `bytes` to the allocation's bandwidth cap (both directions
-    /// share one bucket). Always true when no cap is configured. Data path.
-    @inline(__always)
-    public mutating func admitBandwidth(_ id: AllocationID, bytes: Int, now: MonotonicTime) -> Bool {
-        guard bandwidthRate != 0 else { return true }
-        guard isLive(id) else { return false }
-        return records[Int(id.slot)].bucket.take(
-            UInt64(bytes), rate: bandwidthRate, burst: bandwidthBurst, now: now.nanoseconds)
     }
 }

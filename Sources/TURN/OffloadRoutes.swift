@@ -22,7 +22,7 @@ extension TURNServer {
     /// limit is set: the kernel would not apply it. Control path: called
     /// after a request changed the allocation, and on the tick.
     public func offloadRoutes(of id: AllocationID, now: MonotonicTime) -> [OffloadRoute] {
-        guard configuration.bandwidthBytesPerSecond == 0, tables.isLive(id), let fiveTuple = tables.fiveTuple(of: id), fiveTuple.transport == .udp,
+        guard !configuration.rateLimits.limitsPackets, tables.isLive(id), let fiveTuple = tables.fiveTuple(of: id), fiveTuple.transport == .udp,
             tables.relayTransport(of: id) == .udp
         else { return [] }
         let allocationEnds = now.seconds &+ tables.remainingLifetime(of: id, now: now)

@@ -20,6 +20,14 @@ extension TURNServer {
         guard tables.canInstallPermissions(request.xorPeerAddresses.lazy.map(\.ip), in: id, now: now) else {
             return fail(508)
         }
+        // --max-new-peers-per-second: only addresses not yet permitted count.
+        if tables.rateLimits.maxNewPeersPerSecond != 0 {
+            var fresh: [IPAddress] = []
+            for peer in request.xorPeerAddresses where !tables.isPermitted(peer.ip, in: id, now: now) {
+                if !fresh.contains(peer.ip) { fresh.append(peer.ip) }
+            }
+            guard tables.admitNewPeers(fresh.count, in: id, now: now) else { return fail(508) }
+        }
         for peer in request.xorPeerAddresses { _ = tables.installPermission(peer.ip, in: id, now: now) }
         return STUNOutcome(responseLength: successResponse(to: request, auth: auth, into: out), effect: .none)
     }
@@ -48,6 +56,9 @@ extension TURNServer {
         }
         guard tables.isPermitted(peer.ip, in: id, now: now) || tables.canInstallPermissions(CollectionOfOne(peer.ip), in: id, now: now)
         else { return fail(508) }
+        guard tables.isPermitted(peer.ip, in: id, now: now) || tables.admitNewPeers(1, in: id, now: now) else {
+            return fail(508)
+        }
         _ = tables.bindChannel(number, to: peer, in: id, now: now)
         _ = tables.installPermission(peer.ip, in: id, now: now)
         return STUNOutcome(responseLength: successResponse(to: request, auth: auth, into: out), effect: .none)

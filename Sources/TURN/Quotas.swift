@@ -11,10 +11,22 @@ public final class AllocationQuotas: Sendable {
     public let total: Int
     private let totalCount = Atomic<Int>(0)
     private let userCounts = Mutex<[String: Int]>([:])
+    /// Counts per user even without a per-user quota (`--user-max-bps` splits by them).
+    private let countsUsers: Bool
+    /// Allocations that carried traffic in the last second, server-wide: each
+    /// worker adds the change in its own count once a second
+    /// (`publishActive`), never per packet (`--bps-capacity-policy share`).
+    private let activeCount = Atomic<Int>(0)
 
-    public init(perUser: Int = 0, total: Int = 0) {
+    public init(perUser: Int = 0, total: Int = 0, countUsers: Bool = false) {
         self.perUser = perUser
         self.total = total
+        self.countsUsers = countUsers || perUser > 0
+    }
+
+    /// Adds a worker's change in active allocations; returns the server-wide count.
+    public func publishActive(delta: Int) -> Int {
+        max(0, activeCount.wrappingAdd(delta, ordering: .relaxed).newValue)
     }
 
     /// Takes one allocation for `user`; false (and nothing taken) when a quota is full.
@@ -24,10 +36,10 @@ public final class AllocationQuotas: Sendable {
             totalCount.wrappingSubtract(1, ordering: .relaxed)
             return false
         }
-        guard perUser > 0 else { return true }
+        guard countsUsers else { return true }
         let ok = userCounts.withLock { counts -> Bool in
             let n = counts[user, default: 0]
-            guard n < perUser else { return false }
+            guard perUser == 0 || n < perUser else { return false }
             counts[user] = n + 1
             return true
         }
@@ -38,7 +50,7 @@ public final class AllocationQuotas: Sendable {
     /// Gives back one allocation taken by `acquire(user:)`.
     public func release(user: String) {
         totalCount.wrappingSubtract(1, ordering: .relaxed)
-        guard perUser > 0 else { return }
+        guard countsUsers else { return }
         userCounts.withLock { counts in
             if let n = counts[user] { counts[user] = n > 1 ? n - 1 : nil }
         }

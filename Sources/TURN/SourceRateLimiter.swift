@@ -78,7 +78,7 @@ struct SourceRateLimiter: ~Copyable {
     /// Rates change on reload; the buckets keep their tokens (capped at the new burst).
     mutating func reconfigure(_ new: SourceRateLimits) {
         if new.failedTotalPerSecond != limits.failedTotalPerSecond {
-            total.tokens = min(total.tokens, Self.burst(new.failedTotalPerSecond))
+            total.tokens = min(total.tokens, Int64(clamping: Self.burst(new.failedTotalPerSecond)))
         }
         limits = new
     }

@@ -58,8 +58,6 @@ public struct TURNConfiguration: Sendable {
     /// Per-source limits on refusals and Binding answers for clients with
     /// no allocation (per worker; the total is this worker's share).
     public var sourceLimits = SourceRateLimits()
-    /// Per-allocation bandwidth cap in bytes per second; 0 for none.
-    public var bandwidthBytesPerSecond: UInt64 = 0
     /// RFC 8016 mobility (coturn `--mobility`): UDP allocations asked for
     /// with an empty MOBILITY-TICKET get a ticket, and a Refresh carrying
     /// it from a new 5-tuple moves the allocation there. Off: a request
@@ -67,6 +65,9 @@ public struct TURNConfiguration: Sendable {
     public var mobility = false
     /// Seals mobility tickets; every worker must hold the same secret.
     public var mobilityTickets = MobilityTicketCodec()
+    /// Traffic limits: bytes and packets per allocation, per user and for
+    /// the server, new peers per second (read at worker start only).
+    public var rateLimits = RateLimits()
 
     public init(credentials: CredentialStore, peerPolicy: PeerPolicy = PeerPolicy(), nonces: NonceCodec = NonceCodec()) {
         self.credentials = credentials

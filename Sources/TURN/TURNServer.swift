@@ -118,6 +118,10 @@ public struct TURNServer: ~Copyable {
     public var draining = false
     /// Round-robin position among the alternate servers.
     var alternateTurn = 0
+    /// Allocations that carried traffic in the last second, server-wide, as
+    /// of this worker's last `updateRates`; and this worker's part of it.
+    var serverActive = 0
+    var publishedActive = 0
 
     struct Owner {
         var username: String
@@ -139,7 +143,7 @@ public struct TURNServer: ~Copyable {
         self.quotas = quotas
         self.tables = AllocationTable(
             limits: configuration.limits, maxLifetime: configuration.maxLifetime,
-            bandwidthBytesPerSecond: configuration.bandwidthBytesPerSecond, now: now)
+            rateLimits: configuration.rateLimits, now: now)
         self.cache = ResponseCache(capacity: 1024)
         self.connections = ConnectionTable(limits: configuration.limits, now: now)
         self.owners = Array(repeating: Owner(username: "", quotaUser: ""), count: configuration.limits.maxAllocations)
@@ -177,12 +181,20 @@ public struct TURNServer: ~Copyable {
     // MARK: What the engine asks of the tables
 
     /// Admits `bytes` of client data for a peer under the allocation's
-    /// bandwidth limit and counts them; false when over the limit (drop).
+    /// traffic limits and counts them; anything but `.pass` means drop, for
+    /// the reason given.
     @inline(__always)
-    public mutating func admitToPeer(_ id: AllocationID, bytes: Int, now: MonotonicTime) -> Bool {
-        guard tables.admitBandwidth(id, bytes: bytes, now: now) else { return false }
-        tables.countToPeer(id, bytes: bytes)
-        return true
+    public mutating func admitToPeer(_ id: AllocationID, bytes: Int, now: MonotonicTime) -> Admission {
+        let a = tables.admit(id, bytes: bytes, toPeer: true, now: now)
+        if a == .pass { tables.countToPeer(id, bytes: bytes) }
+        return a
+    }
+
+    /// Admits `bytes` of peer data for the client under the allocation's
+    /// traffic limits (counted by `countToClient` once queued).
+    @inline(__always)
+    public mutating func admitToClient(_ id: AllocationID, bytes: Int, now: MonotonicTime) -> Admission {
+        tables.admit(id, bytes: bytes, toPeer: false, now: now)
     }
 
     /// Counts `bytes` of peer data relayed to the allocation's client.
@@ -208,12 +220,14 @@ public struct TURNServer: ~Copyable {
     public var allocationCount: Int { tables.count }
 
     /// Puts a reloaded configuration (users, secrets, peer policy) in force,
-    /// keeping the table sizes fixed at start and every allocation.
+    /// keeping the table sizes and traffic limits fixed at start and every allocation.
     public mutating func reconfigure(_ new: TURNConfiguration) {
         var next = new
         next.limits = configuration.limits
         // Tickets already given out must keep working after a reload.
         next.mobilityTickets = configuration.mobilityTickets
+        // The tables hold the traffic limits too (restart-only, like the sizes).
+        next.rateLimits = configuration.rateLimits
         configuration = next
         sourceLimiter.reconfigure(next.sourceLimits)
     }

@@ -1,31 +1,58 @@
-/// A byte token bucket for the optional per-allocation bandwidth cap.
+/// A token bucket for the per-allocation limits (bytes per second in each
+/// direction, packets per second, new peers per second).
 ///
-/// Refills at `rate` bytes per second up to `burst` bytes. Integer-only and
-/// allocation-free: it runs per relayed packet. Time that refilled less than
-/// one byte is not consumed (`last` stays put), so slow rates still refill.
+/// It refills at `rate` tokens per second up to `burst`, and admits an item
+/// while it holds any tokens at all, charging the item's whole size even if
+/// that takes it below zero (a deficit the refill pays back first). So a
+/// packet larger than the burst still passes, and the long-run rate is
+/// exactly `rate`: what passes in any window of `t` seconds is at most
+/// `burst + rate × t` plus one item.
+///
+/// Integer-only and allocation-free: it runs per relayed packet. Time that
+/// refilled less than one token is not consumed (`last` stays put), so slow
+/// rates still refill, and the fraction of a token is kept for the next call.
 struct TokenBucket {
-    var tokens: UInt64
+    var tokens: Int64
     var last: UInt64  // nanoseconds
 
     init(burst: UInt64, now: UInt64) {
-        tokens = burst
+        tokens = Int64(clamping: burst)
         last = now
     }
 
-    /// Takes `bytes` if available. `rate` is capped at 16 GB/s by the config
-    /// so `elapsed * rate` cannot overflow (elapsed is capped at one second).
+    /// The burst for `rate`: a tenth of a second's worth (a short burst keeps
+    /// the rate a peer sees within a few percent of `rate` over seconds),
+    /// but never less than `floor` (so slow rates still pass whole packets
+    /// without waiting on the deficit).
+    static func burst(rate: UInt64, floor: UInt64) -> UInt64 { max(rate / 10, floor) }
+
+    /// Refills for the time since the last call, then takes `amount` if the
+    /// bucket is above zero. `rate` is capped at 16 × 10⁹ by the
+    /// configuration, so `elapsed × rate` cannot overflow (elapsed is below
+    /// one second there).
     @inline(__always)
-    mutating func take(_ bytes: UInt64, rate: UInt64, burst: UInt64, now: UInt64) -> Bool {
+    mutating func take(_ amount: UInt64, rate: UInt64, burst: UInt64, now: UInt64) -> Bool {
         if now > last {
-            let elapsed = min(now - last, 1_000_000_000)
-            let refill = elapsed * rate / 1_000_000_000
-            if refill > 0 || now - last >= 1_000_000_000 {
-                tokens = min(burst, tokens + refill)
+            let elapsed = now - last
+            if elapsed >= 1_000_000_000 {
+                // A second or more: a second's worth, which fills any burst we use.
+                tokens = min(Int64(clamping: burst), tokens &+ Int64(clamping: rate))
                 last = now
+            } else {
+                let refill = elapsed * rate / 1_000_000_000
+                if refill > 0 {
+                    tokens = min(Int64(clamping: burst), tokens &+ Int64(clamping: refill))
+                    // Advance by the time those whole tokens took, not to
+                    // `now`: the fraction of a token left over counts next
+                    // time (at low rates, dropping it would lose up to a
+                    // quarter of the rate). refill ≤ rate ≤ 16 × 10⁹, so
+                    // the product stays below 2⁶⁴.
+                    last += refill * 1_000_000_000 / rate
+                }
             }
         }
-        guard tokens >= bytes else { return false }
-        tokens -= bytes
+        guard tokens > 0 else { return false }
+        tokens &-= Int64(clamping: amount)
         return true
     }
 }

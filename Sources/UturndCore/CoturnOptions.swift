@@ -34,7 +34,7 @@ public enum CoturnOptions {
         add(transport, ["tcp-proxy-port", "server-relay"])
         add(missing, [
             "fingerprint", "listening-device", "relay-device", "relay-threads", "aux-server", "udp-self-balance",
-            "alt-listening-port", "max-bps", "bps-capacity",
+            "alt-listening-port",
             "keep-address-family", "allocation-default-address-family", "no-rfc5780",
             "no-stun-backward-compatibility", "response-origin-only-with-rfc5780", "respond-http-unsupported",
             "max-allocate-timeout", "ne",

@@ -80,6 +80,14 @@ public final class MetricsExposition: Sendable {
                 ("no_send_op", "dropsNoSendOp"), ("send_error", "dropsSendError"),
             ]),
         Family(
+            name: "uturn_policy_dropped_total",
+            help: "Packets dropped and new peers refused by the traffic limits, by reason: bps (--max-bps), user_bps (--user-max-bps), capacity (the allocation's share of --bps-capacity), pps (--max-pps), peer_rate (new peer addresses refused with 508 by --max-new-peers-per-second).",
+            label: "reason",
+            series: [
+                ("bps", "policyDropsBps"), ("user_bps", "policyDropsUserBps"), ("capacity", "policyDropsCapacity"),
+                ("pps", "policyDropsPps"), ("peer_rate", "policyRefusedPeers"),
+            ]),
+        Family(
             name: "uturn_refused_requests_total",
             help: "Requests answered with an error, by code: 401 here means wrong credentials on a signed request (the unsigned first-step challenges are uturn_auth_challenges_total), 403 forbidden peer, 438 stale nonce, 486 quota, 508 no capacity, other: any other code.",
             label: "code",

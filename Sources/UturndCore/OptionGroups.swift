@@ -148,6 +148,30 @@ public struct LimitOptions: ParsableArguments {
             help: ArgumentHelp("On SIGTERM, seconds to let current allocations run before exiting.", valueName: "seconds"))
     public var drainTimeout: Int = 0
 
+    @Option(name: .customLong("max-bps"),
+            help: ArgumentHelp("Most bytes per second one allocation may relay in each direction (client to peer, peer to client), over every client transport; more is dropped (0: unlimited). Allocations under a limit are not offloaded.", valueName: "bytes"))
+    public var maxBps: Int = 0
+
+    @Option(name: .customLong("bps-capacity"),
+            help: ArgumentHelp("Most bytes per second the whole server relays in each direction (0: unlimited); see --bps-capacity-policy.", valueName: "bytes"))
+    public var bpsCapacity: Int = 0
+
+    @Option(name: .customLong("bps-capacity-policy"),
+            help: ArgumentHelp("At --bps-capacity: refuse (each allocation reserves --max-bps; an Allocate that would overbook the capacity gets 486) or share (the capacity is split evenly between the allocations carrying traffic).", valueName: "policy"))
+    public var bpsCapacityPolicy: String = "refuse"
+
+    @Option(name: .customLong("user-max-bps"),
+            help: ArgumentHelp("Most bytes per second one user's allocations relay together in each direction, split evenly between them (0: unlimited).", valueName: "bytes"))
+    public var userMaxBps: Int = 0
+
+    @Option(name: .customLong("max-pps"),
+            help: ArgumentHelp("Most packets per second one allocation may relay, both directions together; more are dropped (0: unlimited).", valueName: "packets"))
+    public var maxPps: Int = 0
+
+    @Option(name: .customLong("max-new-peers-per-second"),
+            help: ArgumentHelp("Most new peer addresses (permissions, by CreatePermission or ChannelBind) one allocation may add per second; more get 508 (0: unlimited).", valueName: "n"))
+    public var maxNewPeersPerSecond: Int = 0
+
     public init() {}
 }
 

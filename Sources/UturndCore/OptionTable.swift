@@ -24,7 +24,8 @@ public enum OptionTable {
         "no-multicast-peers": .flag,
         // limits
         "user-quota": .value, "total-quota": .value, "max-allocate-lifetime": .value, "stale-nonce": .value,
-        "strict-channel-numbers": .flag, "drain-timeout": .value,
+        "strict-channel-numbers": .flag, "drain-timeout": .value, "max-bps": .value, "bps-capacity": .value,
+        "bps-capacity-policy": .value, "user-max-bps": .value, "max-pps": .value, "max-new-peers-per-second": .value,
         // compatibility
         "no-dtls": .flag,
         // TCP and TLS

@@ -27,6 +27,32 @@ extension Settings {
         turn.defaultLifetime = min(turn.defaultLifetime, turn.maxLifetime)
         turn.strictChannelNumbers = l.strictChannelNumbers
         turn.relayFamilies = Set(relays.map(\.family))
+        turn.rateLimits = try rateLimits(l)
         return turn
+    }
+
+    /// The traffic limits (`--max-bps` and the rest), each checked.
+    static func rateLimits(_ l: LimitOptions) throws(ValidationError) -> RateLimits {
+        func rate(_ value: Int, _ flag: String) throws(ValidationError) -> UInt64 {
+            guard value >= 0, UInt64(value) <= RateLimits.maxRate else {
+                throw ValidationError("\(flag) \(value) must be 0 (unlimited) up to \(RateLimits.maxRate).")
+            }
+            return UInt64(value)
+        }
+        var r = RateLimits()
+        r.maxBytesPerSecond = try rate(l.maxBps, "--max-bps")
+        r.capacityBytesPerSecond = try rate(l.bpsCapacity, "--bps-capacity")
+        r.userMaxBytesPerSecond = try rate(l.userMaxBps, "--user-max-bps")
+        r.maxPacketsPerSecond = try rate(l.maxPps, "--max-pps")
+        r.maxNewPeersPerSecond = try rate(l.maxNewPeersPerSecond, "--max-new-peers-per-second")
+        guard let policy = CapacityPolicy(rawValue: l.bpsCapacityPolicy) else {
+            throw ValidationError("--bps-capacity-policy \(l.bpsCapacityPolicy) must be refuse or share.")
+        }
+        r.capacityPolicy = policy
+        if r.capacityPolicy == .refuse && r.capacityBytesPerSecond != 0 && r.maxBytesPerSecond > r.capacityBytesPerSecond {
+            throw ValidationError(
+                "--max-bps \(r.maxBytesPerSecond) is more than --bps-capacity \(r.capacityBytesPerSecond): under --bps-capacity-policy refuse no allocation could be made.")
+        }
+        return r
     }
 }

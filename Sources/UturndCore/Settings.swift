@@ -48,7 +48,14 @@ public struct Settings: Sendable {
     public var userDatabase: StoreLocation? = nil
 
     /// Fresh allocation counters for these quotas, shared by all workers.
-    public func makeQuotas() -> AllocationQuotas { AllocationQuotas(perUser: userQuota, total: totalQuota) }
+    /// Under `--bps-capacity-policy refuse` each allocation reserves
+    /// `--max-bps`, so the capacity bounds the total like `--total-quota`.
+    public func makeQuotas() -> AllocationQuotas {
+        var total = totalQuota
+        if let reserved = turn.rateLimits.reservedAllocations { total = total == 0 ? reserved : min(total, reserved) }
+        return AllocationQuotas(
+            perUser: userQuota, total: total, countUsers: turn.rateLimits.userMaxBytesPerSecond != 0)
+    }
 }
 
 extension Settings {
@@ -80,6 +87,18 @@ extension Settings {
         if turn.mobility && engine.workers > 1 {
             warnings.append(
                 "--mobility with \(engine.workers) workers: a client whose new address or port lands on another worker cannot move its allocation (437); use --workers 1 where clients move")
+        }
+        if turn.rateLimits.limitsPackets && engine.offload != .off {
+            // The kernel fast path would carry channel traffic past the
+            // user-space token buckets; limits win, the fast path stays off.
+            warnings.append(
+                "--offload \(engine.offload.rawValue) is ignored: traffic limits (--max-bps, --bps-capacity, --user-max-bps, --max-pps) are enforced in user space, so no allocation is offloaded")
+            engine.offload = .off
+        }
+        if turn.rateLimits.capacityPolicy == .refuse && turn.rateLimits.capacityBytesPerSecond != 0
+            && turn.rateLimits.maxBytesPerSecond == 0
+        {
+            notices.append("--bps-capacity-policy refuse without --max-bps: nothing is reserved, so the capacity is shared between active allocations")
         }
 
         self.engine = engine
@@ -138,6 +157,7 @@ extension Settings {
         lines.append(serviceSummary)
         lines.append(abuseSummary)
         if let alternateSummary { lines.append(alternateSummary) }
+        if let limits = rateLimitSummary { lines.append(limits) }
         if let metricsListen { lines.append("metrics: http://\(metricsListen)/metrics") }
         if let adminListen {
             let scheme = adminTLS == nil ? "http" : "https"
@@ -147,6 +167,23 @@ extension Settings {
             lines.append(line)
         }
         return lines
+    }
+}
+
+extension Settings {
+    /// The traffic limits in force, for the summary (nil when none).
+    var rateLimitSummary: String? {
+        let r = turn.rateLimits
+        var parts: [String] = []
+        if r.maxBytesPerSecond != 0 { parts.append("\(r.maxBytesPerSecond) B/s per allocation each way") }
+        if r.userMaxBytesPerSecond != 0 { parts.append("\(r.userMaxBytesPerSecond) B/s per user each way") }
+        if r.capacityBytesPerSecond != 0 {
+            parts.append("\(r.capacityBytesPerSecond) B/s server capacity each way (\(r.capacityPolicy.rawValue))")
+        }
+        if r.maxPacketsPerSecond != 0 { parts.append("\(r.maxPacketsPerSecond) packets/s per allocation (both ways)") }
+        if r.maxNewPeersPerSecond != 0 { parts.append("\(r.maxNewPeersPerSecond) new peers/s per allocation") }
+        guard !parts.isEmpty else { return nil }
+        return "traffic limits: " + parts.joined(separator: ", ")
     }
 }
 

@@ -13,7 +13,15 @@ extension Worker {
         log(
             .info,
             "allocation \(why): client \(removed.fiveTuple.client) via \(removed.fiveTuple.server) user \(removed.username) relay \(relayed) id \(removed.id.slot).\(removed.id.generation) "
-                + "to-peer \(c.packetsToPeer) pkts/\(c.bytesToPeer) B, to-client \(c.packetsToClient) pkts/\(c.bytesToClient) B")
+                + "to-peer \(c.packetsToPeer) pkts/\(c.bytesToPeer) B, to-client \(c.packetsToClient) pkts/\(c.bytesToClient) B"
+                + Self.describe(removed.drops))
+    }
+
+    /// The limits' drops for the allocation's log line ("" when none).
+    static func describe(_ d: PolicyDrops) -> String {
+        guard d.total > 0 else { return "" }
+        let parts = [("bps", d.bps), ("user_bps", d.userBps), ("capacity", d.capacity), ("pps", d.pps), ("peer_rate", d.peers)]
+        return ", limited " + parts.filter { $0.1 > 0 }.map { "\($0.0) \($0.1)" }.joined(separator: " ")
     }
 
     // MARK: Timers and shutdown
@@ -37,6 +45,8 @@ extension Worker {
         if datagram.needsRearm || stream.needsRearm { rearmReceives() }
         if stream.connections.dirtyCount > 0 { flushStreams() }
         flushSubmissions()
+        turn.updateRates()
+        counters.set(.policyRefusedPeers, Int(truncatingIfNeeded: turn.tables.peerRateRefusals))
         counters.set(.sqFull, reactor.sqFullEvents)
         control.counters.publish(counters)
         checkStopRequest(now: now)
@@ -108,6 +118,7 @@ extension Worker {
     }
 
     mutating func shutdown() {
+        turn.withdrawActive()
         clearFastPath(now: Self.monotonicNow())
         closeAllStreams()
         counters.set(.sqFull, reactor.sqFullEvents)

@@ -74,12 +74,13 @@ extension Worker {
             return
         }
         guard let (allocation, peer) = turn.routeChannelData(channel: frame.channelNumber, from: fiveTuple, now: now),
-            let fd = relayFD(allocation, family: peer.ip.family),
-            turn.admitToPeer(allocation, bytes: frame.payload.count, now: now)
+            let fd = relayFD(allocation, family: peer.ip.family)
         else {
             counters.add(.dropsNoRoute)
             return
         }
+        let admission = turn.admitToPeer(allocation, bytes: frame.payload.count, now: now)
+        guard admission == .pass else { return countPolicyDrop(admission) }
         sendToPeer(fd: fd, peer: peer, bytes: frame.payload, buffer: h)
     }
 
@@ -90,6 +91,18 @@ extension Worker {
             counters.add(.bytesToPeers, bytes.count)
         } else {
             counters.add(bytes.count > SendBatcher.scratchSize && buffer == nil ? .dropsTruncated : .dropsNoSendOp)
+        }
+    }
+
+    /// Counts a packet the traffic limits dropped, by the limit that did.
+    @inline(__always)
+    mutating func countPolicyDrop(_ admission: Admission) {
+        switch admission {
+        case .pass: break
+        case .bps: counters.add(.policyDropsBps)
+        case .userBps: counters.add(.policyDropsUserBps)
+        case .capacity: counters.add(.policyDropsCapacity)
+        case .pps: counters.add(.policyDropsPps)
         }
     }
 
@@ -114,10 +127,13 @@ extension Worker {
             response: response, relays: &datagram.relays)
         switch outcome.effect {
         case .sendToPeer(let allocation, let peer, let range, _):
-            if let fd = relayFD(allocation, family: peer.ip.family),
-                turn.admitToPeer(allocation, bytes: range.count, now: now)
-            {
-                sendToPeer(fd: fd, peer: peer, bytes: UnsafeRawBufferPointer(rebasing: payload[range]), buffer: h)
+            if let fd = relayFD(allocation, family: peer.ip.family) {
+                let admission = turn.admitToPeer(allocation, bytes: range.count, now: now)
+                if admission == .pass {
+                    sendToPeer(fd: fd, peer: peer, bytes: UnsafeRawBufferPointer(rebasing: payload[range]), buffer: h)
+                } else {
+                    countPolicyDrop(admission)
+                }
             } else {
                 counters.add(.dropsNoRoute)
             }
@@ -301,6 +317,8 @@ extension Worker {
             counters.add(.dropsNoRoute)
             return
         }
+        let admission = turn.admitToClient(allocation, bytes: count, now: now)
+        guard admission == .pass else { return countPolicyDrop(admission) }
         withUnsafeBytes(of: &prefix) { p in
             forward(
                 to: client, bytes: start, count: length, prefix: prefixLength > 0 ? p.baseAddress : nil,

@@ -98,6 +98,7 @@ struct WorkerCounters: ~Copyable {
         case offloadPacketsToPeers, offloadBytesToPeers, offloadPacketsToClients, offloadBytesToClients
         case offloadEntriesWritten, offloadEntriesDeleted
         case rateLimitedUnauthenticated, rateLimitedCredentials, rateLimitedMalformed, rateLimitedBinding
+        case policyDropsBps, policyDropsUserBps, policyDropsCapacity, policyDropsPps, policyRefusedPeers
     }
     private let storage: UnsafeMutablePointer<UInt64>
 
