@@ -98,6 +98,7 @@ public enum Daemon {
                     for w in outcome.restartNeeded { logger.warning(w) }
                     engine.reload(turn: outcome.settings.turn)
                     if let tls = outcome.settings.engine.tls, tls !== settings.engine.tls { engine.reload(tls: tls) }
+                    if let dtls = outcome.settings.engine.dtls, dtls !== settings.engine.dtls { engine.reload(dtls: dtls) }
                     settings = outcome.settings
                     options = outcome.options
                     logger.notice(outcome.summary)

@@ -151,6 +151,9 @@ public struct StreamOptions: ParsableArguments {
     @Option(name: .customLong("tls-listening-port"), help: ArgumentHelp("TLS port on each listening address, when --cert and --pkey are given.", valueName: "port"))
     public var tlsListeningPort: Int = 5349
 
+    @Option(name: .customLong("dtls-listening-port"), help: ArgumentHelp("DTLS (UDP) port on each listening address, when --cert and --pkey are given (default: the --tls-listening-port number). DTLS sessions share --tcp-connections, --tcp-connections-per-ip (counted apart from TCP/TLS), --tls-handshake-timeout and --tcp-idle-timeout.", valueName: "port"))
+    public var dtlsListeningPort: Int?
+
     @Option(name: .customLong("tcp-connections"), help: ArgumentHelp("Most TCP and TLS client connections per worker.", valueName: "n"))
     public var tcpConnections: Int = 1024
 
@@ -174,7 +177,7 @@ public struct StreamOptions: ParsableArguments {
 
 /// Transports uturn does not serve; accepted so coturn command lines carry over.
 public struct CompatibilityOptions: ParsableArguments {
-    @Flag(name: .customLong("no-dtls"), help: "No DTLS listener (uturn has none: DTLS is not implemented).")
+    @Flag(name: .customLong("no-dtls"), help: "No DTLS listener, even with --cert and --pkey.")
     public var noDTLS = false
 
     public init() {}

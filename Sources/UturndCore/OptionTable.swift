@@ -28,6 +28,7 @@ public enum OptionTable {
         "no-dtls": .flag,
         // TCP and TLS
         "no-tcp": .flag, "no-tls": .flag, "no-tcp-relay": .flag, "cert": .value, "pkey": .value, "tls-listening-port": .value,
+        "dtls-listening-port": .value,
         "tcp-connections": .value, "tcp-connections-per-ip": .value, "tcp-send-queue": .value,
         "tcp-idle-timeout": .value, "tls-handshake-timeout": .value, "tcp-stall-timeout": .value,
         // service

@@ -109,6 +109,7 @@ public struct Reloader: Sendable {
         // A new certificate and key (same listeners): read afresh on every
         // SIGHUP, so a renewed certificate at the same path is picked up.
         if current.engine.tls != nil, let tls = fresh.engine.tls { next.engine.tls = tls }
+        if current.engine.dtls != nil, let dtls = fresh.engine.dtls { next.engine.dtls = dtls }
         next.drainSeconds = fresh.drainSeconds
         next.serverName = fresh.serverName
         next.userNames = fresh.userNames
@@ -180,6 +181,9 @@ public struct Reloader: Sendable {
         if let a = old.engine.tls, let b = new.engine.tls, a !== b {
             out.append("TLS certificate reloaded from \(b.certificateFile)")
         }
+        if let a = old.engine.dtls, let b = new.engine.dtls, a !== b {
+            out.append("DTLS certificate reloaded from \(b.certificateFile)")
+        }
         if old.drainSeconds != new.drainSeconds {
             out.append("--drain-timeout \(old.drainSeconds) → \(new.drainSeconds) s")
         }
@@ -232,6 +236,7 @@ public struct Reloader: Sendable {
         ("--permission-lifetime", { "\($0.turn.limits.permissionLifetime)" }),
         ("--channel-lifetime", { "\($0.turn.limits.channelLifetime)" }),
         ("TLS listeners", { $0.engine.tlsListen.map(\.description).joined(separator: ", ") }),
+        ("DTLS listeners", { $0.engine.dtlsListen.map(\.description).joined(separator: ", ") }),
         ("--tcp-connections", { "\($0.engine.streamConnections)" }),
         ("--tcp-connections-per-ip", { "\($0.engine.streamConnectionsPerIP)" }),
         ("--tcp-send-queue", { "\($0.engine.streamSendQueue)" }),

@@ -59,7 +59,8 @@ extension Settings {
         var turn = try Settings.turnConfiguration(
             o.limits, credentials: credentials.store, peerPolicy: policy, relays: addresses.relays)
         try Settings.streams(o.streams, addresses: addresses, engine: &engine, turn: &turn, notices: &notices)
-        Settings.compatibility(o.compatibility, notices: &notices)
+        try Settings.dtlsListeners(
+            o.streams, noDTLS: o.compatibility.noDTLS, addresses: addresses, engine: &engine, notices: &notices)
         try Settings.service(o.service, engine: &engine, turn: &turn, warnings: &warnings, notices: &notices)
         let destination = try Settings.logging(o.logging)
         let metricsListen = try Settings.metricsEndpoint(o.logging)
@@ -96,6 +97,9 @@ extension Settings {
         for a in engine.listen { lines.append("listening on udp \(a)") }
         for a in engine.tcpListen { lines.append("listening on tcp \(a)") }
         for a in engine.tlsListen { lines.append("listening on tls \(a) (certificate \(engine.tls?.certificateFile ?? "?"))") }
+        for a in engine.dtlsListen {
+            lines.append("listening on dtls \(a) (certificate \(engine.dtls?.certificateFile ?? "?"))")
+        }
         let relays = [engine.relayIPv4, engine.relayIPv6].compactMap { $0?.description }.joined(separator: " and ")
         var relay = "relaying from \(relays), ports \(engine.minPort)-\(engine.maxPort)"
         if let external = engine.externalIPv4 { relay += ", advertised as \(external)" }

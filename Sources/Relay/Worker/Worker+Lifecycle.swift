@@ -30,6 +30,7 @@ extension Worker {
         }
         datagram.cancelClosedRelays(&reactor)
         fastPathTick(now: now)
+        dtlsTick(now: now)
         if stream.connections.capacity > 0 {
             streamTick(now: now)
             if turn.configuration.tcpRelay { tcpRelayTick(now: now) }
@@ -60,6 +61,9 @@ extension Worker {
             case .tls(let new):
                 stream.tlsContext = new
                 if index == 0 { log(.info, "TLS: new certificate \(new.certificateFile) in force for new connections") }
+            case .dtls(let new):
+                dtls.replaceContext(new)
+                if index == 0 { log(.info, "DTLS: new certificate \(new.certificateFile) in force for new sessions") }
             case .handoff(let h):
                 takeHandoff(h, now: now)
             }
@@ -105,6 +109,9 @@ extension Worker {
     mutating func shutdown() {
         clearFastPath(now: Self.monotonicNow())
         closeAllStreams()
+        closeAllDTLS()
+        _ = datagram.flushSends(&reactor)
+        flushSubmissions()
         counters.set(.sqFull, reactor.sqFullEvents)
         control.counters.publish(counters)
         let perBatch = Double(counters[.completions]) / Double(max(1, counters[.batches]))

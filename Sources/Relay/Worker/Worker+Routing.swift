@@ -8,6 +8,8 @@ import URing
 enum ClientReply {
     case datagram(Int32)
     case stream(UInt32)
+    /// A DTLS session (DTLS/DTLSSessions.swift): encrypted, then sent on its listener.
+    case dtls(UInt32)
 }
 
 // The per-packet path: what a part received, routed through the TURN tables
@@ -298,6 +300,12 @@ extension Worker {
         to client: FiveTuple, bytes: UnsafeRawPointer, count: Int, prefix: UnsafeRawPointer?, prefixLength: Int,
         padding: Int, allocation: AllocationID, payloadCount: Int, buffer h: UInt16
     ) {
+        if client.transport == .dtls {
+            dtlsForward(
+                to: client, prefix: prefix, prefixLength: prefixLength, bytes: bytes, count: count, padding: padding,
+                allocation: allocation, payloadCount: payloadCount)
+            return
+        }
         if client.transport != .udp {
             // A stream pads every message itself (StreamPart.queue), so `padding` is not passed.
             streamForward(
@@ -329,6 +337,8 @@ extension Worker {
             if !datagram.reply(fd: fd, to: client, message) { counters.add(.dropsNoSendOp) }
         case .stream(let slot):
             stream.queue(slot, prefix: nil, prefixLength: 0, bytes: message.baseAddress!, count: message.count)
+        case .dtls(let slot):
+            dtlsSend(slot: slot, message)
         }
     }
 }
