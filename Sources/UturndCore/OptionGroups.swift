@@ -142,7 +142,7 @@ public struct StreamOptions: ParsableArguments {
     @Flag(name: .customLong("no-tcp-relay"), help: "Refuse RFC 6062 TCP allocations (REQUESTED-TRANSPORT TCP gets 442); by default clients over TCP or TLS may relay to TCP peers.")
     public var noTCPRelay = false
 
-    @Option(name: .customLong("cert"), help: ArgumentHelp("PEM certificate chain for TURN over TLS (with --pkey; reloaded on SIGHUP).", valueName: "path"))
+    @Option(name: .customLong("cert"), help: ArgumentHelp("PEM certificate chain for TURN over TLS and DTLS (with --pkey; reloaded on SIGHUP).", valueName: "path"))
     public var cert: String?
 
     @Option(name: .customLong("pkey"), help: ArgumentHelp("PEM private key of --cert.", valueName: "path"))
@@ -166,7 +166,7 @@ public struct StreamOptions: ParsableArguments {
     @Option(name: .customLong("tcp-idle-timeout"), help: ArgumentHelp("Seconds a connection may stay silent with no allocation before it is closed.", valueName: "seconds"))
     public var tcpIdleTimeout: Int = 60
 
-    @Option(name: .customLong("tls-handshake-timeout"), help: ArgumentHelp("Seconds a TLS handshake may take before the connection is closed.", valueName: "seconds"))
+    @Option(name: .customLong("tls-handshake-timeout"), help: ArgumentHelp("Seconds a TLS or DTLS handshake may take before the connection (or DTLS session) is closed.", valueName: "seconds"))
     public var tlsHandshakeTimeout: Int = 10
 
     @Option(name: .customLong("tcp-stall-timeout"), help: ArgumentHelp("Seconds a client may read nothing while bytes wait for it before it is closed.", valueName: "seconds"))
@@ -175,7 +175,7 @@ public struct StreamOptions: ParsableArguments {
     public init() {}
 }
 
-/// Transports uturn does not serve; accepted so coturn command lines carry over.
+/// coturn's switch for the DTLS listener (kept in its own group, where coturn command lines expect it).
 public struct CompatibilityOptions: ParsableArguments {
     @Flag(name: .customLong("no-dtls"), help: "No DTLS listener, even with --cert and --pkey.")
     public var noDTLS = false

@@ -40,11 +40,11 @@ public struct Uturnd: ParsableCommand {
     @OptionGroup(title: "Credentials") public var auth: AuthOptions
     @OptionGroup(title: "Peers") public var peers: PeerOptions
     @OptionGroup(title: "Lifetimes and quotas") public var limits: LimitOptions
-    @OptionGroup(title: "TCP and TLS") public var streams: StreamOptions
+    @OptionGroup(title: "TCP, TLS and DTLS") public var streams: StreamOptions
     @OptionGroup(title: "STUN and TURN service") public var service: ServiceOptions
     @OptionGroup(title: "Logging") public var logging: LoggingOptions
     @OptionGroup(title: "Engine (io_uring)") public var engine: EngineOptions
-    @OptionGroup(title: "coturn compatibility (no effect)") public var compatibility: CompatibilityOptions
+    @OptionGroup(title: "DTLS switch") public var compatibility: CompatibilityOptions
 
     public init() {}
 

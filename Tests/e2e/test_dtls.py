@@ -41,6 +41,15 @@ def dtls_server(server_factory):
         server_factory, "turn-dtls", f"--tls-handshake-timeout {HANDSHAKE_TIMEOUT} --buffers {BUFFERS}", tls=True)
 
 
+@pytest.fixture(scope="module")
+def dtls_limited_server(server_factory):
+    """One worker, one DTLS session per IP address."""
+    if server_kind() != "uturnd":
+        pytest.skip("the coturn stand-in runs with --no-dtls")
+    return start_metrics_server(
+        server_factory, "turn-dtls-limited", "--workers 1 --tcp-connections-per-ip 1", tls=True)
+
+
 def dtls_port(server) -> int:
     return server.extra["tls_port"]
 
@@ -86,12 +95,12 @@ def hello_verify_cookie(datagram: bytes) -> bytes | None:
     return datagram[13 + 12 + 3:13 + 12 + 3 + n]
 
 
-def start_handshake(server) -> socket.socket:
+def start_handshake(server, timeout: float = 3) -> socket.socket:
     """Runs the cookie exchange and sends the ClientHello with the cookie,
     then stops: the server has made a session and waits for the client's
     next flight, which never comes. Returns the socket (still open)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(3)
+    s.settimeout(timeout)
     s.connect(("127.0.0.1", dtls_port(server)))
     rnd = os.urandom(32)
     s.send(client_hello(rnd))
@@ -125,6 +134,7 @@ def test_uclient_dtls_send_indications(dtls_server, udp_peer):
     assert_all_echoed(r, 90)
 
 
+@pytest.mark.backend_independent
 def test_cookie_exchange_is_stateless(dtls_server):
     """A ClientHello without a cookie gets a HelloVerifyRequest and makes no
     session; the cookie is bound to the source address (another socket's
@@ -151,6 +161,7 @@ def test_cookie_exchange_is_stateless(dtls_server):
     assert after["uturn_dtls_cookies_total"] >= before.get("uturn_dtls_cookies_total", 0) + 2
 
 
+@pytest.mark.backend_independent
 def test_unfinished_handshake_times_out(dtls_server):
     """A client that stops after the ClientHello with its cookie: the session
     is made, then dropped after --tls-handshake-timeout."""
@@ -224,6 +235,7 @@ def _served_certificate_subject(port: int) -> str:
     raise AssertionError(f"no certificate in openssl s_client's output:\n{out[-2000:]}")
 
 
+@pytest.mark.backend_independent
 def test_sighup_reloads_dtls_certificate(dtls_server, udp_peer, tmp_path):
     """SIGHUP: a new certificate at the same paths is served to new DTLS sessions."""
     assert "localhost" in _served_certificate_subject(dtls_port(dtls_server))
@@ -243,3 +255,24 @@ def test_sighup_reloads_dtls_certificate(dtls_server, udp_peer, tmp_path):
     assert "reloaded.example" in subject, dtls_server.output_tail()
     r = run_uclient(dtls_server, udp_peer, n=10, extra=["-S"], port=dtls_port(dtls_server))
     assert_all_echoed(r, 10)
+
+
+@pytest.mark.backend_independent
+def test_per_ip_limit(dtls_limited_server):
+    """--tcp-connections-per-ip 1 holds for DTLS sessions: a second client
+    from the same address passes the cookie exchange but gets no session
+    (no ServerHello) while the first one lives."""
+    srv = dtls_limited_server
+    before = metrics(srv)
+    first = start_handshake(srv)
+    try:
+        with pytest.raises(AssertionError, match="ServerHello|timed out"):
+            try:
+                start_handshake(srv, timeout=1).close()
+            except socket.timeout as e:
+                raise AssertionError("timed out") from e
+        after = metrics(srv, lambda x: dtls_count(x, "refused") > dtls_count(before, "refused"))
+    finally:
+        first.close()
+    assert dtls_count(after, "refused") == dtls_count(before, "refused") + 1
+    assert dtls_count(after, "accepted") == dtls_count(before, "accepted") + 1
