@@ -46,6 +46,8 @@ public struct TURNConfiguration: Sendable {
     public var relayFamilies: Set<IPAddress.Family> = [.v4, .v6]
     /// When set, every Allocate is redirected here with 300 (ALTERNATE-SERVER).
     public var alternateServer: TransportAddress?
+    /// RFC 5780 (NAT behaviour discovery) for Binding over UDP; off by default.
+    public var natDiscovery = NATDiscovery()
     /// SOFTWARE attribute value, nil for none.
     public var software: String? = "uturn"
     /// Fixed per-worker table sizes (read at worker start only).

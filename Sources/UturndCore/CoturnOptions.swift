@@ -35,9 +35,9 @@ public enum CoturnOptions {
         add(transport, ["tcp-proxy-port", "server-relay"])
         add(missing, [
             "fingerprint", "listening-device", "relay-device", "relay-threads", "aux-server", "udp-self-balance",
-            "alt-listening-port", "max-bps", "bps-capacity",
+            "max-bps", "bps-capacity",
             "alternate-server", "mobility",
-            "keep-address-family", "allocation-default-address-family", "no-rfc5780",
+            "keep-address-family", "allocation-default-address-family",
             "no-stun-backward-compatibility", "response-origin-only-with-rfc5780", "respond-http-unsupported",
             "max-allocate-timeout", "ne",
         ])

@@ -40,6 +40,12 @@ public struct ListeningOptions: ParsableArguments {
     @Option(name: .customLong("max-port"), help: ArgumentHelp("Highest relay port.", valueName: "port"))
     public var maxPort: Int = 65535
 
+    @Option(name: .customLong("alt-listening-port"), help: ArgumentHelp("RFC 5780 alternate UDP port (default: --listening-port + 1, as coturn), bound on each of two listening addresses of a family when NAT behaviour discovery is on.", valueName: "port"))
+    public var altListeningPort: Int?
+
+    @Flag(name: .customLong("no-rfc5780"), help: "No RFC 5780 NAT behaviour discovery (by default on when two listening addresses of one family are given and UDP listens).")
+    public var noRFC5780 = false
+
     public init() {}
 }
 

@@ -26,6 +26,7 @@ public enum OptionTable {
         "strict-channel-numbers": .flag, "drain-timeout": .value,
         // compatibility
         "no-dtls": .flag,
+        "alt-listening-port": .value, "no-rfc5780": .flag,
         // TCP and TLS
         "no-tcp": .flag, "no-tls": .flag, "no-tcp-relay": .flag, "cert": .value, "pkey": .value, "tls-listening-port": .value,
         "dtls-listening-port": .value,

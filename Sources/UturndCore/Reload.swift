@@ -105,6 +105,7 @@ public struct Reloader: Sendable {
         turn.relayFamilies = current.turn.relayFamilies
         turn.limits = current.turn.limits
         turn.tcpRelay = current.turn.tcpRelay
+        turn.natDiscovery = current.turn.natDiscovery
         next.turn = turn
         // A new certificate and key (same listeners): read afresh on every
         // SIGHUP, so a renewed certificate at the same path is picked up.
@@ -233,6 +234,9 @@ public struct Reloader: Sendable {
         ("--no-tcp", { "\($0.engine.tcpListen.isEmpty)" }),
         ("--no-tcp-relay", { "\(!$0.turn.tcpRelay)" }),
         ("--no-udp", { "\($0.engine.listen.isEmpty)" }),
+        ("--no-rfc5780/--alt-listening-port", {
+            $0.turn.natDiscovery.isEnabled ? "port \($0.turn.natDiscovery.alternatePort)" : "off"
+        }),
         ("--permission-lifetime", { "\($0.turn.limits.permissionLifetime)" }),
         ("--channel-lifetime", { "\($0.turn.limits.channelLifetime)" }),
         ("TLS listeners", { $0.engine.tlsListen.map(\.description).joined(separator: ", ") }),

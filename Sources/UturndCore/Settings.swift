@@ -62,6 +62,7 @@ extension Settings {
         try Settings.dtlsListeners(
             o.streams, noDTLS: o.compatibility.noDTLS, addresses: addresses, engine: &engine, notices: &notices)
         try Settings.service(o.service, engine: &engine, turn: &turn, warnings: &warnings, notices: &notices)
+        try Settings.natDiscovery(o.listening, addresses: addresses, engine: &engine, turn: &turn, notices: &notices)
         let destination = try Settings.logging(o.logging)
         let metricsListen = try Settings.metricsEndpoint(o.logging)
         try Settings.engineTuning(o.engine, onlineCPUs: onlineCPUs, engine: &engine)
@@ -95,6 +96,11 @@ extension Settings {
     public var summary: [String] {
         var lines: [String] = []
         for a in engine.listen { lines.append("listening on udp \(a)") }
+        let nat = turn.natDiscovery
+        if nat.isEnabled {
+            let pairs = zip(nat.first, nat.second).map { "\($0) and \($1)" }.joined(separator: "; ")
+            lines.append("RFC 5780 NAT behaviour discovery: \(pairs), ports \(nat.primaryPort) and \(nat.alternatePort)")
+        }
         for a in engine.tcpListen { lines.append("listening on tcp \(a)") }
         for a in engine.tlsListen { lines.append("listening on tls \(a) (certificate \(engine.tls?.certificateFile ?? "?"))") }
         for a in engine.dtlsListen {

@@ -148,7 +148,15 @@ extension Worker {
             noteIfRefused(
                 request: UnsafeRawBufferPointer(payload), response: UnsafeRawBufferPointer(rebasing: response[0..<n]),
                 client: fiveTuple.client, now: now)
-            replyToClient(reply, fiveTuple.client, UnsafeRawBufferPointer(rebasing: response[0..<n]))
+            var via = reply
+            var destination = fiveTuple.client
+            // RFC 5780: CHANGE-REQUEST picks another of the listeners,
+            // RESPONSE-PORT another port of the client (UDP only).
+            if case .datagram = reply {
+                if let source = outcome.responseSource, let fd = datagram.listenerFD(for: source) { via = .datagram(fd) }
+                if let d = outcome.responseDestination { destination = d }
+            }
+            replyToClient(via, destination, UnsafeRawBufferPointer(rebasing: response[0..<n]))
         }
         // RFC 6062, after the response (ConnectionBind's goes out before
         // the connection turns into a data connection).
