@@ -53,13 +53,14 @@ extension Worker {
         let verified = uturn_dtls_listen(listening, dtls.cookies)
         if verified != 1 {
             // A HelloVerifyRequest, or nothing (not a ClientHello).
+            if BIO_ctrl_pending(SSL_get_wbio(listening)) > 0 { counters.add(.dtlsCookies) }
             let fd = datagram.listeners[li].fd
             if DTLSPart.drainCiphertext(listening, cipher: dtls.cipher, maxDatagram: SendBatcher.scratchSize, { d in
                 datagram.reply(fd: fd, to: client, d)
             }) > 0 {
                 counters.add(.dropsNoSendOp)
             }
-            if verified == 0 { counters.add(.dtlsCookies) } else { ERR_clear_error() }
+            if verified < 0 { ERR_clear_error() }
             uturn_dtls_reset_bios(listening)
             return
         }
