@@ -184,9 +184,8 @@ struct DTLSPart: ~Copyable {
     }
 
     /// Cuts the ciphertext waiting in `ssl`'s write BIO into datagrams of
-    /// whole records, at most `mtu` bytes each unless one record is bigger,
-    /// and hands each to `send`. Returns how many records were dropped
-    /// (bigger than `maxDatagram`, or refused by `send`).
+    /// whole records (`splitRecords`) and hands each to `send`. Returns how
+    /// many datagrams were dropped (bigger than `maxDatagram`, or refused by `send`).
     static func drainCiphertext(
         _ ssl: OpaquePointer, cipher: UnsafeMutableRawBufferPointer, maxDatagram: Int,
         _ send: (UnsafeRawBufferPointer) -> Bool
@@ -196,30 +195,34 @@ struct DTLSPart: ~Copyable {
         while true {
             let n = Int(BIO_read(wbio, cipher.baseAddress, Int32(cipher.count)))
             guard n > 0 else { break }
-            var start = 0
-            var offset = 0
-            // Records: 13-byte header, length in bytes 11-12. OpenSSL writes
-            // whole records into the BIO, so a short tail means a bug, not
-            // the network; it is dropped with the rest of the read.
-            while offset + Self.recordHeader <= n {
-                let length = Int(cipher[offset + 11]) << 8 | Int(cipher[offset + 12])
-                let end = offset + Self.recordHeader + length
-                guard end <= n else { break }
-                if end - start > Self.mtu && offset > start {
-                    if !sendPiece(cipher, start, offset, maxDatagram, send) { dropped += 1 }
-                    start = offset
+            let bytes = UnsafeRawBufferPointer(rebasing: cipher[0..<n])
+            splitRecords(bytes, mtu: mtu) { range in
+                guard range.count <= maxDatagram, send(UnsafeRawBufferPointer(rebasing: bytes[range])) else {
+                    dropped += 1
+                    return
                 }
-                offset = end
             }
-            if offset > start, !sendPiece(cipher, start, offset, maxDatagram, send) { dropped += 1 }
         }
         return dropped
     }
 
-    private static func sendPiece(
-        _ cipher: UnsafeMutableRawBufferPointer, _ start: Int, _ end: Int, _ maxDatagram: Int, _ send: (UnsafeRawBufferPointer) -> Bool
-    ) -> Bool {
-        guard end - start <= maxDatagram else { return false }
-        return send(UnsafeRawBufferPointer(rebasing: cipher[start..<end]))
+    /// Groups the DTLS records in `bytes` (13-byte header, length in bytes
+    /// 11-12) into datagrams: consecutive records while they fit `mtu`
+    /// bytes together, a bigger record alone. OpenSSL writes whole records,
+    /// so a truncated tail cannot come from it; it is left out.
+    static func splitRecords(_ bytes: UnsafeRawBufferPointer, mtu: Int, _ datagram: (Range<Int>) -> Void) {
+        var start = 0
+        var offset = 0
+        while offset + recordHeader <= bytes.count {
+            let length = Int(bytes[offset + 11]) << 8 | Int(bytes[offset + 12])
+            let end = offset + recordHeader + length
+            guard end <= bytes.count else { break }
+            if end - start > mtu && offset > start {
+                datagram(start..<offset)
+                start = offset
+            }
+            offset = end
+        }
+        if offset > start { datagram(start..<offset) }
     }
 }
