@@ -66,7 +66,7 @@ extension Worker {
         }
         if let why = dtls.refusal(for: client) {
             counters.add(.dtlsRefused)
-            noteDTLSRefusal(client, why, now: now)
+            noteDTLSRefusal(client, "refused: \(why)", now: now)
             _ = dtls.renewListening()
             return
         }
@@ -79,13 +79,13 @@ extension Worker {
         dtlsReceive(slot: slot, nil, now: now)
     }
 
-    /// Refusals are logged like refused requests: at most once a second per worker.
+    /// Refusals and failures are logged like refused requests: at most once a second per worker.
     mutating func noteDTLSRefusal(_ client: TransportAddress, _ why: String, now: MonotonicTime) {
         if now.nanoseconds &- lastRefusalLog < 1_000_000_000 {
             suppressedRefusals += 1
             return
         }
-        log(.warning, "DTLS session from \(client) refused: \(why) on worker \(index)")
+        log(.warning, "DTLS session from \(client): \(why) on worker \(index)")
         lastRefusalLog = now.nanoseconds
         suppressedRefusals = 0
     }
@@ -111,6 +111,7 @@ extension Worker {
                     let code = SSL_get_error(ssl, status)
                     if code != SSL_ERROR_WANT_READ && code != SSL_ERROR_WANT_WRITE {
                         counters.add(.dtlsFailures)
+                        noteDTLSRefusal(s.fiveTuple.client, "handshake failed: \(TLSError.fromQueue("SSL_get_error \(code)"))", now: now)
                         closing = true
                     }
                     break
@@ -132,6 +133,7 @@ extension Worker {
                 closing = true  // close_notify from the client
             } else if code != SSL_ERROR_WANT_READ && code != SSL_ERROR_WANT_WRITE {
                 counters.add(.dtlsFailures)
+                noteDTLSRefusal(s.fiveTuple.client, "read failed: \(TLSError.fromQueue("SSL_get_error \(code)"))", now: now)
                 closing = true
             }
             break
@@ -169,7 +171,7 @@ extension Worker {
         ERR_clear_error()
         var written = 0
         guard SSL_write_ex(ssl, base, message.count, &written) == 1 else {
-            ERR_clear_error()
+            noteDTLSRefusal(s.fiveTuple.client, "write failed: \(TLSError.fromQueue("SSL_write"))", now: Worker.monotonicNow())
             counters.add(.dtlsFailures)
             closeDTLS(slot)
             return false
