@@ -126,13 +126,13 @@ public final class Engine: Sendable {
     /// kernel silently splitting clients between the two. So each address is
     /// first bound once without SO_REUSEPORT: if that fails, the port is taken.
     func checkListenAddressesFree() throws(EngineError) {
-        for address in config.listen {
+        for (address, kind) in config.listen.map({ ($0, "udp") }) + config.dtlsListen.map({ ($0, "dtls") }) {
             do {
                 let probe = try UDPSocket.bound(to: SocketAddress(address), reusePort: false)
                 probe.close()
             } catch {
                 throw EngineError(
-                    "cannot listen on udp \(address): \(error) (another server, such as a coturn turnserver, may be using it)")
+                    "cannot listen on \(kind) \(address): \(error) (another server, such as a coturn turnserver, may be using it)")
             }
         }
         for (address, kind) in config.tcpListen.map({ ($0, "tcp") }) + config.tlsListen.map({ ($0, "tls") }) {
@@ -176,6 +176,14 @@ public final class Engine: Sendable {
     public func reload(tls context: TLSServerContext) {
         for control in controls where !control.send(.tls(context)) {
             log(.warning, "worker \(control.index): inbox full; the new certificate was not delivered")
+        }
+    }
+
+    /// Hands every worker a new certificate and key for its DTLS listeners
+    /// (SIGHUP). New sessions use it; open ones keep theirs.
+    public func reload(dtls context: DTLSServerContext) {
+        for control in controls where !control.send(.dtls(context)) {
+            log(.warning, "worker \(control.index): inbox full; the new DTLS certificate was not delivered")
         }
     }
 

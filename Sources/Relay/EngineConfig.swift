@@ -74,6 +74,14 @@ public struct EngineConfig: Sendable {
     public var tlsListen: [TransportAddress] = []
     /// Certificate and key for the TLS listeners (replaced by `Engine.reload(tls:)`).
     public var tls: TLSServerContext? = nil
+    /// Addresses with a DTLS listener (UDP; each worker binds each one with
+    /// SO_REUSEPORT, so a client's datagrams reach one worker); needs `dtls`.
+    /// Sessions share the limits of streams: `streamConnections` and
+    /// `streamConnectionsPerIP` (counted apart from TCP/TLS connections),
+    /// `tlsHandshakeSeconds`, and `streamIdleSeconds` for a session with no allocation.
+    public var dtlsListen: [TransportAddress] = []
+    /// Certificate and key for the DTLS listeners (replaced by `Engine.reload(dtls:)`).
+    public var dtls: DTLSServerContext? = nil
     /// Client connections per worker (TCP and TLS together).
     public var streamConnections = 1024
     /// Connections from one IP address per worker (0: no limit).
@@ -111,7 +119,7 @@ public struct EngineConfig: Sendable {
 
     /// The first problem with this configuration, in words an operator can act on, or nil.
     public func problem() -> String? {
-        if listen.isEmpty && tcpListen.isEmpty && tlsListen.isEmpty {
+        if listen.isEmpty && tcpListen.isEmpty && tlsListen.isEmpty && dtlsListen.isEmpty {
             return "no listening address (--listening-ip/--listening-port)"
         }
         if relayIPv4 == nil && relayIPv6 == nil { return "no relay address (--relay-ip)" }
@@ -139,6 +147,10 @@ public struct EngineConfig: Sendable {
             return "--gro-buffers \(groBuffers) must be a power of two in 2...4096"
         }
         if !tlsListen.isEmpty && tls == nil { return "TLS listeners need a certificate and key (--cert, --pkey)" }
+        if !dtlsListen.isEmpty && dtls == nil { return "DTLS listeners need a certificate and key (--cert, --pkey)" }
+        if let both = dtlsListen.first(where: { listen.contains($0) }) {
+            return "\(both) cannot be both a UDP and a DTLS listener (choose another --dtls-listening-port, or --no-dtls)"
+        }
         if let both = tlsListen.first(where: { tcpListen.contains($0) }) {
             return "\(both) cannot be both a TCP and a TLS listener"
         }

@@ -18,6 +18,8 @@ public struct STUNAttributeType: RawRepresentable, Hashable, Sendable {
 
     // Comprehension-required
     public static let mappedAddress = STUNAttributeType(0x0001)
+    /// RFC 5780 §7.2 (NAT behaviour discovery).
+    public static let changeRequest = STUNAttributeType(0x0003)
     public static let username = STUNAttributeType(0x0006)
     public static let messageIntegrity = STUNAttributeType(0x0008)
     public static let errorCode = STUNAttributeType(0x0009)
@@ -40,6 +42,9 @@ public struct STUNAttributeType: RawRepresentable, Hashable, Sendable {
     public static let reservationToken = STUNAttributeType(0x0022)
     public static let priority = STUNAttributeType(0x0024)
     public static let useCandidate = STUNAttributeType(0x0025)
+    /// RFC 5780 §7.6 and §7.5.
+    public static let padding = STUNAttributeType(0x0026)
+    public static let responsePort = STUNAttributeType(0x0027)
     public static let connectionID = STUNAttributeType(0x002A)
     // Comprehension-optional
     public static let additionalAddressFamily = STUNAttributeType(0x8000)
@@ -52,6 +57,9 @@ public struct STUNAttributeType: RawRepresentable, Hashable, Sendable {
     public static let fingerprint = STUNAttributeType(0x8028)
     public static let iceControlled = STUNAttributeType(0x8029)
     public static let iceControlling = STUNAttributeType(0x802A)
+    /// RFC 5780 §7.3 and §7.4.
+    public static let responseOrigin = STUNAttributeType(0x802B)
+    public static let otherAddress = STUNAttributeType(0x802C)
     /// RFC 8016 §3.3: empty in an Allocate request (the client asks for
     /// mobility); an opaque server ticket in responses and in a Refresh
     /// from a new 5-tuple.

@@ -51,6 +51,8 @@ public struct TURNConfiguration: Sendable {
         get { alternates.servers.first }
         set { alternates = AlternateServers(servers: newValue.map { [$0] } ?? [], policy: .always) }
     }
+    /// RFC 5780 (NAT behaviour discovery) for Binding over UDP; off by default.
+    public var natDiscovery = NATDiscovery()
     /// SOFTWARE attribute value, nil for none.
     public var software: String? = "uturn"
     /// Fixed per-worker table sizes (read at worker start only).

@@ -152,10 +152,71 @@ extension TURNServer {
             case .authenticated(let a): auth = a
             }
         }
+        let nat = configuration.natDiscovery
+        guard fiveTuple.transport == .udp, let other = nat.otherAddress(of: fiveTuple.server) else {
+            return plainBinding(request, from: fiveTuple, auth: auth, into: out)
+        }
+        return natDiscoveryBinding(request, from: fiveTuple, other: other, auth: auth, into: out)
+    }
+
+    /// Binding without RFC 5780: XOR-MAPPED-ADDRESS. A CHANGE-REQUEST asks
+    /// for what this server cannot do, so it gets 420 (RFC 5780 §6.1).
+    func plainBinding(
+        _ request: STUNMessage, from fiveTuple: FiveTuple, auth: AuthContext?, into out: UnsafeMutableRawBufferPointer
+    ) -> STUNOutcome {
+        if request.attributes.contains(where: { $0.type == .changeRequest }) {
+            let n = errorResponse(420, to: request, auth: auth, into: out) { (enc) throws(STUNError) in
+                var list = UnknownAttributeList()
+                list.insert(.changeRequest)
+                try enc.appendUnknownAttributes(list)
+            }
+            return STUNOutcome(responseLength: n, effect: .none)
+        }
         let n = successResponse(to: request, auth: auth, into: out) { (enc) throws(STUNError) in
             try enc.append(.xorMappedAddress, xorAddress: fiveTuple.client)
         }
         return STUNOutcome(responseLength: n, effect: .none)
+    }
+
+    /// Binding on one of the RFC 5780 sockets (§6.1): XOR-MAPPED-ADDRESS,
+    /// RESPONSE-ORIGIN (where the answer leaves from) and OTHER-ADDRESS;
+    /// CHANGE-REQUEST picks the socket it leaves from, RESPONSE-PORT the
+    /// client port it goes to, PADDING pads it to about a 1500-byte packet
+    /// (400 together with RESPONSE-PORT).
+    func natDiscoveryBinding(
+        _ request: STUNMessage, from fiveTuple: FiveTuple, other: TransportAddress, auth: AuthContext?,
+        into out: UnsafeMutableRawBufferPointer
+    ) -> STUNOutcome {
+        let asked: NATDiscoveryRequest
+        do throws(STUNError) {
+            asked = try NATDiscoveryRequest(request)
+        } catch {
+            return STUNOutcome(responseLength: errorResponse(400, to: request, auth: auth, into: out), effect: .none)
+        }
+        if asked.padding != nil && asked.responsePort != nil {
+            return STUNOutcome(responseLength: errorResponse(400, to: request, auth: auth, into: out), effect: .none)
+        }
+        let local = fiveTuple.server
+        let source =
+            configuration.natDiscovery.source(for: local, changeIP: asked.changeIP, changePort: asked.changePort)
+            ?? local
+        let n = successResponse(to: request, auth: auth, into: out) { (enc) throws(STUNError) in
+            try enc.append(.xorMappedAddress, xorAddress: fiveTuple.client)
+            // RFC 3489-era discovery clients read MAPPED-ADDRESS.
+            try enc.append(.mappedAddress, address: fiveTuple.client)
+            try enc.append(.responseOrigin, address: source)
+            try enc.append(.otherAddress, address: other)
+            if asked.padding != nil {
+                // 1472: a 1500-byte IPv4 packet's UDP payload; room is kept
+                // for MESSAGE-INTEGRITY(-SHA256) and FINGERPRINT after it.
+                let room = 1472 - enc.count - 4 - 36 - 8
+                try enc.appendPadding(length: max(0, room) & ~3)
+            }
+        }
+        var outcome = STUNOutcome(responseLength: n, effect: .none)
+        if source != local { outcome.responseSource = source }
+        if let port = asked.responsePort { outcome.responseDestination = TransportAddress(ip: fiveTuple.client.ip, port: port) }
+        return outcome
     }
 
     /// A request too broken to parse still gets 400 when its header is sound

@@ -71,6 +71,10 @@ public struct STUNOutcome: Sendable, Equatable {
     /// Bytes of response written to the caller's buffer; 0 for none.
     public var responseLength: Int
     public var effect: ServerEffect
+    /// RFC 5780: the local address the response must be sent from (CHANGE-REQUEST), when not the one the request came in on.
+    public var responseSource: TransportAddress? = nil
+    /// RFC 5780: where the response goes (RESPONSE-PORT), when not the client's address.
+    public var responseDestination: TransportAddress? = nil
 
     /// The RFC 6062 effect, set only for Connect and ConnectionBind requests that succeeded.
     public var tcpRelay: TCPRelayEffect? {

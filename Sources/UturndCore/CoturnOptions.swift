@@ -2,12 +2,12 @@
 /// is told. In a config file they are ignored with a warning (so a coturn
 /// `turnserver.conf` still starts); on the command line they are an error.
 public enum CoturnOptions {
-    static let tls = "uturn's TLS takes --cert and --pkey only (TLS 1.2 and 1.3, OpenSSL's default ciphers); DTLS is not implemented"
+    static let tls = "uturn's TLS takes --cert and --pkey only (TLS 1.2 and 1.3, OpenSSL's default ciphers)"
     static let database = "uturn reads users and secrets from SQLite (userdb), PostgreSQL (psql-userdb) or Redis (redis-userdb) only"
-    static let admin = "uturn has no admin interface"
+    static let admin = "uturn has no telnet CLI or web admin; use its JSON admin API (--admin-listen, --admin-token-file) and uturnctl"
     static let process = "uturn runs in the foreground; let systemd (or similar) handle daemonising, users and pid files"
     static let logging = "use --log-level and --log-file"
-    static let transport = "uturn serves TURN over UDP, TCP and TLS, and relays UDP (and TCP for RFC 6062 clients)"
+    static let transport = "uturn serves TURN over UDP, TCP, TLS and DTLS, and relays UDP (and TCP for RFC 6062 clients)"
     static let missing = "not implemented in uturn"
 
     public static let unsupported: [String: String] = {
@@ -34,8 +34,7 @@ public enum CoturnOptions {
         add(transport, ["tcp-proxy-port", "server-relay"])
         add(missing, [
             "fingerprint", "listening-device", "relay-device", "relay-threads", "aux-server", "udp-self-balance",
-            "alt-listening-port",
-            "keep-address-family", "allocation-default-address-family", "no-rfc5780",
+            "keep-address-family", "allocation-default-address-family",
             "no-stun-backward-compatibility", "response-origin-only-with-rfc5780", "respond-http-unsupported",
             "max-allocate-timeout", "ne",
         ])

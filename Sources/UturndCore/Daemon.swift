@@ -114,6 +114,7 @@ public enum Daemon {
                     for w in outcome.restartNeeded { logger.warning(w) }
                     if let sync { sync.setBase(outcome.settings.turn) } else { engine.reload(turn: outcome.settings.turn) }
                     if let tls = outcome.settings.engine.tls, tls !== settings.engine.tls { engine.reload(tls: tls) }
+                    if let dtls = outcome.settings.engine.dtls, dtls !== settings.engine.dtls { engine.reload(dtls: dtls) }
                     settings = outcome.settings
                     options = outcome.options
                     admin?.service.update(settings)

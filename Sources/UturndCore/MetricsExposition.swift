@@ -132,6 +132,19 @@ public final class MetricsExposition: Sendable {
         Family(
             name: "uturn_tls_failures_total", help: "TLS connections ended by a TLS error (handshake or record).",
             series: [("", "tlsFailures")]),
+        // TURN over DTLS.
+        Family(
+            name: "uturn_dtls_sessions_total",
+            help: "DTLS client sessions, by event: accepted (a ClientHello with a valid cookie), refused (--tcp-connections, --tcp-connections-per-ip), closed (for any reason), timed_out (unfinished handshake, or idle with no allocation; also counted in closed), failed (a DTLS error; also counted in closed).",
+            label: "event",
+            series: [
+                ("accepted", "dtlsAccepted"), ("refused", "dtlsRefused"), ("closed", "dtlsClosed"),
+                ("timed_out", "dtlsTimeouts"), ("failed", "dtlsFailures"),
+            ]),
+        Family(
+            name: "uturn_dtls_cookies_total",
+            help: "ClientHellos from unknown clients answered statelessly (a HelloVerifyRequest with a cookie, or dropped), with no session made.",
+            series: [("", "dtlsCookies")]),
         // Each worker's io_uring loop.
         Family(
             name: "uturn_offload_packets_total",

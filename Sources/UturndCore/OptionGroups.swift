@@ -40,6 +40,12 @@ public struct ListeningOptions: ParsableArguments {
     @Option(name: .customLong("max-port"), help: ArgumentHelp("Highest relay port.", valueName: "port"))
     public var maxPort: Int = 65535
 
+    @Option(name: .customLong("alt-listening-port"), help: ArgumentHelp("RFC 5780 alternate UDP port (default: --listening-port + 1, as coturn), bound on each of two listening addresses of a family when NAT behaviour discovery is on.", valueName: "port"))
+    public var altListeningPort: Int?
+
+    @Flag(name: .customLong("no-rfc5780"), help: "No RFC 5780 NAT behaviour discovery (by default on when two listening addresses of one family are given and UDP listens).")
+    public var noRFC5780 = false
+
     public init() {}
 }
 
@@ -187,7 +193,7 @@ public struct StreamOptions: ParsableArguments {
     @Flag(name: .customLong("no-tcp-relay"), help: "Refuse RFC 6062 TCP allocations (REQUESTED-TRANSPORT TCP gets 442); by default clients over TCP or TLS may relay to TCP peers.")
     public var noTCPRelay = false
 
-    @Option(name: .customLong("cert"), help: ArgumentHelp("PEM certificate chain for TURN over TLS (with --pkey; reloaded on SIGHUP).", valueName: "path"))
+    @Option(name: .customLong("cert"), help: ArgumentHelp("PEM certificate chain for TURN over TLS and DTLS (with --pkey; reloaded on SIGHUP).", valueName: "path"))
     public var cert: String?
 
     @Option(name: .customLong("pkey"), help: ArgumentHelp("PEM private key of --cert.", valueName: "path"))
@@ -195,6 +201,9 @@ public struct StreamOptions: ParsableArguments {
 
     @Option(name: .customLong("tls-listening-port"), help: ArgumentHelp("TLS port on each listening address, when --cert and --pkey are given.", valueName: "port"))
     public var tlsListeningPort: Int = 5349
+
+    @Option(name: .customLong("dtls-listening-port"), help: ArgumentHelp("DTLS (UDP) port on each listening address, when --cert and --pkey are given (default: the --tls-listening-port number). DTLS sessions share --tcp-connections, --tcp-connections-per-ip (counted apart from TCP/TLS), --tls-handshake-timeout and --tcp-idle-timeout.", valueName: "port"))
+    public var dtlsListeningPort: Int?
 
     @Option(name: .customLong("tcp-connections"), help: ArgumentHelp("Most TCP and TLS client connections per worker.", valueName: "n"))
     public var tcpConnections: Int = 1024
@@ -208,7 +217,7 @@ public struct StreamOptions: ParsableArguments {
     @Option(name: .customLong("tcp-idle-timeout"), help: ArgumentHelp("Seconds a connection may stay silent with no allocation before it is closed.", valueName: "seconds"))
     public var tcpIdleTimeout: Int = 60
 
-    @Option(name: .customLong("tls-handshake-timeout"), help: ArgumentHelp("Seconds a TLS handshake may take before the connection is closed.", valueName: "seconds"))
+    @Option(name: .customLong("tls-handshake-timeout"), help: ArgumentHelp("Seconds a TLS or DTLS handshake may take before the connection (or DTLS session) is closed.", valueName: "seconds"))
     public var tlsHandshakeTimeout: Int = 10
 
     @Option(name: .customLong("tcp-stall-timeout"), help: ArgumentHelp("Seconds a client may read nothing while bytes wait for it before it is closed.", valueName: "seconds"))
@@ -217,9 +226,9 @@ public struct StreamOptions: ParsableArguments {
     public init() {}
 }
 
-/// Transports uturn does not serve; accepted so coturn command lines carry over.
+/// coturn's switch for the DTLS listener (kept in its own group, where coturn command lines expect it).
 public struct CompatibilityOptions: ParsableArguments {
-    @Flag(name: .customLong("no-dtls"), help: "No DTLS listener (uturn has none: DTLS is not implemented).")
+    @Flag(name: .customLong("no-dtls"), help: "No DTLS listener, even with --cert and --pkey.")
     public var noDTLS = false
 
     public init() {}

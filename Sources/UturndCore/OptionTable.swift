@@ -28,8 +28,10 @@ public enum OptionTable {
         "bps-capacity-policy": .value, "user-max-bps": .value, "max-pps": .value, "max-new-peers-per-second": .value,
         // compatibility
         "no-dtls": .flag,
+        "alt-listening-port": .value, "no-rfc5780": .flag,
         // TCP and TLS
         "no-tcp": .flag, "no-tls": .flag, "no-tcp-relay": .flag, "cert": .value, "pkey": .value, "tls-listening-port": .value,
+        "dtls-listening-port": .value,
         "tcp-connections": .value, "tcp-connections-per-ip": .value, "tcp-send-queue": .value,
         "tcp-idle-timeout": .value, "tls-handshake-timeout": .value, "tcp-stall-timeout": .value,
         // service

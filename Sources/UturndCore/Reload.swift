@@ -113,10 +113,12 @@ public struct Reloader: Sendable {
         if fresh.engine.workers != current.engine.workers {
             try? Settings.abuse(options.abuse, workers: current.engine.workers, turn: &turn)
         }
+        turn.natDiscovery = current.turn.natDiscovery
         next.turn = turn
         // A new certificate and key (same listeners): read afresh on every
         // SIGHUP, so a renewed certificate at the same path is picked up.
         if current.engine.tls != nil, let tls = fresh.engine.tls { next.engine.tls = tls }
+        if current.engine.dtls != nil, let dtls = fresh.engine.dtls { next.engine.dtls = dtls }
         next.drainSeconds = fresh.drainSeconds
         // The admin token file is read afresh too (rotating the token needs no restart).
         next.adminToken = current.adminListen == nil ? nil : fresh.adminToken
@@ -200,6 +202,9 @@ public struct Reloader: Sendable {
         }
         if t0.sourceLimits != t1.sourceLimits { out.append(new.abuseSummary) }
         if t0.alternates != t1.alternates { out.append(new.alternateSummary ?? "no alternate servers") }
+        if let a = old.engine.dtls, let b = new.engine.dtls, a !== b {
+            out.append("DTLS certificate reloaded from \(b.certificateFile)")
+        }
         if old.drainSeconds != new.drainSeconds {
             out.append("--drain-timeout \(old.drainSeconds) → \(new.drainSeconds) s")
         }
@@ -255,9 +260,13 @@ public struct Reloader: Sendable {
         ("--no-tcp", { "\($0.engine.tcpListen.isEmpty)" }),
         ("--no-tcp-relay", { "\(!$0.turn.tcpRelay)" }),
         ("--no-udp", { "\($0.engine.listen.isEmpty)" }),
+        ("--no-rfc5780/--alt-listening-port", {
+            $0.turn.natDiscovery.isEnabled ? "port \($0.turn.natDiscovery.alternatePort)" : "off"
+        }),
         ("--permission-lifetime", { "\($0.turn.limits.permissionLifetime)" }),
         ("--channel-lifetime", { "\($0.turn.limits.channelLifetime)" }),
         ("TLS listeners", { $0.engine.tlsListen.map(\.description).joined(separator: ", ") }),
+        ("DTLS listeners", { $0.engine.dtlsListen.map(\.description).joined(separator: ", ") }),
         ("--tcp-connections", { "\($0.engine.streamConnections)" }),
         ("--tcp-connections-per-ip", { "\($0.engine.streamConnectionsPerIP)" }),
         ("--tcp-send-queue", { "\($0.engine.streamSendQueue)" }),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Relay
 import STUN
+import TURN
 
 /// What the listening group decides that later groups build on.
 struct ListeningAddresses {
@@ -119,5 +120,33 @@ extension Settings {
             }
         }
         return external
+    }
+}
+
+extension Settings {
+    /// RFC 5780 (NAT behaviour discovery): with two listening addresses of a
+    /// family and UDP listening, unless `--no-rfc5780`, each of the pair also
+    /// listens on `--alt-listening-port` (default: the listening port + 1),
+    /// and Binding there answers CHANGE-REQUEST, RESPONSE-PORT and PADDING
+    /// with RESPONSE-ORIGIN and OTHER-ADDRESS.
+    static func natDiscovery(
+        _ l: ListeningOptions, addresses: ListeningAddresses, engine: inout EngineConfig,
+        turn: inout TURNConfiguration, notices: inout [String]
+    ) throws(ValidationError) {
+        guard !l.noRFC5780, !engine.listen.isEmpty else { return }
+        let wanted = l.altListeningPort ?? Int(addresses.port) + 1
+        let alternate = try Settings.port(wanted, flag: "--alt-listening-port")
+        guard alternate != addresses.port else {
+            throw ValidationError("--alt-listening-port \(alternate) is the listening port; choose another or add --no-rfc5780.")
+        }
+        let nat = NATDiscovery(listening: addresses.listenIPs, port: addresses.port, alternatePort: alternate)
+        guard nat.isEnabled else {
+            if l.altListeningPort != nil {
+                notices.append("--alt-listening-port: RFC 5780 needs two listening addresses of one family; no alternate port is bound")
+            }
+            return
+        }
+        turn.natDiscovery = nat
+        for a in nat.socketAddresses where !engine.listen.contains(a) { engine.listen.append(a) }
     }
 }

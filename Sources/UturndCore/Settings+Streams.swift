@@ -55,11 +55,29 @@ extension Settings {
         }
     }
 
-    /// Compatibility group (`CompatibilityOptions`): transports uturn does not
-    /// serve are accepted with a notice, so coturn command lines carry over.
-    static func compatibility(_ o: CompatibilityOptions, notices: inout [String]) {
-        if o.noDTLS {
-            notices.append("--no-dtls: uturn has no DTLS listener anyway (not implemented)")
+    /// With `--cert` and `--pkey`: a DTLS listener (TURN over DTLS, UDP) on
+    /// `--dtls-listening-port` (default: the TLS port, as coturn serves TLS
+    /// and DTLS on one port number) of each listening address, unless `--no-dtls`.
+    static func dtlsListeners(
+        _ st: StreamOptions, noDTLS: Bool, addresses: ListeningAddresses, engine: inout EngineConfig,
+        notices: inout [String]
+    ) throws(ValidationError) {
+        guard let cert = st.cert, let key = st.pkey else {
+            if st.dtlsListeningPort != nil {
+                notices.append("--dtls-listening-port: no DTLS listener without --cert and --pkey")
+            }
+            return
         }
+        if noDTLS {
+            if st.dtlsListeningPort != nil { notices.append("--dtls-listening-port is ignored with --no-dtls") }
+            return
+        }
+        let port = try Settings.port(st.dtlsListeningPort ?? st.tlsListeningPort, flag: "--dtls-listening-port")
+        do {
+            engine.dtls = try DTLSServerContext(certificateFile: cert, privateKeyFile: key)
+        } catch {
+            throw ValidationError("--cert \(cert) / --pkey \(key) (DTLS): \(error.description)")
+        }
+        engine.dtlsListen = addresses.listenIPs.map { TransportAddress(ip: $0, port: port) }
     }
 }

@@ -76,8 +76,10 @@ extension Settings {
         var turn = try Settings.turnConfiguration(
             o.limits, credentials: credentials.store, peerPolicy: policy, relays: addresses.relays)
         try Settings.streams(o.streams, addresses: addresses, engine: &engine, turn: &turn, notices: &notices)
-        Settings.compatibility(o.compatibility, notices: &notices)
+        try Settings.dtlsListeners(
+            o.streams, noDTLS: o.compatibility.noDTLS, addresses: addresses, engine: &engine, notices: &notices)
         try Settings.service(o.service, engine: &engine, turn: &turn, warnings: &warnings, notices: &notices)
+        try Settings.natDiscovery(o.listening, addresses: addresses, engine: &engine, turn: &turn, notices: &notices)
         let destination = try Settings.logging(o.logging)
         let metricsListen = try Settings.metricsEndpoint(o.logging)
         let (adminListen, adminToken, adminTLS) = try Settings.adminEndpoint(o.admin, warnings: &warnings)
@@ -133,8 +135,16 @@ extension Settings {
     public var summary: [String] {
         var lines: [String] = []
         for a in engine.listen { lines.append("listening on udp \(a)") }
+        let nat = turn.natDiscovery
+        if nat.isEnabled {
+            let pairs = zip(nat.first, nat.second).map { "\($0) and \($1)" }.joined(separator: "; ")
+            lines.append("RFC 5780 NAT behaviour discovery: \(pairs), ports \(nat.primaryPort) and \(nat.alternatePort)")
+        }
         for a in engine.tcpListen { lines.append("listening on tcp \(a)") }
         for a in engine.tlsListen { lines.append("listening on tls \(a) (certificate \(engine.tls?.certificateFile ?? "?"))") }
+        for a in engine.dtlsListen {
+            lines.append("listening on dtls \(a) (certificate \(engine.dtls?.certificateFile ?? "?"))")
+        }
         let relays = (engine.relayIPsV4 + engine.relayIPsV6).map(\.description).joined(separator: " and ")
         var relay = "relaying from \(relays), ports \(engine.minPort)-\(engine.maxPort)"
         if let external = engine.externalIPv4 { relay += ", advertised as \(external)" }

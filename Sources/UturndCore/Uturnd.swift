@@ -40,13 +40,13 @@ public struct Uturnd: ParsableCommand {
     @OptionGroup(title: "Credentials") public var auth: AuthOptions
     @OptionGroup(title: "Peers") public var peers: PeerOptions
     @OptionGroup(title: "Lifetimes and quotas") public var limits: LimitOptions
-    @OptionGroup(title: "TCP and TLS") public var streams: StreamOptions
+    @OptionGroup(title: "TCP, TLS and DTLS") public var streams: StreamOptions
     @OptionGroup(title: "STUN and TURN service") public var service: ServiceOptions
     @OptionGroup(title: "Request limits and redirects") public var abuse: AbuseOptions
     @OptionGroup(title: "Logging") public var logging: LoggingOptions
     @OptionGroup(title: "Admin API") public var admin: AdminOptions
     @OptionGroup(title: "Engine (io_uring)") public var engine: EngineOptions
-    @OptionGroup(title: "coturn compatibility (no effect)") public var compatibility: CompatibilityOptions
+    @OptionGroup(title: "DTLS switch") public var compatibility: CompatibilityOptions
 
     public init() {}
 

@@ -147,8 +147,9 @@ struct ReloadTests {
         let o = try #require(f.reload(to: file).outcome)
         #expect(o.restartNeeded.contains("--workers changed in the config file: restart to apply (running 2, now 3)"))
         let flags = o.restartNeeded.map { String($0.prefix { $0 != " " }) }
-        // (The relay address follows the first listening address when --relay-ip is not given.)
-        #expect(flags == ["--listening-ip", "--relay-ip", "--min-port", "--workers", "--sq-entries", "--user-quota", "--metrics-listen", "--log-level"])
+        // (The relay address follows the first listening address when --relay-ip is not given;
+        // two listening addresses of a family turn RFC 5780 on, which also needs a restart.)
+        #expect(flags == ["--listening-ip", "--relay-ip", "--min-port", "--workers", "--sq-entries", "--user-quota", "--no-rfc5780/--alt-listening-port", "--metrics-listen", "--log-level"])
         // Not applied: the running engine, quotas and log stay.
         #expect(o.settings.engine.workers == 2 && o.settings.engine.minPort == 49152)
         #expect(o.settings.engine.sqEntries == 1024 && o.settings.userQuota == 0 && o.settings.logLevel == .info)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# TURN over TCP and TLS, side by side: uturnd vs coturn under the same load.
+# TURN over TCP, TLS and DTLS, side by side: uturnd vs coturn under the same load.
 #
 # The load is coturn's own client, turnutils_uclient, with turnutils_peer as
 # the UDP echo peer: M clients, each with its own connection and allocation,
@@ -9,14 +9,14 @@
 # rate, so the figure to compare is relay CPU per round trip: the relay's
 # utime+stime delta over the run (/proc/PID/stat) divided by the echoes
 # delivered. TRANSPORTS picks the client leg: udp (reference), tcp (-t),
-# tls (-t -S). Relays run pinned to CPU 1 with one relay thread; uclient and
+# tls (-t -S), dtls (-S, on the TLS port number as both relays serve it). Relays run pinned to CPU 1 with one relay thread; uclient and
 # the peer are pinned to CPU 0. Relays alternate within a round, the order
 # reversed every other round.
 #
 # Usage: scripts/bench/stream-compare.sh
 #   env: ROUNDS=4 CLIENTS=20 MESSAGES=2000 PAYLOAD=120 TRANSPORTS="udp tcp tls"
 #        RELAYS="uturnd coturn" OUT=.build-bench-c/streams-<timestamp>
-# Ports (127.0.0.1 only): relay 41478 (TLS 41479), relay range 42000-42999,
+# Ports (127.0.0.1 only): relay 41478 (TLS and DTLS 41479), relay range 42000-42999,
 # peer 41800-41801. Every process started here is stopped by its PID.
 set -euo pipefail
 
@@ -64,7 +64,7 @@ start_relay() { # start_relay NAME LOG -> relay_pid
 		;;
 	coturn)
 		tmp=$(mktemp -d /tmp/bench-coturn.XXXXXX)
-		taskset -c 1 turnserver -n --no-cli --no-dtls -L 127.0.0.1 -E 127.0.0.1 -p $PORT \
+		taskset -c 1 turnserver -n --no-cli -L 127.0.0.1 -E 127.0.0.1 -p $PORT \
 			--tls-listening-port $TLS_PORT --cert "$OUT/cert.pem" --pkey "$OUT/key.pem" \
 			--min-port $MIN_PORT --max-port $MAX_PORT -r $REALM -u $USER_NAME:$PASSWORD --lt-cred-mech \
 			--allow-loopback-peers --relay-threads 1 --no-rfc5780 --pidfile "$tmp/turnserver.pid" \
@@ -105,7 +105,7 @@ printf 'round\ttransport\trelay\tsent\treceived\tlost\tseconds\trt_per_s\trelay_
 {
 	echo "kernel $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 	echo "ROUNDS=$ROUNDS CLIENTS=$CLIENTS MESSAGES=$MESSAGES PAYLOAD=$PAYLOAD TRANSPORTS=${TRANSPORTS[*]} RELAYS=${RELAYS[*]}"
-	echo "load: taskset -c 0 turnutils_uclient [-t [-S]] -n $MESSAGES -m $CLIENTS -l $PAYLOAD -z 0 -c -e 127.0.0.1 -r $PEER_PORT -p PORT -u $USER_NAME -w $PASSWORD -X 127.0.0.1"
+	echo "load: taskset -c 0 turnutils_uclient [-t] [-S] -n $MESSAGES -m $CLIENTS -l $PAYLOAD -z 0 -c -e 127.0.0.1 -r $PEER_PORT -p PORT -u $USER_NAME -w $PASSWORD -X 127.0.0.1"
 	echo "coturn: $(turnserver --version 2>/dev/null | head -1)"
 	echo "uturnd: $(git log -1 --format='%h %s' | cut -c1-80) (+ working tree)"
 } | tee "$OUT/env.txt"
@@ -124,6 +124,7 @@ for round in $(seq "$ROUNDS"); do
 			udp) ;;
 			tcp) flags=(-t) ;;
 			tls) flags=(-t -S) port=$TLS_PORT ;;
+			dtls) flags=(-S) port=$TLS_PORT ;;
 			*) echo "unknown transport $transport" >&2; exit 2 ;;
 			esac
 			before=$(cpu_ticks "$relay_pid")

@@ -98,6 +98,56 @@ size_t uturn_tls_take_errors(char *buf, size_t cap);
 int uturn_tls_write_self_signed(const char *cert_path, const char *key_path,
                                 const char *common_name, int days);
 
+// MARK: DTLS over memory BIOs (dtls.c)
+//
+// Relay's DTLS listener gives each client session an SSL with two memory
+// BIOs: one datagram at a time is written into the read BIO, and what
+// OpenSSL writes (records, possibly several per call) is read from the write
+// BIO and cut into datagrams at record boundaries by the caller. A per-worker
+// "listening" SSL runs DTLSv1_listen, which answers a ClientHello without a
+// valid cookie with a HelloVerifyRequest and keeps no state, so a spoofed
+// ClientHello costs no memory; only a ClientHello with a cookie made for its
+// source address turns the listening SSL into a session.
+
+/// Bytes of a client address the cookie covers (family, IP, port).
+#define UTURN_DTLS_PEER_MAX 20
+
+/// A worker's cookie secrets (current and previous) and the address of the
+/// datagram being handled. Owned by one thread.
+typedef struct uturn_dtls_cookies uturn_dtls_cookies;
+
+/// New secrets from the system's random source; NULL on failure.
+uturn_dtls_cookies *uturn_dtls_cookies_new(void);
+void uturn_dtls_cookies_free(uturn_dtls_cookies *c);
+/// The current secret becomes the previous one and a new one is drawn:
+/// cookies stay valid for one rotation period at least, two at most. 1 on success.
+int uturn_dtls_cookies_rotate(uturn_dtls_cookies *c);
+/// Sets the client address the next cookie is made or checked for.
+void uturn_dtls_cookies_set_peer(uturn_dtls_cookies *c, const void *peer, size_t len);
+
+/// DTLS 1.2 only, no renegotiation, no session cache, cookie exchange with
+/// the callbacks above, no MTU query (memory BIOs have no path MTU). 1 on success.
+int uturn_dtls_ctx_configure(SSL_CTX *ctx);
+
+/// A server-side SSL with two memory BIOs (empty reads retry), `cookies` as
+/// app data for the cookie callbacks, and records cut to `mtu` bytes.
+SSL *uturn_dtls_ssl_new(SSL_CTX *ctx, uturn_dtls_cookies *cookies, long mtu);
+
+/// DTLSv1_listen on the datagram in `ssl`'s read BIO: 1 when it carried a
+/// valid cookie (the SSL then continues the handshake with SSL_do_handshake),
+/// 0 when it was answered (HelloVerifyRequest in the write BIO) or dropped,
+/// negative on an error.
+int uturn_dtls_listen(SSL *ssl, uturn_dtls_cookies *cookies);
+
+/// Empties both memory BIOs.
+void uturn_dtls_reset_bios(SSL *ssl);
+
+/// Empties the read BIO (what was left of a datagram that was not a whole record).
+void uturn_dtls_reset_input(SSL *ssl);
+
+/// DTLSv1_handle_timeout: retransmits the last flight when its timer ran out.
+int uturn_dtls_handle_timeout(SSL *ssl);
+
 #ifdef __cplusplus
 }
 #endif

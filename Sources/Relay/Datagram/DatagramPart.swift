@@ -16,6 +16,8 @@ struct DatagramPart: ~Copyable {
     struct Listener {
         var fd: Int32
         var local: TransportAddress
+        /// A DTLS listener: its datagrams are records of DTLS sessions.
+        var dtls: Bool
     }
 
     let listeners: UnsafeMutableBufferPointer<Listener>
@@ -35,8 +37,9 @@ struct DatagramPart: ~Copyable {
 
     /// Binds every listening address (each worker binds each one with SO_REUSEPORT).
     init(config: EngineConfig, relayCapacity: Int, ports: ClosedRange<UInt16>, workerIndex: Int) throws(EngineError) {
-        let bound = UnsafeMutableBufferPointer<Listener>.allocate(capacity: config.listen.count)
-        for (i, address) in config.listen.enumerated() {
+        let all = config.listen.map { ($0, false) } + config.dtlsListen.map { ($0, true) }
+        let bound = UnsafeMutableBufferPointer<Listener>.allocate(capacity: all.count)
+        for (i, (address, dtls)) in all.enumerated() {
             do {
                 let s = try UDPSocket.bound(to: SocketAddress(address), reusePort: true)
                 if config.groClient {
@@ -45,18 +48,18 @@ struct DatagramPart: ~Copyable {
                         throw error
                     }
                 }
-                bound.initializeElement(at: i, to: Listener(fd: s.rawValue, local: address))
+                bound.initializeElement(at: i, to: Listener(fd: s.rawValue, local: address, dtls: dtls))
             } catch {
                 for j in 0..<i { Syscall.close(bound[j].fd) }
                 bound.deallocate()
-                throw EngineError("worker \(workerIndex): cannot listen on udp \(address): \(error)")
+                throw EngineError("worker \(workerIndex): cannot listen on \(dtls ? "dtls" : "udp") \(address): \(error)")
             }
         }
         listeners = bound
         relays = RelaySockets(capacity: relayCapacity, ports: ports, config: config, workerIndex: workerIndex)
         batcher = SendBatcher(capacity: config.sendOperations, gso: config.gso)
-        rearmListeners = .allocate(capacity: config.listen.count)
-        rearmListeners.initialize(repeating: false, count: config.listen.count)
+        rearmListeners = .allocate(capacity: all.count)
+        rearmListeners.initialize(repeating: false, count: all.count)
         rearmRelays.reserveCapacity(relayCapacity)
         gsoEnabled = config.gso
         groClient = config.groClient
@@ -74,7 +77,7 @@ struct DatagramPart: ~Copyable {
 
     @inline(__always)
     func listenerFD(for local: TransportAddress) -> Int32? {
-        for i in 0..<listeners.count where listeners[i].local == local { return listeners[i].fd }
+        for i in 0..<listeners.count where listeners[i].local == local && !listeners[i].dtls { return listeners[i].fd }
         return nil
     }
 

@@ -19,7 +19,13 @@ extension Worker {
             if let id = cqe.bufferID {
                 let h = ReceiveBuffers.handle(id: id, large: datagram.groClient)
                 reactor.buffers.took(h)
-                if cqe.result > 0 { fromClient(listener: Int(ud.slot), buffer: h, length: cqe.result, now: now) }
+                if cqe.result > 0 {
+                    if datagram.listeners[Int(ud.slot)].dtls {
+                        fromDTLSClient(listener: Int(ud.slot), buffer: h, length: cqe.result, now: now)
+                    } else {
+                        fromClient(listener: Int(ud.slot), buffer: h, length: cqe.result, now: now)
+                    }
+                }
                 reactor.buffers.release(h)
             }
             if !reactor.multishot || !cqe.hasMore {

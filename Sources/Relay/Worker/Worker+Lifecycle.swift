@@ -38,6 +38,7 @@ extension Worker {
         }
         datagram.cancelClosedRelays(&reactor)
         fastPathTick(now: now)
+        dtlsTick(now: now)
         if stream.connections.capacity > 0 {
             streamTick(now: now)
             if turn.configuration.tcpRelay { tcpRelayTick(now: now) }
@@ -70,6 +71,9 @@ extension Worker {
             case .tls(let new):
                 stream.tlsContext = new
                 if index == 0 { log(.info, "TLS: new certificate \(new.certificateFile) in force for new connections") }
+            case .dtls(let new):
+                dtls.replaceContext(new)
+                if index == 0 { log(.info, "DTLS: new certificate \(new.certificateFile) in force for new sessions") }
             case .handoff(let h):
                 takeHandoff(h, now: now)
             case .admin(let request):
@@ -121,6 +125,9 @@ extension Worker {
         turn.withdrawActive()
         clearFastPath(now: Self.monotonicNow())
         closeAllStreams()
+        closeAllDTLS()
+        _ = datagram.flushSends(&reactor)
+        flushSubmissions()
         counters.set(.sqFull, reactor.sqFullEvents)
         control.counters.publish(counters)
         let perBatch = Double(counters[.completions]) / Double(max(1, counters[.batches]))

@@ -8,6 +8,8 @@ import URing
 enum ClientReply {
     case datagram(Int32)
     case stream(UInt32)
+    /// A DTLS session (DTLS/DTLSSessions.swift): encrypted, then sent on its listener.
+    case dtls(UInt32)
 }
 
 // The per-packet path: what a part received, routed through the TURN tables
@@ -178,7 +180,15 @@ extension Worker {
             noteIfRefused(
                 request: UnsafeRawBufferPointer(payload), response: UnsafeRawBufferPointer(rebasing: response[0..<n]),
                 client: fiveTuple.client, now: now)
-            replyToClient(reply, fiveTuple.client, UnsafeRawBufferPointer(rebasing: response[0..<n]))
+            var via = reply
+            var destination = fiveTuple.client
+            // RFC 5780: CHANGE-REQUEST picks another of the listeners,
+            // RESPONSE-PORT another port of the client (UDP only).
+            if case .datagram = reply {
+                if let source = outcome.responseSource, let fd = datagram.listenerFD(for: source) { via = .datagram(fd) }
+                if let d = outcome.responseDestination { destination = d }
+            }
+            replyToClient(via, destination, UnsafeRawBufferPointer(rebasing: response[0..<n]))
         }
         // RFC 6062, after the response (ConnectionBind's goes out before
         // the connection turns into a data connection).
@@ -332,6 +342,12 @@ extension Worker {
         to client: FiveTuple, bytes: UnsafeRawPointer, count: Int, prefix: UnsafeRawPointer?, prefixLength: Int,
         padding: Int, allocation: AllocationID, payloadCount: Int, buffer h: UInt16
     ) {
+        if client.transport == .dtls {
+            dtlsForward(
+                to: client, prefix: prefix, prefixLength: prefixLength, bytes: bytes, count: count, padding: padding,
+                allocation: allocation, payloadCount: payloadCount)
+            return
+        }
         if client.transport != .udp {
             // A stream pads every message itself (StreamPart.queue), so `padding` is not passed.
             streamForward(
@@ -363,6 +379,8 @@ extension Worker {
             if !datagram.reply(fd: fd, to: client, message) { counters.add(.dropsNoSendOp) }
         case .stream(let slot):
             stream.queue(slot, prefix: nil, prefixLength: 0, bytes: message.baseAddress!, count: message.count)
+        case .dtls(let slot):
+            dtlsSend(slot: slot, message)
         }
     }
 }

@@ -12,6 +12,7 @@ import URing
 /// - `datagram` (Datagram/): UDP listeners, relay sockets, the send batcher.
 /// - `stream` (Stream/): TCP/TLS listeners and connections, TLS sessions,
 ///   send queues and limits.
+/// - `dtls` (DTLS/): DTLS sessions of clients on the DTLS listeners.
 /// - `tcpRelay` (TCPRelay/): RFC 6062 data pairs and connections moving
 ///   between workers.
 /// - `fastPath` (FastPath/): this worker's entries in the kernel fast path.
@@ -41,6 +42,7 @@ struct Worker: ~Copyable {
     var reactor: Reactor
     var datagram: DatagramPart
     var stream: StreamPart
+    var dtls: DTLSPart
     var tcpRelay: TCPRelayPart
     var fastPath: FastPathPart
     var turn: TURNServer
@@ -77,6 +79,7 @@ struct Worker: ~Copyable {
         // bound, and the parts made before it close theirs as they go.
         let datagram = try DatagramPart(config: config, relayCapacity: relayCapacity, ports: slice, workerIndex: index)
         let counters = WorkerCounters()
+        let dtls = try DTLSPart(config: config, workerIndex: index)
         let stream = try StreamPart(
             config: config, maxAllocations: turnConfig.limits.maxAllocations, workerIndex: index,
             counters: counters.view, log: log)
@@ -95,6 +98,7 @@ struct Worker: ~Copyable {
         self.datagram = datagram
         tcpRelay = TCPRelayPart(workers: config.workers, connections: stream.connections.capacity)
         self.stream = stream
+        self.dtls = dtls
         self.counters = counters
         fastPath = FastPathPart(maps: maps, workerIndex: index, workers: config.workers, log: log)
         control.waker.withLock { $0 = waker }

@@ -58,6 +58,8 @@ enum WorkerMessage: Sendable {
     /// A new certificate and key for the TLS listeners; connections already
     /// open keep the one they started with.
     case tls(TLSServerContext)
+    /// The same for the DTLS listeners; sessions already open keep theirs.
+    case dtls(DTLSServerContext)
     /// A client connection whose ConnectionBind names a CONNECTION-ID this
     /// worker issued (RFC 6062), moved here by the worker that accepted it.
     case handoff(StreamHandoff)
@@ -99,6 +101,7 @@ struct WorkerCounters: ~Copyable {
         case offloadEntriesWritten, offloadEntriesDeleted
         case rateLimitedUnauthenticated, rateLimitedCredentials, rateLimitedMalformed, rateLimitedBinding
         case policyDropsBps, policyDropsUserBps, policyDropsCapacity, policyDropsPps, policyRefusedPeers
+        case dtlsAccepted, dtlsRefused, dtlsClosed, dtlsTimeouts, dtlsFailures, dtlsCookies
     }
     private let storage: UnsafeMutablePointer<UInt64>
 
