@@ -28,6 +28,7 @@
 #
 # Usage: Benchmarks/arc-check.sh [iterations]     (default 1000)
 #        UTURN_ARC_BACKEND=epoll Benchmarks/arc-check.sh   (part 2 on the epoll backend)
+#        UTURN_ARC_LIMITS=1 Benchmarks/arc-check.sh        (part 2 with every traffic limit on)
 # Needs valgrind (callgrind_annotate comes with it). Exit 1 on any violation.
 set -euo pipefail
 cd "$(dirname "$0")/.."

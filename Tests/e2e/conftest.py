@@ -113,15 +113,20 @@ def free_port_range(count: int = 200) -> tuple[int, int]:
     lo_min, hi_max = 20000, 32000
     blocks = (hi_max - lo_min) // count
     first = random.randrange(blocks)
-    for k in range(blocks):
-        lo = lo_min + ((first + k) % blocks) * count
-        ports = set(range(lo, lo + count))
-        if _handed_out & ports:
-            continue
-        # Sample: a server skips individual busy ports, we only avoid busy areas.
-        if all(_can_bind("127.0.0.1", p, socket.SOCK_DGRAM) for p in range(lo, lo + count, 7)):
-            _handed_out.update(ports)
-            return lo, lo + count - 1
+    # First pass: blocks never handed out. Second pass (a long session has
+    # handed out every block): blocks whose ports are free again, since
+    # the servers that had them have stopped; should one still run, a
+    # server skips relay ports that are taken, so sharing is harmless.
+    for fresh_only in (True, False):
+        for k in range(blocks):
+            lo = lo_min + ((first + k) % blocks) * count
+            ports = set(range(lo, lo + count))
+            if fresh_only and _handed_out & ports:
+                continue
+            # Sample: a server skips individual busy ports, we only avoid busy areas.
+            if all(_can_bind("127.0.0.1", p, socket.SOCK_DGRAM) for p in range(lo, lo + count, 7)):
+                _handed_out.update(ports)
+                return lo, lo + count - 1
     raise RuntimeError("no free relay port range found")
 
 

@@ -88,7 +88,7 @@ def _capsh() -> str:
     return path
 
 
-def _run_without_caps(mode: str, timeout: float = 4.0) -> tuple[subprocess.Popen, str]:
+def _run_without_caps(mode: str, timeout: float = 10.0) -> tuple[subprocess.Popen, str]:
     """uturnd with --offload MODE but without CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON."""
     binary = server_binary("uturnd")
     port = free_port(span=2)

@@ -92,6 +92,16 @@ public struct RelayFixture: ~Copyable {
             peerPolicy: PeerPolicy(allowLoopbackPeers: true, serverAddresses: [server.ip]),
             nonces: NonceCodec(lifetime: 3600))
         turn.limits = TableLimits(maxAllocations: 64)
+        // UTURN_ARC_LIMITS=1: every per-packet traffic limit on (rates far
+        // above what the check sends, so nothing is dropped), so the window
+        // covers the token buckets too.
+        if getenv("UTURN_ARC_LIMITS").map({ String(cString: $0) }) == "1" {
+            turn.rateLimits.maxBytesPerSecond = 1_000_000_000
+            turn.rateLimits.userMaxBytesPerSecond = 2_000_000_000
+            turn.rateLimits.capacityBytesPerSecond = 4_000_000_000
+            turn.rateLimits.capacityPolicy = .share
+            turn.rateLimits.maxPacketsPerSecond = 1_000_000
+        }
         let engine = try Engine(config: config, turn: turn, log: { _, _ in })
         try engine.start()
         return (engine, server)
