@@ -153,15 +153,21 @@ def scrape(port: int, name: str) -> float:
     return 0.0
 
 
-def test_moves_across_workers(tmp_path_factory):
+@pytest.mark.parametrize("mode", ["user-space", "offload"])
+def test_moves_across_workers(tmp_path_factory, mode):
     """16 moves with 2 workers: about half land on the worker that does not
     own the allocation (all on the same one has odds 2^-16). Every move
     relays on the same channel from the new port; the old ports are dropped;
     clients that never moved keep working; the sockets opened for moves are
-    closed when the allocation moves on and when it is deleted."""
+    closed when the allocation moves on and when it is deleted. With the
+    kernel fast path, its routes move with the allocation as within a worker."""
     metrics = free_port(span=1, hosts=["127.0.0.1"])
-    srv = start(tmp_path_factory.mktemp("mobility-workers"),
-                ["--mobility", "--workers", "2", "--metrics-listen", f"127.0.0.1:{metrics}"],
+    extra = ["--mobility", "--workers", "2", "--metrics-listen", f"127.0.0.1:{metrics}"]
+    if mode == "offload":
+        if os.geteuid() != 0:
+            pytest.skip("needs root for BPF and tc")
+        extra += ["--offload", "tc", "--offload-interface", "lo"]
+    srv = start(tmp_path_factory.mktemp("mobility-workers"), extra,
                 lambda a: stun.binding(a, timeout=0.3) is not None)
     addr = srv.addr()
     peer = stun.EchoPeer("127.0.0.1", max_seconds=60)
@@ -178,6 +184,8 @@ def test_moves_across_workers(tmp_path_factory):
         assert a.channel_bind(CHANNEL, peer.addr).cls == stun.SUCCESS
         a.send_channel_data(CHANNEL, b"start")
         assert a.recv_channel_data() == (CHANNEL, b"start")
+        if mode == "offload":
+            assert "offload: kernel fast path on lo" in srv.output(), srv.output_tail()
 
         current = a
         for i in range(16):

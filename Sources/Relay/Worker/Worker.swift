@@ -65,7 +65,7 @@ struct Worker: ~Copyable {
     /// Monotonic seconds at the last wake-up.
     var nowSeconds: UInt32 = 0
     /// While a Refresh handed over by another worker is handled: the socket
-    /// opened for its move (Mobility/Worker+Mobility.swift).
+    /// opened for its move (Worker/Worker+Mobility.swift).
     var handedMove: HandedMoveSocket? = nil
 
     /// Size of a GRO train buffer: the most one coalesced receive can carry.
