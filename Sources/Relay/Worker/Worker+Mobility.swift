@@ -44,8 +44,12 @@ extension Worker {
     mutating func takeMove(_ move: HandedMove, now: MonotonicTime) {
         guard let li = datagram.listenerIndex(for: move.server), !move.bytes.isEmpty else { return }
         let local = datagram.listeners[li].local
+        let fiveTuple = FiveTuple(client: move.client, server: local, transport: .udp)
         var fd: Int32 = -1
-        if datagram.moved.hasRoom {
+        // A retransmission handed over after the move was done is answered
+        // from the response cache: no second socket for the same client
+        // (the two would share its datagrams until the spare one closed).
+        if datagram.moved.hasRoom && turn.allocation(for: fiveTuple) == nil {
             do { fd = try MovedSockets.open(local: local, client: move.client, gro: datagram.groClient) } catch {
                 log(.warning, "worker \(index): cannot open a socket for \(move.client) via \(local) (mobility): \(error)")
             }
@@ -55,7 +59,7 @@ extension Worker {
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: move.bytes.count, alignment: 8)
         scratch.copyMemory(from: UnsafeRawBufferPointer(start: move.bytes, count: move.bytes.count))
         handleSTUN(
-            scratch, fiveTuple: FiveTuple(client: move.client, server: local, transport: .udp),
+            scratch, fiveTuple: fiveTuple,
             reply: .datagram(datagram.listeners[li].fd), buffer: nil, now: now)
         scratch.deallocate()
         turn.crossWorkerMoveSocket = nil
