@@ -186,6 +186,15 @@ def test_moves_across_workers(tmp_path_factory, mode):
         assert a.recv_channel_data() == (CHANNEL, b"start")
         if mode == "offload":
             assert "offload: kernel fast path on lo" in srv.output(), srv.output_tail()
+        # Clients that stay put while sockets for the moves open and close:
+        # the kernel must keep hashing them to the same worker.
+        bystanders = []
+        for k in range(6):
+            n = stun.TurnClient(addr, USER, PASSWORD)
+            clients.append(n)
+            assert n.allocate().cls == stun.SUCCESS
+            assert n.channel_bind(CHANNEL, peer.addr).cls == stun.SUCCESS
+            bystanders.append(n)
 
         current = a
         for i in range(16):
@@ -206,8 +215,13 @@ def test_moves_across_workers(tmp_path_factory, mode):
             assert current.refresh(600).error_code == 437
             # At most the one socket connected to the current 5-tuple.
             assert sockets_on_port(addr[1]) <= baseline + 1
+            for k, n in enumerate(bystanders):
+                n.send_channel_data(CHANNEL, b"stay %d %d" % (i, k))
+                assert n.recv_channel_data() == (CHANNEL, b"stay %d %d" % (i, k)), (i, k)
             current = b
-        assert peer.sources == {relayed}
+        assert relayed in peer.sources
+        for n in bystanders:
+            assert n.refresh(0).cls == stun.SUCCESS
 
         # Old ports' ChannelData goes nowhere; nothing came back to them.
         before = peer.received
