@@ -6,9 +6,11 @@ import STUN
 // the allocation there.
 extension TURNServer {
     /// Sets the worker number written into this worker's mobility tickets.
-    public mutating func setWorkerIndex(_ index: Int) {
+    public mutating func setWorkerIndex(_ index: Int, of count: Int = 1) {
         precondition((0...Int(UInt16.max)).contains(index), "worker index out of range")
+        precondition(count > index && count <= Int(UInt16.max), "worker count out of range")
         workerIndex = UInt16(index)
+        workerCount = UInt16(count)
     }
 
     /// Whether a request from `fiveTuple` may use mobility: on, and UDP
@@ -30,10 +32,15 @@ extension TURNServer {
     /// allocation to `fiveTuple`, then refreshes it as usual (a new ticket
     /// in the answer).
     ///
+    /// A ticket naming another worker is not answered here: the effect
+    /// `.forwardMove` tells the engine to hand the request to the owner,
+    /// which runs it through this same function.
+    ///
     /// Refusals: a ticket this server did not seal, or an older one than the
     /// newest (replayed), 400; another user's allocation, 441; an allocation
-    /// gone or owned by another worker, 437 (uturn cannot move allocations
-    /// between workers yet).
+    /// gone, 437; a move from another worker whose client-facing socket
+    /// could not be opened (`crossWorkerMoveSocket` false: its table is
+    /// full, or bind/connect failed), 508.
     mutating func handleMobilityRefresh<Relays: RelayPortProvider & ~Copyable>(
         _ request: STUNMessage, ticket sealed: UnsafeRawBufferPointer, auth: AuthContext, from fiveTuple: FiveTuple,
         now: MonotonicTime, into out: UnsafeMutableRawBufferPointer, relays: inout Relays
@@ -42,7 +49,11 @@ extension TURNServer {
             STUNOutcome(responseLength: errorResponse(code, to: request, auth: auth, into: out), effect: .none)
         }
         guard let ticket = configuration.mobilityTickets.open(sealed) else { return fail(400) }
-        guard ticket.worker == workerIndex, tables.isLive(ticket.allocation),
+        if ticket.worker != workerIndex {
+            guard ticket.worker < workerCount else { return fail(437) }
+            return STUNOutcome(responseLength: 0, effect: .forwardMove(toWorker: ticket.worker))
+        }
+        guard tables.isLive(ticket.allocation),
             let old = tables.fiveTuple(of: ticket.allocation)
         else { return fail(437) }
         let id = ticket.allocation
@@ -61,6 +72,7 @@ extension TURNServer {
             let family: IPAddress.Family? = f == 0x01 ? .v4 : f == 0x02 ? .v6 : nil
             guard let family, hasRelay(id, family: family) else { return fail(443) }
         }
+        if crossWorkerMoveSocket == false { return fail(508) }
         guard tables.move(id, to: fiveTuple) else { return fail(437) }
         var outcome = handleRefresh(request, id: id, auth: auth, now: now, into: out, relays: &relays)
         if case .none = outcome.effect { outcome.effect = .allocationMoved(id, from: old) }

@@ -20,6 +20,11 @@ public enum ServerEffect: Sendable, Equatable {
     case dropped(DropReason)
     /// RFC 6062: a Connect or ConnectionBind that succeeded (see `TCPRelayEffect`).
     case tcpRelay(TCPRelayEffect)
+    /// RFC 8016 across workers: a Refresh with a valid mobility ticket of an
+    /// allocation another worker owns came to this one (the kernel hashed
+    /// the client's new 5-tuple here). No answer: the engine hands the
+    /// request to worker `toWorker`, which checks and moves (or refuses) it.
+    case forwardMove(toWorker: UInt16)
 }
 
 /// What the engine must do for an RFC 6062 request besides sending the
@@ -141,6 +146,13 @@ public struct TURNServer: ~Copyable {
     }
     /// This worker's number, written into mobility tickets (`setWorkerIndex`).
     var workerIndex: UInt16 = 0
+    /// How many workers there are (tickets naming another one are handed there).
+    var workerCount: UInt16 = 1
+    /// Set by the engine only while it handles a Refresh another worker
+    /// handed over (`ServerEffect.forwardMove`): whether it could open the
+    /// client-facing socket such a move needs. False refuses the move with
+    /// 508 before anything changes; nil for every other request.
+    public var crossWorkerMoveSocket: Bool? = nil
 
     public init(configuration: TURNConfiguration, quotas: AllocationQuotas, now: MonotonicTime) {
         self.configuration = configuration

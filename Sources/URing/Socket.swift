@@ -102,6 +102,14 @@ public struct UDPSocket: RawRepresentable, Hashable, Sendable {
         guard r == 0 else { throw .socket(call: "bind(\(address))", .current) }
     }
 
+    /// `connect`: the socket then sends to and receives from `address` only.
+    /// On a socket bound with SO_REUSEPORT, the kernel then hands it that
+    /// remote's datagrams in preference to the unconnected group members.
+    public func connect(to address: SocketAddress) throws(URingError) {
+        let r = address.withSockaddr { Glibc.connect(rawValue, $0, $1) }
+        guard r == 0 else { throw .socket(call: "connect(\(address))", .current) }
+    }
+
     /// The bound address. The corresponding C function is `getsockname`.
     public func localAddress() throws(URingError) -> SocketAddress {
         try Syscall.address(of: rawValue, peer: false)

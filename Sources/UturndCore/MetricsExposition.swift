@@ -57,6 +57,10 @@ public final class MetricsExposition: Sendable {
             help: "Allocations moved to a new client 5-tuple with a mobility ticket (RFC 8016).",
             series: [("", "allocationsMoved")]),
         Family(
+            name: "uturn_allocations_moved_across_workers_total",
+            help: "Of those moves, the ones whose new 5-tuple reached another worker than the allocation's, which handed the request over.",
+            series: [("", "allocationsMovedAcross")]),
+        Family(
             name: "uturn_received_packets_total",
             help: "Datagrams received: source client on the listening ports (STUN and ChannelData), source peer on relay ports.",
             label: "source", series: [("client", "packetsFromClients"), ("peer", "packetsFromPeers")]),

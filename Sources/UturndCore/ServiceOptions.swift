@@ -25,7 +25,7 @@ public struct ServiceOptions: ParsableArguments {
     @Flag(name: .customLong("check-origin-consistency"), help: "Requests on an allocation must carry the ORIGIN attribute its Allocate carried (none if it had none), compared as scheme://host:port; others get 441, as in coturn.")
     public var checkOriginConsistency = false
 
-    @Flag(name: .customLong("mobility"), help: "RFC 8016 mobility: a UDP client that asks with an empty MOBILITY-TICKET gets a ticket, and a Refresh carrying it from a new address or port moves the allocation there (relayed address, permissions and channels kept). Off: MOBILITY-TICKET gets 405. Moves between workers are not supported yet (437): use --workers 1 where clients move.")
+    @Flag(name: .customLong("mobility"), help: "RFC 8016 mobility: a UDP client that asks with an empty MOBILITY-TICKET gets a ticket, and a Refresh carrying it from a new address or port moves the allocation there (relayed address, permissions and channels kept). Off: MOBILITY-TICKET gets 405. Works with any --workers (a move that reaches another worker is handed to the allocation's).")
     public var mobility = false
 
     @Option(name: .customLong("server-name"), help: ArgumentHelp("coturn's oAuth server name (default there: the realm). uturn has no oAuth, so it is only shown by --check-config; it does not change the realm.", valueName: "name"))

@@ -86,10 +86,6 @@ extension Settings {
         try Settings.engineTuning(o.engine, onlineCPUs: onlineCPUs, engine: &engine)
         try Settings.abuse(o.abuse, workers: engine.workers, turn: &turn)
         if let problem = engine.problem() { throw ValidationError(problem + ".") }
-        if turn.mobility && engine.workers > 1 {
-            warnings.append(
-                "--mobility with \(engine.workers) workers: a client whose new address or port lands on another worker cannot move its allocation (437); use --workers 1 where clients move")
-        }
         if turn.rateLimits.limitsPackets && engine.offload != .off {
             // The kernel fast path would carry channel traffic past the
             // user-space token buckets; limits win, the fast path stays off.

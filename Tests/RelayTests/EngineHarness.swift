@@ -25,7 +25,8 @@ final class EngineHarness {
 
     init(
         workers: Int = 1, allowLoopback: Bool = true, ipv6: Bool = false,
-        configure: (inout EngineConfig) -> Void = { _ in }, configureLimits: (inout TableLimits) -> Void = { _ in }
+        configure: (inout EngineConfig) -> Void = { _ in }, configureLimits: (inout TableLimits) -> Void = { _ in },
+        configureTURN: (inout TURNConfiguration) -> Void = { _ in }
     ) throws {
         let port = try EngineHarness.freePort()
         let loopback = ipv6 ? IPAddress(v6High: 0, v6Low: 1) : IPAddress(v4: 0x7F00_0001)
@@ -55,6 +56,7 @@ final class EngineHarness {
             nonces: NonceCodec(lifetime: 600))
         turn.limits = TableLimits(maxAllocations: 64)
         configureLimits(&turn.limits)
+        configureTURN(&turn)
         self.turn = turn
         let logs = self.logs
         engine = try Engine(config: config, turn: turn, log: { level, message in logs.append("\(level) \(message)") })

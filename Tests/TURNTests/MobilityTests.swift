@@ -193,13 +193,53 @@ struct MobilityTests {
         moved.fiveTuple.client.port = 40001
         var other = Self.mobile()
         other.server.configuration.mobilityTickets = h.server.configuration.mobilityTickets
-        other.server.setWorkerIndex(1)
+        other.server.setWorkerIndex(1, of: 2)
         var d = TestClient("198.51.100.7:40005")
         d.nonce = c.nonce
         let t = other.allocateMobile(&d).mobilityTicket!
+        // h is a single worker: a ticket naming worker 1 names no worker.
         #expect(h.refresh(moved, ticket: t).errorCode == 437)
         #expect(h.refresh(c, lifetime: 0).isSuccess)
         #expect(h.refresh(moved, ticket: ticket).errorCode == 437)
+    }
+
+    @Test func ticketOfAnotherWorkerIsHandedToItUnanswered() {
+        var owner = Self.mobile()
+        owner.server.setWorkerIndex(1, of: 2)
+        var c = TestClient()
+        let ticket = owner.allocateMobile(&c).mobilityTicket!
+        var other = Self.mobile()
+        other.server.configuration.mobilityTickets = owner.server.configuration.mobilityTickets
+        other.server.setWorkerIndex(0, of: 2)
+        var moved = c
+        moved.fiveTuple.client.port = 40001
+        let r = other.refresh(moved, ticket: ticket)
+        #expect(r.outcome.responseLength == 0)
+        #expect(r.outcome.effect == .forwardMove(toWorker: 1))
+        // A forged ticket is refused where it lands.
+        var forged = ticket
+        forged[20] ^= 1
+        #expect(other.refresh(moved, ticket: forged).errorCode == 400)
+    }
+
+    @Test func handedOverMoveWithoutASocketGets508AndStaysPut() {
+        var h = Self.mobile()
+        h.server.setWorkerIndex(1, of: 2)
+        var c = TestClient()
+        let ticket = h.allocateMobile(&c).mobilityTicket!
+        let id = h.server.allocation(for: c.fiveTuple)!
+        var moved = c
+        moved.fiveTuple.client.port = 40001
+        h.server.crossWorkerMoveSocket = false
+        #expect(h.refresh(moved, ticket: ticket).errorCode == 508)
+        #expect(h.server.allocation(for: c.fiveTuple) == id)
+        #expect(h.server.allocation(for: moved.fiveTuple) == nil)
+        h.server.crossWorkerMoveSocket = true
+        var again = moved
+        again.fiveTuple.client.port = 40002
+        let r = h.refresh(again, ticket: ticket)
+        #expect(r.isSuccess)
+        #expect(h.server.allocation(for: again.fiveTuple) == id)
     }
 
     @Test func aReloadKeepsTheTicketSecretAndCanTurnMobilityOff() {

@@ -30,6 +30,7 @@ extension Worker {
         let connection = stream.connection(of: id)
         guard var removed = turn.removeAllocation(id) else { return nil }
         removeFastPath(&removed, now: now)
+        closeMovedSocket(of: removed.id)
         closeRelays(of: removed)
         stream.allocationGone(removed.id)
         counters.add(.allocationsDeleted)

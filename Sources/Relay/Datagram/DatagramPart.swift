@@ -22,6 +22,9 @@ struct DatagramPart: ~Copyable {
 
     let listeners: UnsafeMutableBufferPointer<Listener>
     var relays: RelaySockets
+    /// Client-facing sockets of allocations moved here from a 5-tuple
+    /// another worker receives (RFC 8016 across workers).
+    var moved: MovedSockets
     var batcher: SendBatcher
     /// Listener slots whose receive ended and must be re-armed.
     private let rearmListeners: UnsafeMutablePointer<Bool>
@@ -57,6 +60,7 @@ struct DatagramPart: ~Copyable {
         }
         listeners = bound
         relays = RelaySockets(capacity: relayCapacity, ports: ports, config: config, workerIndex: workerIndex)
+        moved = MovedSockets()
         batcher = SendBatcher(capacity: config.sendOperations, gso: config.gso)
         rearmListeners = .allocate(capacity: all.count)
         rearmListeners.initialize(repeating: false, count: all.count)
@@ -72,8 +76,18 @@ struct DatagramPart: ~Copyable {
         rearmListeners.deallocate()
     }
 
-    /// Single-shot receive headers: listeners first, then relay slots.
-    var datagramSockets: Int { listeners.count + relays.capacity }
+    /// Single-shot receive headers: listeners first, then relay slots, then moved sockets.
+    var datagramSockets: Int { listeners.count + relays.capacity + moved.count }
+
+    /// The single-shot header index of moved-socket slot `slot`.
+    @inline(__always)
+    func movedHeader(_ slot: UInt32) -> Int { listeners.count + relays.capacity + Int(slot) }
+
+    /// The index of the UDP (not DTLS) listener on `local`.
+    func listenerIndex(for local: TransportAddress) -> Int? {
+        for i in 0..<listeners.count where listeners[i].local == local && !listeners[i].dtls { return i }
+        return nil
+    }
 
     @inline(__always)
     func listenerFD(for local: TransportAddress) -> Int32? {
@@ -104,6 +118,27 @@ struct DatagramPart: ~Copyable {
                 socket: fd, group: groPeer ? ReceiveBuffers.largeGroup : ReceiveBuffers.smallGroup,
                 singleShotHeader: reactor.multishot ? -1 : Int32(listeners.count + Int(slot)),
                 userData: UserData(kind: .relayReceive, slot: slot, generation: generation)))
+    }
+
+    mutating func armMoved(slot: UInt32, generation: UInt32, fd: Int32, _ reactor: inout Reactor) {
+        reactor.submit(
+            .receiveMessage(
+                socket: fd, group: groClient ? ReceiveBuffers.largeGroup : ReceiveBuffers.smallGroup,
+                singleShotHeader: reactor.multishot ? -1 : Int32(movedHeader(slot)),
+                userData: UserData(kind: .movedReceive, slot: slot, generation: generation)))
+    }
+
+    /// A moved socket's receive ended while the socket is still open.
+    mutating func movedReceiveEnded(_ ud: UserData) {
+        moved.receiveEnded(ud)
+        needsRearm = true
+    }
+
+    /// Cancels the receives of moved sockets closed since the last call.
+    mutating func cancelClosedMoved(_ reactor: inout Reactor) {
+        guard !moved.toCancel.isEmpty else { return }
+        for ud in moved.toCancel { reactor.submit(.cancel(target: ud)) }
+        moved.clearCancels()
     }
 
     /// Arms the sockets the TURN state machine opened while handling a
@@ -158,6 +193,19 @@ struct DatagramPart: ~Copyable {
             }
         } else if (0..<listeners.count).contains(where: { rearmListeners[$0] }) {
             needsRearm = true
+        }
+        if !moved.toRearm.isEmpty {
+            if reactor.buffers.hasFree(large: groClient) {
+                for ud in moved.toRearm {
+                    if let s = moved.live(slot: ud.slot, generation: ud.generation) {
+                        armed += 1
+                        armMoved(slot: ud.slot, generation: ud.generation, fd: s.fd, &reactor)
+                    }
+                }
+                moved.clearRearms()
+            } else {
+                needsRearm = true
+            }
         }
         guard !rearmRelays.isEmpty else { return armed }
         guard reactor.buffers.hasFree(large: groPeer) else {

@@ -33,6 +33,12 @@ extension UserData.Kind {
     static var relayAccept: UserData.Kind { UserData.Kind(rawValue: 8) }
     /// A CONNECT to a peer; slot, generation = the connection's.
     static var streamConnect: UserData.Kind { UserData.Kind(rawValue: 9) }
+
+    // Datagram again: RFC 8016 moves across workers (Datagram/MovedSockets.swift).
+
+    /// A receive on a client-facing socket connected to a moved client;
+    /// slot, generation = the moved-socket slot's.
+    static var movedReceive: UserData.Kind { UserData.Kind(rawValue: 10) }
 }
 
 extension UserData {

@@ -46,6 +46,22 @@ extension Worker {
                 if cqe.result == -ENOBUFS { counters.add(.enobufs) }
                 datagram.relayReceiveEnded(ud)
             }
+        case .movedReceive:
+            let live = datagram.moved.live(slot: ud.slot, generation: ud.generation)
+            if let id = cqe.bufferID {
+                let h = ReceiveBuffers.handle(id: id, large: datagram.groClient)
+                reactor.buffers.took(h)
+                if cqe.result > 0, let s = live {
+                    fromClient(
+                        listener: s.listener, header: datagram.movedHeader(ud.slot), buffer: h, length: cqe.result,
+                        now: now)
+                }
+                reactor.buffers.release(h)
+            }
+            if live != nil && (!reactor.multishot || !cqe.hasMore) {
+                if cqe.result == -ENOBUFS { counters.add(.enobufs) }
+                datagram.movedReceiveEnded(ud)
+            }
         case .send:
             sendCompleted(op: ud.slot, result: cqe.result)
         case .streamReceive:

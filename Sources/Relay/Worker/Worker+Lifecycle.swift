@@ -31,12 +31,14 @@ extension Worker {
         datagram.relays.expireReservations()
         while var removed = turn.nextExpired(now: now) {
             removeFastPath(&removed, now: now)
+            closeMovedSocket(of: removed.id)
             closeRelays(of: removed)
             stream.allocationGone(removed.id)
             counters.add(.allocationsExpired)
             logRemoved(removed, why: "expired")
         }
         datagram.cancelClosedRelays(&reactor)
+        datagram.cancelClosedMoved(&reactor)
         fastPathTick(now: now)
         dtlsTick(now: now)
         if stream.connections.capacity > 0 {
@@ -78,6 +80,8 @@ extension Worker {
                 takeHandoff(h, now: now)
             case .admin(let request):
                 answerAdmin(request, now: now)
+            case .mobilityMove(let move):
+                takeMove(move, now: now)
             }
         }
     }

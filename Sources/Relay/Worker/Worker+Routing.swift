@@ -25,8 +25,10 @@ extension Worker {
     // MARK: Client → relay
 
     @inline(__always)
-    mutating func fromClient(listener li: Int, buffer h: UInt16, length: Int32, now: MonotonicTime) {
-        let got = reactor.received(buffer: h, length: length, singleShotHeader: li)
+    mutating func fromClient(listener li: Int, header: Int? = nil, buffer h: UInt16, length: Int32, now: MonotonicTime) {
+        // `header`: the single-shot header of the socket it came on when that
+        // is not the listener itself (a moved client's connected socket).
+        let got = reactor.received(buffer: h, length: length, singleShotHeader: header ?? li)
         guard let r = got else {
             counters.add(.dropsTruncated)
             return
@@ -152,11 +154,17 @@ extension Worker {
             // here, and the sync after the response writes them for the new one.
             moveFastPath(allocation, now: now)
             counters.add(.allocationsMoved)
+            // A socket connected to the old 5-tuple (an earlier move from
+            // another worker) is done with; a move handed over from another
+            // worker gets its own (Worker+Mobility.swift).
+            closeMovedSocket(of: allocation)
+            adoptCrossWorkerMove(allocation)
             log(
                 .info,
                 "allocation moved: client \(old.client) via \(old.server) -> \(fiveTuple.client) via \(fiveTuple.server) user \(turn.username(of: allocation) ?? "?") id \(allocation.slot).\(allocation.generation)")
         case .allocationDeleted(var removed):
             removeFastPath(&removed, now: now)
+            closeMovedSocket(of: removed.id)
             counters.add(.allocationsDeleted)
             stream.allocationGone(removed.id)
             logRemoved(removed, why: "deleted")
@@ -171,6 +179,8 @@ extension Worker {
             counters.add(.rateLimitedBinding)
         case .dropped:
             counters.add(.dropsMalformed)
+        case .forwardMove(let owner):
+            forwardMove(payload, fiveTuple: fiveTuple, to: Int(owner))
         case .none, .tcpRelay:
             break  // RFC 6062 effects are applied after the response
         }

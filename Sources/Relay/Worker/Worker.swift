@@ -64,6 +64,9 @@ struct Worker: ~Copyable {
     var suppressedRefusals = 0
     /// Monotonic seconds at the last wake-up.
     var nowSeconds: UInt32 = 0
+    /// While a Refresh handed over by another worker is handled: the socket
+    /// opened for its move (Worker/Worker+Mobility.swift).
+    var handedMove: HandedMoveSocket? = nil
 
     /// Size of a GRO train buffer: the most one coalesced receive can carry.
     static let largeBufferSize = 65_536 + 512
@@ -109,7 +112,7 @@ struct Worker: ~Copyable {
         batchMinComplete = max(2, config.maxBatch / 4)
         self.log = log
         turn = TURNServer(configuration: turnConfig, quotas: quotas, now: Self.monotonicNow())
-        turn.setWorkerIndex(index)
+        turn.setWorkerIndex(index, of: config.workers)
         if tcpRelay.tagBits > 0 { turn.setConnectionIDTag(UInt32(index), bits: tcpRelay.tagBits) }
         response = .allocate(byteCount: 2048, alignment: 8)
         transactionCounter = UInt64(index + 1) &* 0x9E37_79B9_7F4A_7C15

@@ -66,6 +66,9 @@ enum WorkerMessage: Sendable {
     /// An admin API request (list or end sessions); the worker answers
     /// through `request.replies` (Admin/AdminCommand.swift).
     case admin(AdminRequest)
+    /// RFC 8016 across workers: a Refresh with this worker's mobility
+    /// ticket that another worker received (Worker+Mobility.swift).
+    case mobilityMove(HandedMove)
 }
 
 /// Per-worker counters: the worker keeps plain integers it alone writes
@@ -96,7 +99,7 @@ struct WorkerCounters: ~Copyable {
         case refusedOther, challenges
         case streamAccepted, streamRefused, streamClosed, streamTimeouts, streamDropsFull, tlsFailures
         case bytesFromStreams, bytesToStreams
-        case allocationsCreated, allocationsDeleted, allocationsExpired, allocationsMoved
+        case allocationsCreated, allocationsDeleted, allocationsExpired, allocationsMoved, allocationsMovedAcross
         case offloadPacketsToPeers, offloadBytesToPeers, offloadPacketsToClients, offloadBytesToClients
         case offloadEntriesWritten, offloadEntriesDeleted
         case rateLimitedUnauthenticated, rateLimitedCredentials, rateLimitedMalformed, rateLimitedBinding
