@@ -5,7 +5,8 @@ SQLite file (`--userdb`), Redis (`--redis-userdb`) and PostgreSQL
 uturnd's credential thread polls the database once a second and hands the
 workers a new configuration when it changed, so additions, password changes
 and deletions take effect without SIGHUP (every wait here is bounded at a
-few seconds). A database that stops keeps the users last read working and
+few seconds). A name the workers do not know is looked up on its own while
+the request waits, so a user added just before connecting logs in at once. A database that stops keeps the users last read working and
 a relaying session relaying; it is logged once, and a restarted database
 is picked up again without a restart of uturnd.
 
@@ -31,6 +32,7 @@ import pytest
 import stun
 from conftest import _stop, free_port, require_tool, server_binary, server_kind
 from test_daemon import REALM, allocate, allocate_code, config_text, daemons, start_daemon, wait_for_code  # noqa: F401
+from test_metrics import scrape_until
 from test_uclient import assert_all_echoed, run_uclient
 
 pytestmark = [
@@ -122,6 +124,40 @@ def test_sqlite_users_from_turnadmin_and_uturnadmin(tmp_path, daemons, udp_peer)
     assert allocate_code(d, "late", "late-pw") == 0
     assert "users 2 → 3 (+late)" in d.output()
     assert "ut-pw" not in d.output() and "db-secret" not in d.output()
+
+
+def test_sqlite_user_added_just_before_connecting_is_looked_up(tmp_path, daemons):
+    db = tmp_path / "turndb"
+    admin("-a", "-b", str(db), "-u", "first", "-r", REALM, "-p", "pw")
+    metrics_port = free_port(span=1, hosts=["127.0.0.1"])
+    d = start_daemon(tmp_path, config_text(), "--userdb", str(db), "--metrics-listen", f"127.0.0.1:{metrics_port}")
+    daemons.append(d)
+    # No wait between adding and connecting: the first Allocate must succeed
+    # (the poll is a second apart; the on-miss lookup answers at once).
+    users = [f"fresh{i}" for i in range(3)]
+    for user in users:
+        admin("-a", "-b", str(db), "-u", user, "-r", REALM, "-p", f"{user}-pw")
+        assert allocate_code(d, user, f"{user}-pw") == 0, d.output()
+    # Unknown: 401 after the lookup, and again (same client, so the same
+    # worker) from that worker's short memory of unknown names.
+    c = stun.TurnClient(d.addr, "nobody", "x")
+    try:
+        for _ in range(2):
+            r = c.allocate()
+            assert r.cls != stun.SUCCESS and r.error_code == 401
+    finally:
+        c.close()
+    # A known user with a wrong password is refused without a lookup.
+    assert allocate_code(d, "first", "wrong") == 401
+
+    def series(samples, result):
+        return samples.get(f'uturn_credential_lookups_total{{result="{result}"}}', 0.0)
+
+    samples = scrape_until(metrics_port, lambda s: series(s, "unknown") >= 1 and series(s, "found") >= 1)
+    # The poll may find a user first now and then (it runs once a second); not all three.
+    assert 1 <= series(samples, "found") <= 3, samples
+    assert series(samples, "unknown") == 1, samples      # the second "nobody" was remembered
+    assert series(samples, "timeout") == 0 and series(samples, "refused") == 0, samples
 
 
 def test_sqlite_denied_peer_range_from_the_database(tmp_path, daemons):

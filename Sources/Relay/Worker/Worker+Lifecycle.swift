@@ -36,6 +36,7 @@ extension Worker {
             counters.add(.allocationsExpired)
             logRemoved(removed, why: "expired")
         }
+        if pending.count > 0 { expireLookups(now: now) }
         datagram.cancelClosedRelays(&reactor)
         fastPathTick(now: now)
         dtlsTick(now: now)
@@ -78,6 +79,8 @@ extension Worker {
                 takeHandoff(h, now: now)
             case .admin(let request):
                 answerAdmin(request, now: now)
+            case .lookupDone(let username, let found):
+                lookupDone(username: username, found: found, now: now)
             }
         }
     }

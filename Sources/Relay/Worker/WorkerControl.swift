@@ -66,6 +66,9 @@ enum WorkerMessage: Sendable {
     /// An admin API request (list or end sessions); the worker answers
     /// through `request.replies` (Admin/AdminCommand.swift).
     case admin(AdminRequest)
+    /// The credential thread looked up `username` (CredentialLookups.swift);
+    /// when `found`, the configuration holding it came first in the inbox.
+    case lookupDone(username: String, found: Bool)
 }
 
 /// Per-worker counters: the worker keeps plain integers it alone writes
@@ -102,6 +105,7 @@ struct WorkerCounters: ~Copyable {
         case rateLimitedUnauthenticated, rateLimitedCredentials, rateLimitedMalformed, rateLimitedBinding
         case policyDropsBps, policyDropsUserBps, policyDropsCapacity, policyDropsPps, policyRefusedPeers
         case dtlsAccepted, dtlsRefused, dtlsClosed, dtlsTimeouts, dtlsFailures, dtlsCookies
+        case lookupsFound, lookupsUnknown, lookupsTimedOut, lookupsRefused
     }
     private let storage: UnsafeMutablePointer<UInt64>
 
