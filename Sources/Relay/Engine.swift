@@ -175,10 +175,11 @@ public final class Engine: Sendable {
     }
 
     /// Tells worker `index` the lookup of `username` is over (`found`: the
-    /// user is in the configuration sent before this). Call after `reload`.
-    public func answerLookup(worker index: Int, username: String, found: Bool) {
+    /// user is in the configuration sent before this; `failed`: the database
+    /// could not be asked). Call after `reload`.
+    public func answerLookup(worker index: Int, username: String, found: Bool, failed: Bool = false) {
         guard controls.indices.contains(index) else { return }
-        if !controls[index].send(.lookupDone(username: username, found: found)) {
+        if !controls[index].send(.lookupDone(username: username, found: found, failed: failed)) {
             log(.warning, "worker \(index): inbox full; a user lookup's answer was not delivered (the request times out)")
         }
     }

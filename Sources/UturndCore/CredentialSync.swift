@@ -155,10 +155,12 @@ public final class CredentialSync: Sendable {
     /// One user the last snapshot did not hold: read it, hand the workers
     /// the configuration with it (like a poll that found it), then tell the
     /// asking worker, whose inbox takes the two in that order. A database
-    /// that fails answers "not found" (the outage is logged by the poll).
+    /// that fails is answered as such (401; the outage is logged by the
+    /// poll); one that hangs leaves the worker to time the request out.
     private func lookUp(_ request: LookupRequest, store: inout (any UserStore)?, engine: Engine) {
         let (realm, known) = state.withLock { ($0.base.credentials.realm, $0.snapshot?.users[request.username] != nil) }
         var found = known
+        var failed = false
         if !known {
             do throws(StoreError) {
                 if store == nil { store = try location.open() }
@@ -173,9 +175,10 @@ public final class CredentialSync: Sendable {
                 }
             } catch {
                 store = nil
+                failed = true
             }
         }
-        engine.answerLookup(worker: request.worker, username: request.username, found: found)
+        engine.answerLookup(worker: request.worker, username: request.username, found: found, failed: failed)
     }
 
     private func sleepInterval() {

@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -255,6 +256,52 @@ def test_redis_users_changes_and_outage(tmp_path, daemons):
             c.close()
             peer.close()
     finally:
+        _stop(proc)
+
+
+def test_redis_hung_store_answers_unknown_users_401_after_timeout(tmp_path, daemons):
+    """A database that accepts but does not answer (a stopped redis-server;
+    uturnd gives up on a Redis reply after 2 s): two unknown names asked at
+    once are both answered 401 late, not never; the second waits behind the
+    first one's 2 s query, so its worker times it out (2 s, on the 1 s tick)
+    before the database could answer. Known users keep working meanwhile."""
+    proc, port = start_redis(tmp_path)
+    stopped = False
+    try:
+        conn = f"ip=127.0.0.1 dbname=0 port={port}"
+        admin("-a", "-N", conn, "-u", "known", "-r", REALM, "-p", "known-pw")
+        metrics_port = free_port(span=1, hosts=["127.0.0.1"])
+        d = start_daemon(tmp_path, config_text(), "--redis-userdb", conn,
+                         "--metrics-listen", f"127.0.0.1:{metrics_port}")
+        daemons.append(d)
+        proc.send_signal(signal.SIGSTOP)
+        stopped = True
+
+        def ask(name):
+            c = stun.TurnClient(d.addr, name, "x")
+            try:
+                attrs = [(stun.REQUESTED_TRANSPORT, bytes([stun.UDP_TRANSPORT, 0, 0, 0]))]
+                started = time.monotonic()
+                r = c.request(stun.ALLOCATE, attrs, timeout=10)
+                return r.error_code, time.monotonic() - started
+            finally:
+                c.close()
+
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(ask, ["ghost1", "ghost2"]))
+        for code, waited in results:
+            assert code == 401 and waited >= 1.5, results   # answered late, after the wait
+        assert allocate_code(d, "known", "known-pw") == 0
+
+        def series(samples, result):
+            return samples.get(f'uturn_credential_lookups_total{{result="{result}"}}', 0.0)
+
+        samples = scrape_until(metrics_port, lambda s: series(s, "timeout") >= 1)
+        assert series(samples, "timeout") >= 1, {k: v for k, v in samples.items() if "lookup" in k}
+        assert series(samples, "timeout") + series(samples, "error") == 2, samples
+    finally:
+        if stopped:
+            proc.send_signal(signal.SIGCONT)
         _stop(proc)
 
 

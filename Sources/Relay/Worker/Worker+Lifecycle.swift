@@ -79,8 +79,8 @@ extension Worker {
                 takeHandoff(h, now: now)
             case .admin(let request):
                 answerAdmin(request, now: now)
-            case .lookupDone(let username, let found):
-                lookupDone(username: username, found: found, now: now)
+            case .lookupDone(let username, let found, let failed):
+                lookupDone(username: username, found: found, failed: failed, now: now)
             }
         }
     }

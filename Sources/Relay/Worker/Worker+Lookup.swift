@@ -41,7 +41,7 @@ extension Worker {
 
     /// The credential thread's answer: the parked requests go through the
     /// normal path (accepted now, or 401 when the name is still unknown).
-    mutating func lookupDone(username: String, found: Bool, now: MonotonicTime) {
+    mutating func lookupDone(username: String, found: Bool, failed: Bool, now: MonotonicTime) {
         let known = found && turn.configuration.credentials.hasUser(username)
         if !known {
             unknownUsers.insert(username, until: now.nanoseconds &+ Self.unknownUserMemory, now: now.nanoseconds)
@@ -51,7 +51,7 @@ extension Worker {
             any = true
             rerunParked(slot, now: now)
         }
-        if any { counters.add(known ? .lookupsFound : .lookupsUnknown) }
+        if any { counters.add(known ? .lookupsFound : failed ? .lookupsFailed : .lookupsUnknown) }
     }
 
     /// On the tick: requests whose lookup got no answer in time (database

@@ -67,8 +67,9 @@ enum WorkerMessage: Sendable {
     /// through `request.replies` (Admin/AdminCommand.swift).
     case admin(AdminRequest)
     /// The credential thread looked up `username` (CredentialLookups.swift);
-    /// when `found`, the configuration holding it came first in the inbox.
-    case lookupDone(username: String, found: Bool)
+    /// when `found`, the configuration holding it came first in the inbox;
+    /// `failed`: the database could not be asked (answered 401 like unknown).
+    case lookupDone(username: String, found: Bool, failed: Bool)
 }
 
 /// Per-worker counters: the worker keeps plain integers it alone writes
@@ -105,7 +106,7 @@ struct WorkerCounters: ~Copyable {
         case rateLimitedUnauthenticated, rateLimitedCredentials, rateLimitedMalformed, rateLimitedBinding
         case policyDropsBps, policyDropsUserBps, policyDropsCapacity, policyDropsPps, policyRefusedPeers
         case dtlsAccepted, dtlsRefused, dtlsClosed, dtlsTimeouts, dtlsFailures, dtlsCookies
-        case lookupsFound, lookupsUnknown, lookupsTimedOut, lookupsRefused
+        case lookupsFound, lookupsUnknown, lookupsFailed, lookupsTimedOut, lookupsRefused
     }
     private let storage: UnsafeMutablePointer<UInt64>
 
