@@ -180,7 +180,9 @@ public final class Engine: Sendable {
     public func answerLookup(worker index: Int, username: String, found: Bool, failed: Bool = false) {
         guard controls.indices.contains(index) else { return }
         if !controls[index].send(.lookupDone(username: username, found: found, failed: failed)) {
-            log(.warning, "worker \(index): inbox full; a user lookup's answer was not delivered (the request times out)")
+            log(
+                .warning,
+                "worker \(index): inbox full; a user lookup's answer was not delivered (the request times out)")
         }
     }
 

@@ -93,7 +93,9 @@ public final class SQLiteStore: UserStore {
     }
 
     public func key(for user: String, realm: String) throws(StoreError) -> StoredSecret? {
-        try rows("SELECT hmackey FROM turnusers_lt WHERE realm = ? AND name = ?", [realm, user]).first.map { .key($0[0]) }
+        try rows("SELECT hmackey FROM turnusers_lt WHERE realm = ? AND name = ?", [realm, user]).first.map {
+            .key($0[0])
+        }
     }
 
     public func setUser(_ name: String, realm: String, key: String) throws(StoreError) {

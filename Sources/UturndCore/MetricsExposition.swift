@@ -151,7 +151,8 @@ public final class MetricsExposition: Sendable {
             help: "Requests from a name the user database snapshot did not hold, answered after an on-miss lookup, by result: found (the user was added since the last poll), unknown (401), error (the database failed: 401), timeout (no answer within 2 s: 401), refused (too many waiting: 401 at once).",
             label: "result",
             series: [
-                ("found", "lookupsFound"), ("unknown", "lookupsUnknown"), ("error", "lookupsFailed"), ("timeout", "lookupsTimedOut"),
+                ("found", "lookupsFound"), ("unknown", "lookupsUnknown"), ("error", "lookupsFailed"),
+                ("timeout", "lookupsTimedOut"),
                 ("refused", "lookupsRefused"),
             ]),
         Family(

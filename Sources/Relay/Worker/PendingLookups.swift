@@ -19,7 +19,8 @@ struct PendingLookups: ~Copyable {
         var inUse = false
         var username = ""
         var fiveTuple = FiveTuple(
-            client: TransportAddress(ip: IPAddress(v4: 0), port: 0), server: TransportAddress(ip: IPAddress(v4: 0), port: 0))
+            client: TransportAddress(ip: IPAddress(v4: 0), port: 0),
+            server: TransportAddress(ip: IPAddress(v4: 0), port: 0))
         /// The UDP listener socket the request came in on (the answer goes out on it).
         var listenerFD: Int32 = -1
         var length = 0
@@ -89,7 +90,9 @@ struct PendingLookups: ~Copyable {
     /// A request parked at or before `now - timeout`, or nil.
     func nextExpired(now: UInt64, timeout: UInt64) -> Int? {
         guard count > 0 else { return nil }
-        return (0..<capacity).first { entries[$0].inUse && now >= entries[$0].parkedAt && now - entries[$0].parkedAt >= timeout }
+        return (0..<capacity).first {
+            entries[$0].inUse && now >= entries[$0].parkedAt && now - entries[$0].parkedAt >= timeout
+        }
     }
 
     func entry(_ slot: Int) -> Entry { entries[slot] }

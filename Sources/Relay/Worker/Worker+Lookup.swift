@@ -68,7 +68,8 @@ extension Worker {
     private mutating func rerunParked(_ slot: Int, now: MonotonicTime) {
         let entry = pending.entry(slot)
         rerunning = true
-        handleSTUN(pending.request(slot), fiveTuple: entry.fiveTuple, reply: .datagram(entry.listenerFD), buffer: nil, now: now)
+        handleSTUN(
+            pending.request(slot), fiveTuple: entry.fiveTuple, reply: .datagram(entry.listenerFD), buffer: nil, now: now)
         rerunning = false
         pending.release(slot)
     }
