@@ -38,6 +38,8 @@ public final class Engine: Sendable {
     /// back to epoll (logged by `start`).
     let chosenBackend: Backend
     let fallbackReason: String?
+    /// Workers' on-miss user lookups (off until a credential thread enables it).
+    public let lookups = CredentialLookups()
 
     public init(
         config: EngineConfig, turn: TURNConfiguration, quotas: AllocationQuotas = AllocationQuotas(),
@@ -89,6 +91,7 @@ public final class Engine: Sendable {
             let turn = self.turn
             let quotas = self.quotas
             let log = self.log
+            let lookups = self.lookups
             let thread = try spawnThread {
                 if config.pinWorkers { pinCurrentThread(toCPU: control.index) }
                 curing_name_current_thread("uturn-w\(control.index)")
@@ -96,7 +99,7 @@ public final class Engine: Sendable {
                 do throws(EngineError) {
                     worker = try Worker(
                         index: control.index, config: config, turnConfig: turn, quotas: quotas, control: control,
-                        siblings: siblings, fastPath: maps, backend: backend, log: log)
+                        siblings: siblings, fastPath: maps, backend: backend, lookups: lookups, log: log)
                 } catch {
                     control.startResult.withLock { $0 = .failed(error.description) }
                     return
@@ -168,6 +171,18 @@ public final class Engine: Sendable {
     public func reload(turn configuration: TURNConfiguration) {
         for control in controls where !control.send(.configuration(configuration)) {
             log(.warning, "worker \(control.index): inbox full; the new configuration was not delivered")
+        }
+    }
+
+    /// Tells worker `index` the lookup of `username` is over (`found`: the
+    /// user is in the configuration sent before this; `failed`: the database
+    /// could not be asked). Call after `reload`.
+    public func answerLookup(worker index: Int, username: String, found: Bool, failed: Bool = false) {
+        guard controls.indices.contains(index) else { return }
+        if !controls[index].send(.lookupDone(username: username, found: found, failed: failed)) {
+            log(
+                .warning,
+                "worker \(index): inbox full; a user lookup's answer was not delivered (the request times out)")
         }
     }
 

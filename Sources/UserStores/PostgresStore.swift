@@ -74,6 +74,12 @@ public final class PostgresStore: UserStore {
         return s
     }
 
+    public func key(for user: String, realm: String) throws(StoreError) -> StoredSecret? {
+        try rows("SELECT hmackey FROM turnusers_lt WHERE realm = $1 AND name = $2", [realm, user]).first.map {
+            .key($0[0].trimmingCharacters(in: " "))
+        }
+    }
+
     public func setUser(_ name: String, realm: String, key: String) throws(StoreError) {
         try rows(
             "INSERT INTO turnusers_lt (realm, name, hmackey) VALUES ($1, $2, $3) ON CONFLICT (realm, name) DO UPDATE SET hmackey = EXCLUDED.hmackey",

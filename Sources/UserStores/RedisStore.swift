@@ -131,6 +131,15 @@ public final class RedisStore: UserStore {
         return s
     }
 
+    public func key(for user: String, realm: String) throws(StoreError) -> StoredSecret? {
+        // As in `snapshot`: a /key wins over a /password.
+        let base = "\(RedisStore.realmKey(realm))/user/\(user)"
+        let values = try command(["MGET", "\(base)/key", "\(base)/password"]).array
+        if let k = values.first?.text { return .key(k) }
+        if values.count > 1, let p = values[1].text { return .password(p) }
+        return nil
+    }
+
     public func setUser(_ name: String, realm: String, key: String) throws(StoreError) {
         let base = "\(RedisStore.realmKey(realm))/user/\(name)"
         try command(["DEL", "\(base)/password"])

@@ -92,6 +92,12 @@ public final class SQLiteStore: UserStore {
         return s
     }
 
+    public func key(for user: String, realm: String) throws(StoreError) -> StoredSecret? {
+        try rows("SELECT hmackey FROM turnusers_lt WHERE realm = ? AND name = ?", [realm, user]).first.map {
+            .key($0[0])
+        }
+    }
+
     public func setUser(_ name: String, realm: String, key: String) throws(StoreError) {
         try run("INSERT OR REPLACE INTO turnusers_lt (realm, name, hmackey) VALUES (?, ?, ?)", [realm, name, key])
     }

@@ -47,6 +47,10 @@ public protocol UserStore: AnyObject {
     /// Everything uturnd needs for `realm`.
     func snapshot(realm: String) throws(StoreError) -> StoreSnapshot
 
+    /// One user's secret in `realm`, or nil when there is none: the
+    /// on-miss lookup of a name the last snapshot did not hold.
+    func key(for user: String, realm: String) throws(StoreError) -> StoredSecret?
+
     /// Adds or replaces a long-term user's key (hex, no `0x`).
     func setUser(_ name: String, realm: String, key: String) throws(StoreError)
     /// Deletes a user; false when there was none.

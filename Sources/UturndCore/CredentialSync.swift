@@ -16,9 +16,12 @@ import UserStores
 /// known users keep authenticating and unknown ones get 401; the outage is
 /// logged once with its cause and the thread reconnects by itself.
 ///
+/// A name a worker does not know is looked up on its own (`lookUp`), so a
+/// user added since the last poll logs in at the first attempt; the
+/// request waits for the answer (Relay/CredentialLookups.swift).
+///
 /// Trade-off (see docs/administration.md): every user of the realm is held
-/// in memory, which suits up to some hundred thousand users; a lazy
-/// per-user lookup is not implemented.
+/// in memory, which suits up to some hundred thousand users.
 public final class CredentialSync: Sendable {
     public let location: StoreLocation
     let logger: Logger
@@ -100,6 +103,7 @@ public final class CredentialSync: Sendable {
     }
 
     private func run() {
+        let engine = state.withLock { $0.engine }
         var store: (any UserStore)?
         var marker: Int64?
         var realm = ""
@@ -131,8 +135,50 @@ public final class CredentialSync: Sendable {
                     outage = error.description
                 }
             }
-            sleepInterval()
+            if let engine { waitServingLookups(&store, engine: engine) } else { sleepInterval() }
         }
+    }
+
+    /// Waits out the poll interval, answering the workers' on-miss lookups
+    /// (Relay/CredentialLookups.swift) as they come.
+    private func waitServingLookups(_ store: inout (any UserStore)?, engine: Engine) {
+        let start = ContinuousClock.now
+        while !stopRequested.load(ordering: .relaxed) {
+            while let request = engine.lookups.next() { lookUp(request, store: &store, engine: engine) }
+            let left = interval - (ContinuousClock.now - start)
+            if left <= .zero { return }
+            let (s, a) = left.components
+            engine.lookups.wait(milliseconds: Int32(clamping: s * 1000 + a / 1_000_000_000_000_000 + 1))
+        }
+    }
+
+    /// One user the last snapshot did not hold: read it, hand the workers
+    /// the configuration with it (like a poll that found it), then tell the
+    /// asking worker, whose inbox takes the two in that order. A database
+    /// that fails is answered as such (401; the outage is logged by the
+    /// poll); one that hangs leaves the worker to time the request out.
+    private func lookUp(_ request: LookupRequest, store: inout (any UserStore)?, engine: Engine) {
+        let (realm, known) = state.withLock { ($0.base.credentials.realm, $0.snapshot?.users[request.username] != nil) }
+        var found = known
+        var failed = false
+        if !known {
+            do throws(StoreError) {
+                if store == nil { store = try location.open() }
+                if let secret = try store!.key(for: request.username, realm: realm) {
+                    found = true
+                    let next = state.withLock { s in
+                        var n = s.snapshot ?? StoreSnapshot()
+                        n.users[request.username] = secret
+                        return n
+                    }
+                    publish(next, realm: realm)
+                }
+            } catch {
+                store = nil
+                failed = true
+            }
+        }
+        engine.answerLookup(worker: request.worker, username: request.username, found: found, failed: failed)
     }
 
     private func sleepInterval() {

@@ -60,6 +60,8 @@ public enum Daemon {
             fail("uturnd: cannot start: \(error.description)", logger)
             return 1
         }
+        // Workers park requests from names not (yet) in the snapshot and ask the credential thread.
+        if sync != nil { engine.lookups.enable() }
         do { try engine.start() } catch {
             admin?.stop()
             metrics?.stop()

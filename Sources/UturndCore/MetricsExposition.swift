@@ -151,6 +151,15 @@ public final class MetricsExposition: Sendable {
             series: [("", "dtlsCookies")]),
         // Each worker's io_uring loop.
         Family(
+            name: "uturn_credential_lookups_total",
+            help: "Requests from a name the user database snapshot did not hold, answered after an on-miss lookup, by result: found (the user was added since the last poll), unknown (401), error (the database failed: 401), timeout (no answer within 2 s: 401), refused (too many waiting: 401 at once).",
+            label: "result",
+            series: [
+                ("found", "lookupsFound"), ("unknown", "lookupsUnknown"), ("error", "lookupsFailed"),
+                ("timeout", "lookupsTimedOut"),
+                ("refused", "lookupsRefused"),
+            ]),
+        Family(
             name: "uturn_offload_packets_total",
             help: "Datagrams the kernel fast path relayed (--offload); also counted in uturn_relayed_packets_total.",
             label: "direction",

@@ -41,6 +41,19 @@ struct SQLiteStoreTests {
         }())
     }
 
+    @Test func keyForOneUserIsPerRealm() throws {
+        let path = temporaryDatabase()
+        defer { unlink(path) }
+        let store = try SQLiteStore(path: path)
+        try store.setUser("alice", realm: "r1", key: "7f7ea3f802ba1386e35db21f025549e9")
+        #expect(try store.key(for: "alice", realm: "r1") == .key("7f7ea3f802ba1386e35db21f025549e9"))
+        #expect(try store.key(for: "alice", realm: "r2") == nil)
+        #expect(try store.key(for: "bob", realm: "r1") == nil)
+        // Another connection's write is seen by the next query.
+        try SQLiteStore(path: path).setUser("bob", realm: "r1", key: "00112233445566778899aabbccddeeff")
+        #expect(try store.key(for: "bob", realm: "r1") == .key("00112233445566778899aabbccddeeff"))
+    }
+
     @Test func changeMarkerMovesWhenAnotherConnectionWrites() throws {
         let path = temporaryDatabase()
         defer { unlink(path) }

@@ -5,7 +5,8 @@ SQLite file (`--userdb`), Redis (`--redis-userdb`) and PostgreSQL
 uturnd's credential thread polls the database once a second and hands the
 workers a new configuration when it changed, so additions, password changes
 and deletions take effect without SIGHUP (every wait here is bounded at a
-few seconds). A database that stops keeps the users last read working and
+few seconds). A name the workers do not know is looked up on its own while
+the request waits, so a user added just before connecting logs in at once. A database that stops keeps the users last read working and
 a relaying session relaying; it is logged once, and a restarted database
 is picked up again without a restart of uturnd.
 
@@ -24,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,7 @@ import pytest
 import stun
 from conftest import _stop, free_port, require_tool, server_binary, server_kind
 from test_daemon import REALM, allocate, allocate_code, config_text, daemons, start_daemon, wait_for_code  # noqa: F401
+from test_metrics import scrape_until
 from test_uclient import assert_all_echoed, run_uclient
 
 pytestmark = [
@@ -122,6 +125,40 @@ def test_sqlite_users_from_turnadmin_and_uturnadmin(tmp_path, daemons, udp_peer)
     assert allocate_code(d, "late", "late-pw") == 0
     assert "users 2 → 3 (+late)" in d.output()
     assert "ut-pw" not in d.output() and "db-secret" not in d.output()
+
+
+def test_sqlite_user_added_just_before_connecting_is_looked_up(tmp_path, daemons):
+    db = tmp_path / "turndb"
+    admin("-a", "-b", str(db), "-u", "first", "-r", REALM, "-p", "pw")
+    metrics_port = free_port(span=1, hosts=["127.0.0.1"])
+    d = start_daemon(tmp_path, config_text(), "--userdb", str(db), "--metrics-listen", f"127.0.0.1:{metrics_port}")
+    daemons.append(d)
+    # No wait between adding and connecting: the first Allocate must succeed
+    # (the poll is a second apart; the on-miss lookup answers at once).
+    users = [f"fresh{i}" for i in range(3)]
+    for user in users:
+        admin("-a", "-b", str(db), "-u", user, "-r", REALM, "-p", f"{user}-pw")
+        assert allocate_code(d, user, f"{user}-pw") == 0, d.output()
+    # Unknown: 401 after the lookup, and again (same client, so the same
+    # worker) from that worker's short memory of unknown names.
+    c = stun.TurnClient(d.addr, "nobody", "x")
+    try:
+        for _ in range(2):
+            r = c.allocate()
+            assert r.cls != stun.SUCCESS and r.error_code == 401
+    finally:
+        c.close()
+    # A known user with a wrong password is refused without a lookup.
+    assert allocate_code(d, "first", "wrong") == 401
+
+    def series(samples, result):
+        return samples.get(f'uturn_credential_lookups_total{{result="{result}"}}', 0.0)
+
+    samples = scrape_until(metrics_port, lambda s: series(s, "unknown") >= 1 and series(s, "found") >= 1)
+    # The poll may find a user first now and then (it runs once a second); not all three.
+    assert 1 <= series(samples, "found") <= 3, samples
+    assert series(samples, "unknown") == 1, samples      # the second "nobody" was remembered
+    assert series(samples, "timeout") == 0 and series(samples, "refused") == 0, samples
 
 
 def test_sqlite_denied_peer_range_from_the_database(tmp_path, daemons):
@@ -219,6 +256,52 @@ def test_redis_users_changes_and_outage(tmp_path, daemons):
             c.close()
             peer.close()
     finally:
+        _stop(proc)
+
+
+def test_redis_hung_store_answers_unknown_users_401_after_timeout(tmp_path, daemons):
+    """A database that accepts but does not answer (a stopped redis-server;
+    uturnd gives up on a Redis reply after 2 s): two unknown names asked at
+    once are both answered 401 late, not never; the second waits behind the
+    first one's 2 s query, so its worker times it out (2 s, on the 1 s tick)
+    before the database could answer. Known users keep working meanwhile."""
+    proc, port = start_redis(tmp_path)
+    stopped = False
+    try:
+        conn = f"ip=127.0.0.1 dbname=0 port={port}"
+        admin("-a", "-N", conn, "-u", "known", "-r", REALM, "-p", "known-pw")
+        metrics_port = free_port(span=1, hosts=["127.0.0.1"])
+        d = start_daemon(tmp_path, config_text(), "--redis-userdb", conn,
+                         "--metrics-listen", f"127.0.0.1:{metrics_port}")
+        daemons.append(d)
+        proc.send_signal(signal.SIGSTOP)
+        stopped = True
+
+        def ask(name):
+            c = stun.TurnClient(d.addr, name, "x")
+            try:
+                attrs = [(stun.REQUESTED_TRANSPORT, bytes([stun.UDP_TRANSPORT, 0, 0, 0]))]
+                started = time.monotonic()
+                r = c.request(stun.ALLOCATE, attrs, timeout=10)
+                return r.error_code, time.monotonic() - started
+            finally:
+                c.close()
+
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(ask, ["ghost1", "ghost2"]))
+        for code, waited in results:
+            assert code == 401 and waited >= 1.5, results   # answered late, after the wait
+        assert allocate_code(d, "known", "known-pw") == 0
+
+        def series(samples, result):
+            return samples.get(f'uturn_credential_lookups_total{{result="{result}"}}', 0.0)
+
+        samples = scrape_until(metrics_port, lambda s: series(s, "timeout") >= 1)
+        assert series(samples, "timeout") >= 1, {k: v for k, v in samples.items() if "lookup" in k}
+        assert series(samples, "timeout") + series(samples, "error") == 2, samples
+    finally:
+        if stopped:
+            proc.send_signal(signal.SIGCONT)
         _stop(proc)
 
 

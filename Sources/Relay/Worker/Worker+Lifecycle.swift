@@ -37,6 +37,7 @@ extension Worker {
             counters.add(.allocationsExpired)
             logRemoved(removed, why: "expired")
         }
+        if pending.count > 0 { expireLookups(now: now) }
         datagram.cancelClosedRelays(&reactor)
         datagram.cancelClosedMoved(&reactor)
         fastPathTick(now: now)
@@ -82,6 +83,8 @@ extension Worker {
                 answerAdmin(request, now: now)
             case .mobilityMove(let move):
                 takeMove(move, now: now)
+            case .lookupDone(let username, let found, let failed):
+                lookupDone(username: username, found: found, failed: failed, now: now)
             }
         }
     }

@@ -126,6 +126,13 @@ extension Worker {
         if draining && refuseWhileDraining(UnsafeRawBufferPointer(payload), to: fiveTuple.client, reply: reply) {
             return
         }
+        // Only requests (class bits C1 0x0100 and C0 0x0010 clear), and only
+        // with a user database (Worker+Lookup.swift): Send indications never go further.
+        if lookupsOn && payload.count >= 20 && payload[0] & 0x01 == 0 && payload[1] & 0x10 == 0
+            && parkForLookup(payload, fiveTuple: fiveTuple, reply: reply, now: now)
+        {
+            return
+        }
         let outcome = turn.handleSTUN(
             UnsafeRawBufferPointer(payload), from: fiveTuple, now: now, unixTime: Int64(time(nil)),
             response: response, relays: &datagram.relays)

@@ -67,6 +67,16 @@ struct Worker: ~Copyable {
     /// While a Refresh handed over by another worker is handled: the socket
     /// opened for its move (Worker/Worker+Mobility.swift).
     var handedMove: HandedMoveSocket? = nil
+    /// On-miss user lookups (Worker+Lookup.swift): the shared channel, the
+    /// parked requests, names found unknown, and whether a parked request
+    /// is being re-run (it must not park again).
+    let lookups: CredentialLookups
+    /// `lookups` was enabled when the worker started (read once, so the
+    /// request path tests a plain Bool).
+    let lookupsOn: Bool
+    var pending = PendingLookups(capacity: 64)
+    var unknownUsers = UnknownUsers(capacity: 64)
+    var rerunning = false
 
     /// Size of a GRO train buffer: the most one coalesced receive can carry.
     static let largeBufferSize = 65_536 + 512
@@ -74,7 +84,7 @@ struct Worker: ~Copyable {
     init(
         index: Int, config: EngineConfig, turnConfig: TURNConfiguration, quotas: AllocationQuotas,
         control: WorkerControl, siblings: [WorkerControl], fastPath maps: FastPathMaps?, backend: Backend,
-        log: @escaping EngineLog
+        lookups: CredentialLookups, log: @escaping EngineLog
     ) throws(EngineError) {
         let relayCapacity = turnConfig.limits.maxAllocations * 2
         let slice = PortRange.slice(min: config.minPort, max: config.maxPort, workers: config.workers, index: index)
@@ -108,6 +118,8 @@ struct Worker: ~Copyable {
         self.index = index
         self.control = control
         self.siblings = siblings
+        self.lookups = lookups
+        lookupsOn = lookups.isEnabled
         batchWait = .microseconds(config.batchWaitMicroseconds)
         batchMinComplete = max(2, config.maxBatch / 4)
         self.log = log

@@ -69,6 +69,10 @@ enum WorkerMessage: Sendable {
     /// RFC 8016 across workers: a Refresh with this worker's mobility
     /// ticket that another worker received (Worker+Mobility.swift).
     case mobilityMove(HandedMove)
+    /// The credential thread looked up `username` (CredentialLookups.swift);
+    /// when `found`, the configuration holding it came first in the inbox;
+    /// `failed`: the database could not be asked (answered 401 like unknown).
+    case lookupDone(username: String, found: Bool, failed: Bool)
 }
 
 /// Per-worker counters: the worker keeps plain integers it alone writes
@@ -105,6 +109,7 @@ struct WorkerCounters: ~Copyable {
         case rateLimitedUnauthenticated, rateLimitedCredentials, rateLimitedMalformed, rateLimitedBinding
         case policyDropsBps, policyDropsUserBps, policyDropsCapacity, policyDropsPps, policyRefusedPeers
         case dtlsAccepted, dtlsRefused, dtlsClosed, dtlsTimeouts, dtlsFailures, dtlsCookies
+        case lookupsFound, lookupsUnknown, lookupsFailed, lookupsTimedOut, lookupsRefused
     }
     private let storage: UnsafeMutablePointer<UInt64>
 
