@@ -89,7 +89,7 @@ let package = Package(
             dependencies: [
                 "UturnctlCore", "UturndCore", "Relay", "TURN", "STUN", .product(name: "NIOHTTP1", package: "swift-nio"),
             ]),
-                .testTarget(name: "UserStoresTests", dependencies: ["UserStores", "TURN"], swiftSettings: strict),
+        .testTarget(name: "UserStoresTests", dependencies: ["UserStores", "TURN"], swiftSettings: strict),
         .testTarget(name: "UturnBenchTests", dependencies: ["BenchCore"], swiftSettings: strict),
     ]
 )
