@@ -412,6 +412,10 @@ private struct Run: ~Copyable {
             check(live[id] != nil, "moved an allocation not live")
             check(server.tables.allocation(for: tuple) == id, "moved allocation not found under its new 5-tuple")
             check(from != tuple && server.tables.allocation(for: from) == nil, "the old 5-tuple still finds an allocation")
+        case .forwardMove(let worker):
+            // The fuzzed server is the only worker (index 0 of 1): a ticket
+            // naming another worker fails to open (400) before this.
+            check(false, "forwardMove to worker \(worker) from the only worker")
         case .sendToPeer(let id, _, let payload, _):
             check(server.tables.isLive(id), "sendToPeer from a dead allocation")
             check(payload.lowerBound >= 0 && payload.upperBound <= packet.count, "payload outside the packet")
