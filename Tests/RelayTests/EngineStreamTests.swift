@@ -47,9 +47,14 @@ final class TestStream {
     }
 
     /// True once the server has closed the connection (end of stream or reset).
+    /// errno is read only when recv failed: after an end of stream (0) it
+    /// holds whatever an earlier call on this thread left there (an EAGAIN
+    /// left by another socket once made this report "open").
     var closedByServer: Bool {
         var byte: UInt8 = 0
-        return recv(fd, &byte, 1, 0) <= 0 && errno != EAGAIN
+        let n = recv(fd, &byte, 1, 0)
+        if n == 0 { return true }
+        return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK
     }
 }
 
