@@ -140,28 +140,11 @@ public final class AdminServer: Sendable {
     public init(listen: TransportAddress, service: AdminService, idleTimeout: TimeAmount = .seconds(5))
         throws(MetricsServerError)
     {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 16)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let pipeline = channel.pipeline.syncOperations
-                    if let tls = service.tls { try pipeline.addHandler(AdminTLSHandler(context: tls)) }
-                    try pipeline.addHandler(RequestSizeLimit(limit: MetricsServer.maxRequestBytes))
-                    try pipeline.addHandler(IdleStateHandler(readTimeout: idleTimeout))
-                    try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
-                    try pipeline.addHandler(AdminHTTPHandler(service: service))
-                }
-            }
-        do {
-            let socketAddress = try NIOCore.SocketAddress(ipAddress: "\(listen.ip)", port: Int(listen.port))
-            channel = try bootstrap.bind(to: socketAddress).wait()
-        } catch {
-            try? group.syncShutdownGracefully()
-            throw MetricsServerError(description: "cannot listen on tcp \(listen) for --admin-listen: \(error)")
-        }
-        self.group = group
+        let tls = service.tls
+        (group, channel) = try MetricsServer.serveHTTP(
+            on: listen, flag: "--admin-listen", idleTimeout: idleTimeout,
+            beforeHTTP: { pipeline in if let tls { try pipeline.addHandler(AdminTLSHandler(context: tls)) } },
+            handlers: { pipeline in try pipeline.addHandler(AdminHTTPHandler(service: service)) })
         self.service = service
         self.address = TransportAddress(ip: listen.ip, port: UInt16(channel.localAddress?.port ?? Int(listen.port)))
     }

@@ -36,6 +36,20 @@ public final class MetricsServer: Sendable {
         listen: TransportAddress, idleTimeout: TimeAmount = .seconds(5),
         render: @escaping @Sendable () -> String
     ) throws(MetricsServerError) {
+        (group, channel) = try MetricsServer.serveHTTP(on: listen, flag: "--metrics-listen", idleTimeout: idleTimeout) {
+            pipeline in try pipeline.addHandler(MetricsHTTPHandler(render: render))
+        }
+        self.address = TransportAddress(ip: listen.ip, port: UInt16(channel.localAddress?.port ?? Int(listen.port)))
+    }
+
+    /// One HTTP/1.1 listener on an event loop thread of its own, shared by
+    /// `/metrics` and the admin API: a size limit and an idle timeout on
+    /// every connection, then `handlers` (behind `beforeHTTP`'s, e.g. TLS).
+    static func serveHTTP(
+        on listen: TransportAddress, flag: String, idleTimeout: TimeAmount,
+        beforeHTTP: @escaping @Sendable (ChannelPipeline.SynchronousOperations) throws -> Void = { _ in },
+        handlers: @escaping @Sendable (ChannelPipeline.SynchronousOperations) throws -> Void
+    ) throws(MetricsServerError) -> (MultiThreadedEventLoopGroup, any Channel) {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 16)
@@ -43,21 +57,20 @@ public final class MetricsServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
+                    try beforeHTTP(pipeline)
                     try pipeline.addHandler(RequestSizeLimit(limit: Self.maxRequestBytes))
                     try pipeline.addHandler(IdleStateHandler(readTimeout: idleTimeout))
                     try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
-                    try pipeline.addHandler(MetricsHTTPHandler(render: render))
+                    try handlers(pipeline)
                 }
             }
         do {
             let socketAddress = try NIOCore.SocketAddress(ipAddress: "\(listen.ip)", port: Int(listen.port))
-            channel = try bootstrap.bind(to: socketAddress).wait()
+            return (group, try bootstrap.bind(to: socketAddress).wait())
         } catch {
             try? group.syncShutdownGracefully()
-            throw MetricsServerError(description: "cannot listen on tcp \(listen) for --metrics-listen: \(error)")
+            throw MetricsServerError(description: "cannot listen on tcp \(listen) for \(flag): \(error)")
         }
-        self.group = group
-        self.address = TransportAddress(ip: listen.ip, port: UInt16(channel.localAddress?.port ?? Int(listen.port)))
     }
 
     /// Stops serving and ends the event loop thread.
