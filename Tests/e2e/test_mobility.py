@@ -57,6 +57,20 @@ def refresh_with(c: stun.TurnClient, ticket: bytes) -> stun.Message:
     return c.request(stun.REFRESH, [(stun.LIFETIME, struct.pack("!I", 600)), (MOBILITY_TICKET, ticket)])
 
 
+def allocate_with_ticket(c: stun.TurnClient, peer: stun.EchoPeer) -> tuple[tuple[str, int], bytes]:
+    """Allocates asking for mobility, binds CHANNEL to the echo peer and
+    relays one message through it; returns the relayed address and ticket."""
+    resp = c.request(stun.ALLOCATE, [(stun.REQUESTED_TRANSPORT, bytes([stun.UDP_TRANSPORT, 0, 0, 0])),
+                                     (MOBILITY_TICKET, b"")])
+    assert resp.cls == stun.SUCCESS, resp.error_reason()
+    ticket = resp.get(MOBILITY_TICKET)
+    assert ticket is not None and len(ticket) == 48
+    assert c.channel_bind(CHANNEL, peer.addr).cls == stun.SUCCESS
+    c.send_channel_data(CHANNEL, b"start")
+    assert c.recv_channel_data() == (CHANNEL, b"start")
+    return resp.xor_address(stun.XOR_RELAYED_ADDRESS), ticket
+
+
 @pytest.mark.backend_independent
 def test_allocation_moves_to_a_new_port_with_its_ticket(mobile_server):
     addr = mobile_server.addr()
@@ -65,15 +79,7 @@ def test_allocation_moves_to_a_new_port_with_its_ticket(mobile_server):
     try:
         a = stun.TurnClient(addr, USER, PASSWORD)
         clients.append(a)
-        resp = a.request(stun.ALLOCATE, [(stun.REQUESTED_TRANSPORT, bytes([stun.UDP_TRANSPORT, 0, 0, 0])),
-                                         (MOBILITY_TICKET, b"")])
-        assert resp.cls == stun.SUCCESS, resp.error_reason()
-        relayed = resp.xor_address(stun.XOR_RELAYED_ADDRESS)
-        first = resp.get(MOBILITY_TICKET)
-        assert first is not None and len(first) == 48
-        assert a.channel_bind(CHANNEL, peer.addr).cls == stun.SUCCESS
-        a.send_channel_data(CHANNEL, b"before")
-        assert a.recv_channel_data() == (CHANNEL, b"before")
+        relayed, first = allocate_with_ticket(a, peer)
         if "--offload" in mobile_server.argv:
             assert "offload: kernel fast path on lo" in mobile_server.output(), mobile_server.output_tail()
 
@@ -176,14 +182,7 @@ def test_moves_across_workers(tmp_path_factory, mode):
         baseline = sockets_on_port(addr[1])
         a = stun.TurnClient(addr, USER, PASSWORD)
         clients.append(a)
-        resp = a.request(stun.ALLOCATE, [(stun.REQUESTED_TRANSPORT, bytes([stun.UDP_TRANSPORT, 0, 0, 0])),
-                                         (MOBILITY_TICKET, b"")])
-        assert resp.cls == stun.SUCCESS, resp.error_reason()
-        relayed = resp.xor_address(stun.XOR_RELAYED_ADDRESS)
-        ticket = resp.get(MOBILITY_TICKET)
-        assert a.channel_bind(CHANNEL, peer.addr).cls == stun.SUCCESS
-        a.send_channel_data(CHANNEL, b"start")
-        assert a.recv_channel_data() == (CHANNEL, b"start")
+        relayed, ticket = allocate_with_ticket(a, peer)
         if mode == "offload":
             assert "offload: kernel fast path on lo" in srv.output(), srv.output_tail()
         # Clients that stay put while sockets for the moves open and close:
