@@ -1,4 +1,5 @@
 import CCrypto
+import Glibc
 import STUN
 
 /// RFC 8489 §9.2 security features a server announces in its nonce cookie.
@@ -36,12 +37,22 @@ public enum NonceCheck: Sendable, Equatable {
 /// (the MAC would no longer match).
 ///
 /// `issuedAt` is monotonic seconds; all workers of one process share the
-/// same monotonic clock, so the nonce is portable between them.
+/// same monotonic clock, so the nonce is portable between them. With a
+/// fleet secret (`--nonce-secret-file`) several servers share the key and
+/// `issuedAt` is wall-clock seconds instead (monotonic clocks differ from
+/// host to host), so a nonce one server issued is good at the others: a
+/// client redirected by 300 ALTERNATE-SERVER keeps the nonce it has
+/// (Chromium does) and is not refused with 438 there. Clocks of a fleet may
+/// differ by up to `fleetSkew` seconds.
 public struct NonceCodec: Sendable {
     /// 32 bytes of key, inline.
     var secret: LongTermKey
     /// Seconds a nonce stays valid (coturn `--stale-nonce`, default 600).
     public var lifetime: UInt32
+    /// The secret is shared by a fleet and `issuedAt` is wall-clock time.
+    public private(set) var fleet = false
+    /// How far ahead of this server's clock another fleet member's may be.
+    static let fleetSkew: Int64 = 60
 
     static let cookie: StaticString = "obMatJos2"
     static let macLength = 14
@@ -63,10 +74,37 @@ public struct NonceCodec: Sendable {
         self.lifetime = lifetime
     }
 
+    /// A codec for a fleet of servers sharing `material` (the contents of
+    /// `--nonce-secret-file`, at least 16 bytes): the key is its SHA-256
+    /// under a label of its own, so the file can hold any text.
+    public init?(fleetSecret material: [UInt8], lifetime: UInt32 = 600) {
+        guard material.count >= 16 else { return nil }
+        let label: StaticString = "uturn nonce fleet secret"
+        var key = [UInt8](repeating: 0, count: 32)
+        material.withUnsafeBytes { m in
+            uturn_sha256(label.utf8Start, label.utf8CodeUnitCount, m.baseAddress, m.count, nil, 0, &key)
+        }
+        self.init(secret: key, lifetime: lifetime)
+        fleet = true
+    }
+
+    /// Seconds `issuedAt` counts in: monotonic, or wall-clock for a fleet.
+    func seconds(_ now: MonotonicTime) -> UInt32 {
+        fleet ? UInt32(truncatingIfNeeded: time(nil)) : now.seconds
+    }
+
     /// Writes a fresh nonce for `client` into `dst`; returns its length (0 if `dst` is too small).
     public func encode(
         into dst: UnsafeMutableRawBufferPointer, client: TransportAddress, features: SecurityFeatures,
         now: MonotonicTime
+    ) -> Int {
+        encode(into: dst, client: client, features: features, issuedAt: seconds(now))
+    }
+
+    /// As `encode(into:client:features:now:)` with the issue time given (tests).
+    func encode(
+        into dst: UnsafeMutableRawBufferPointer, client: TransportAddress, features: SecurityFeatures,
+        issuedAt: UInt32
     ) -> Int {
         guard dst.count >= NonceCodec.maxLength else { return 0 }
         var o = 0
@@ -80,8 +118,8 @@ public struct NonceCodec: Sendable {
         }
         var body = (UInt64(0), UInt64(0), UInt16(0))  // 18 bytes: 4 time + 14 mac
         withUnsafeMutableBytes(of: &body) { b in
-            b.storeBytes(of: now.seconds.bigEndian, toByteOffset: 0, as: UInt32.self)
-            mac(issuedAt: now.seconds, features: features, client: client, into: UnsafeMutableRawBufferPointer(rebasing: b[4..<18]))
+            b.storeBytes(of: issuedAt.bigEndian, toByteOffset: 0, as: UInt32.self)
+            mac(issuedAt: issuedAt, features: features, client: client, into: UnsafeMutableRawBufferPointer(rebasing: b[4..<18]))
             o += Base64.encode(UnsafeRawBufferPointer(rebasing: b[0..<18]), into: UnsafeMutableRawBufferPointer(rebasing: dst[o...]))
         }
         return o
@@ -89,6 +127,11 @@ public struct NonceCodec: Sendable {
 
     /// Checks a nonce presented by `client`.
     public func check(_ nonce: UnsafeRawBufferPointer, client: TransportAddress, now: MonotonicTime) -> NonceCheck {
+        check(nonce, client: client, nowSeconds: seconds(now))
+    }
+
+    /// As `check(_:client:now:)` with the present time given (tests).
+    func check(_ nonce: UnsafeRawBufferPointer, client: TransportAddress, nowSeconds nowS: UInt32) -> NonceCheck {
         var rest = nonce
         var features = SecurityFeatures()
         let c = NonceCodec.cookie
@@ -112,9 +155,10 @@ public struct NonceCodec: Sendable {
                 let want = UnsafeMutableRawBufferPointer(rebasing: e[0..<NonceCodec.macLength])
                 mac(issuedAt: issued, features: features, client: client, into: want)
                 guard uturn_ct_equal(want.baseAddress, b.baseAddress! + 4, NonceCodec.macLength) == 1 else { return .stale }
-                let nowS = now.seconds
-                // A nonce from the future (clock confusion) is as stale as an old one.
-                guard issued <= nowS, nowS - issued < lifetime else { return .stale }
+                // A nonce from the future (clock confusion) is as stale as an
+                // old one; in a fleet, another member's clock may be a little ahead.
+                let age = Int64(nowS) - Int64(issued)
+                guard age >= (fleet ? -Self.fleetSkew : 0), age < Int64(lifetime) else { return .stale }
                 return .valid(features)
             }
         }

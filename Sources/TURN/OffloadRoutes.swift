@@ -28,7 +28,7 @@ extension TURNServer {
         let allocationEnds = now.seconds &+ tables.remainingLifetime(of: id, now: now)
         var routes: [OffloadRoute] = []
         tables.forEachChannel(of: id) { number, peer, channelEnds in
-            guard channelEnds > now.seconds, configuration.peerPolicy.isAllowed(peer.ip),
+            guard channelEnds > now.seconds, configuration.peerPolicy.denial(forPeer: peer) == nil,
                 let permissionEnds = tables.permissionExpiry(peer.ip, in: id), permissionEnds > now.seconds,
                 let relay = relayEndpoint(of: id, family: peer.ip.family)
             else { return }

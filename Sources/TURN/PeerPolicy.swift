@@ -36,7 +36,14 @@ public enum PeerDenial: UInt8, Sendable, CustomStringConvertible {
 /// 1. Hard denials that no list can lift: unspecified, loopback (unless
 ///    `allowLoopbackPeers`), link-local, multicast, broadcast/reserved, and
 ///    the server's own addresses. A misconfigured allow list must not reopen
-///    the SSRF holes behind coturn's CVE-2020-26262.
+///    the SSRF holes behind coturn's CVE-2020-26262. With `relayPorts` set
+///    (uturnd sets it), the server's own addresses are refused on every port
+///    but the relay ports instead: a peer there is another allocation's
+///    relayed address (two clients of this server talking relay to relay, as
+///    two relay-only browsers do), while its listening ports and any other
+///    service on the host stay out of reach. Permissions name addresses
+///    only, so that part is checked where a port is known (ChannelBind, Send
+///    indications, Connect: `denial(forPeer:)`, `reachesOwnService`).
 /// 2. `allowed` (`--allowed-peer-ip`): as in coturn, an allow entry wins over
 ///    `denied` and over the private-range default, so an operator can deny
 ///    10.0.0.0/8 and still allow 10.1.2.3.
@@ -64,19 +71,48 @@ public struct PeerPolicy: Sendable {
     public var denied: [CIDR]
     /// Listening and relay addresses of this server (and its external IPs).
     public var serverAddresses: [IPAddress]
+    /// The relay port range (`--min-port`...`--max-port`): the only ports of
+    /// `serverAddresses` a peer may have. nil: those addresses are refused whole.
+    public var relayPorts: ClosedRange<UInt16>?
 
     public init(
         allowLoopbackPeers: Bool = false,
         denyPrivateByDefault: Bool = true,
         allowed: [CIDR] = [],
         denied: [CIDR] = [],
-        serverAddresses: [IPAddress] = []
+        serverAddresses: [IPAddress] = [],
+        relayPorts: ClosedRange<UInt16>? = nil
     ) {
         self.allowLoopbackPeers = allowLoopbackPeers
         self.denyPrivateByDefault = denyPrivateByDefault
         self.allowed = allowed
         self.denied = denied
         self.serverAddresses = serverAddresses
+        self.relayPorts = relayPorts
+    }
+
+    /// The reason a peer transport address is refused, or nil: the address's
+    /// own denial, then (with `relayPorts`) this server's addresses off the
+    /// relay ports. For requests that name a port (ChannelBind, Connect).
+    public func denial(forPeer peer: TransportAddress) -> PeerDenial? {
+        if let d = denial(for: peer.ip) { return d }
+        return reachesOwnService(peer) ? .serverAddress : nil
+    }
+
+    /// True when `peer` is one of this server's addresses (or its IPv4-mapped
+    /// spelling) on a port outside the relay range. Cheap (a scan of the
+    /// server's few addresses, only for ports outside the range): Send
+    /// indications check it each time, since their permission names only
+    /// the address.
+    public func reachesOwnService(_ peer: TransportAddress) -> Bool {
+        guard let relayPorts, !relayPorts.contains(peer.port) else { return false }
+        let ip = peer.ip
+        let mapped = ip.family == .v6 && ip.high == 0 && ip.low >> 32 == 0xFFFF
+            ? IPAddress(v4: UInt32(truncatingIfNeeded: ip.low)) : ip
+        for own in serverAddresses where own == ip || own == mapped {
+            if !(allowLoopbackPeers && PeerPolicy.hardCategory(own) == .loopback) { return true }
+        }
+        return false
     }
 
     /// True when a client may install a permission for `ip`.
@@ -137,8 +173,11 @@ public struct PeerPolicy: Sendable {
         if let hard = PeerPolicy.hardCategory(ip) {
             if !(hard == .loopback && allowLoopbackPeers) { return hard }
         }
-        for own in serverAddresses where own == ip {
-            if !(allowLoopbackPeers && PeerPolicy.hardCategory(own) == .loopback) { return .serverAddress }
+        // With relay ports known, an own address is refused by port instead (see the type's comment).
+        if relayPorts == nil {
+            for own in serverAddresses where own == ip {
+                if !(allowLoopbackPeers && PeerPolicy.hardCategory(own) == .loopback) { return .serverAddress }
+            }
         }
         for block in allowed where block.contains(ip) { return nil }
         for block in denied where block.contains(ip) { return .deniedList }

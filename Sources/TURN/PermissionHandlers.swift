@@ -48,7 +48,7 @@ extension TURNServer {
         let upper: UInt16 = configuration.strictChannelNumbers ? 0x4FFF : 0x7FFF
         guard number >= 0x4000, number <= upper else { return fail(400) }
         guard hasRelay(id, family: peer.ip.family) else { return fail(443) }
-        guard configuration.peerPolicy.isAllowed(peer.ip) else { return fail(403) }
+        guard configuration.peerPolicy.denial(forPeer: peer) == nil else { return fail(403) }
         switch tables.checkChannelBind(number, to: peer, in: id, now: now) {
         case .numberTakenByOtherPeer, .peerHasOtherNumber: return fail(400)
         case .full: return fail(508)
@@ -79,7 +79,9 @@ extension TURNServer {
         guard hasRelay(id, family: peer.ip.family) else {
             return STUNOutcome(responseLength: 0, effect: .dropped(.peerFamilyMismatch))
         }
-        guard tables.isPermitted(peer.ip, in: id, now: now) else {
+        // A permission names the address only: this server's own address is
+        // reachable on relay ports alone (PeerPolicy.relayPorts).
+        guard tables.isPermitted(peer.ip, in: id, now: now), !configuration.peerPolicy.reachesOwnService(peer) else {
             return STUNOutcome(responseLength: 0, effect: .dropped(.noPermission))
         }
         let start = data.baseAddress! - request.bytes.baseAddress!

@@ -46,7 +46,7 @@ extension TURNServer {
         // such attribute is invalid": port 0 cannot be connected to.
         guard let peer = request.xorPeerAddress, peer.port != 0 else { return fail(400) }
         guard hasRelay(id, family: peer.ip.family) else { return fail(443) }
-        guard configuration.peerPolicy.isAllowed(peer.ip) else { return fail(403) }
+        guard configuration.peerPolicy.denial(forPeer: peer) == nil else { return fail(403) }
         // Being made, awaiting its bind or bound: all count (§5.2).
         guard !connections.hasConnection(to: peer, in: id) else { return fail(446) }
         let pending = PendingConnect(

@@ -19,5 +19,8 @@ public struct AbuseOptions: ParsableArguments {
     @Option(name: .customLong("alternate-server-policy"), help: ArgumentHelp("When Allocates are redirected to the --alternate-server list: always (every Allocate, as coturn does), draining (only while draining after SIGTERM, instead of 508), or allocations:N (when this server holds N allocations or more, and while draining).", valueName: "policy"))
     public var alternateServerPolicy: String = "always"
 
+    @Option(name: .customLong("nonce-secret-file"), help: ArgumentHelp("A file holding a secret (16 bytes or more, e.g. openssl rand -hex 32) shared by a fleet of uturnd: each accepts the nonces the others issue, so a client redirected by ALTERNATE-SERVER keeps its nonce (Chromium does, and gives up on 438). Nonce times are then wall-clock: the fleet's clocks must agree within 60 s. Re-read on SIGHUP.", valueName: "path"))
+    public var nonceSecretFile: String?
+
     public init() {}
 }

@@ -19,22 +19,11 @@ public struct AdminToken: Sendable {
 
     /// Reads the token file. Errors say what is wrong, in words for the operator.
     public static func load(path: String) throws(AdminTokenError) -> AdminToken {
-        guard let file = fopen(path, "r") else {
-            throw AdminTokenError("cannot read --admin-token-file \(path): \(String(cString: strerror(errno)))")
+        let text: String
+        do { text = try SecretFile.read(path: path, flag: "--admin-token-file") } catch {
+            throw AdminTokenError(error.description)
         }
-        defer { fclose(file) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while bytes.count <= 65_536 {
-            let n = fread(&chunk, 1, chunk.count, file)
-            if n <= 0 { break }
-            bytes += chunk[0..<n]
-        }
-        if ferror(file) != 0 {
-            throw AdminTokenError("cannot read --admin-token-file \(path): \(String(cString: strerror(errno)))")
-        }
-        guard bytes.count <= 65_536 else { throw AdminTokenError("--admin-token-file \(path) is larger than 64 KiB") }
-        guard let token = AdminToken(text: String(decoding: bytes, as: UTF8.self)) else {
+        guard let token = AdminToken(text: text) else {
             throw AdminTokenError("--admin-token-file \(path) is empty; put a long random token in it (e.g. openssl rand -hex 32)")
         }
         return token

@@ -40,7 +40,7 @@ public enum OptionTable {
         "channel-lifetime": .value, "check-origin-consistency": .flag, "mobility": .flag,
         // request limits and redirects
         "failed-request-rate": .value, "failed-request-rate-total": .value, "binding-request-rate": .value,
-        "alternate-server": .list, "alternate-server-policy": .value,
+        "alternate-server": .list, "alternate-server-policy": .value, "nonce-secret-file": .value,
         // logging
         "log-file": .value, "log-level": .value, "metrics-listen": .value,
         // admin API

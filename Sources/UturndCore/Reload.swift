@@ -97,14 +97,19 @@ public struct Reloader: Sendable {
 
         var next = current
         var turn = fresh.turn
-        // The nonce secret stays: every nonce handed out so far remains valid.
-        var nonces = current.turn.nonces
-        nonces.lifetime = fresh.turn.nonces.lifetime
-        turn.nonces = nonces
+        // The nonce secret stays, so every nonce handed out so far remains
+        // valid, unless a fleet secret (--nonce-secret-file) is given or
+        // taken away: then the new one rules (clients get one 438).
+        if !current.turn.nonces.fleet && !fresh.turn.nonces.fleet {
+            var nonces = current.turn.nonces
+            nonces.lifetime = fresh.turn.nonces.lifetime
+            turn.nonces = nonces
+        }
         // These were fixed at start: they follow the sockets the engine opened
         // (own addresses, relay families, TCP relaying) and the table sizes
         // its workers allocated.
         turn.peerPolicy.serverAddresses = current.turn.peerPolicy.serverAddresses
+        turn.peerPolicy.relayPorts = current.turn.peerPolicy.relayPorts
         turn.relayFamilies = current.turn.relayFamilies
         turn.limits = current.turn.limits
         turn.tcpRelay = current.turn.tcpRelay
@@ -174,6 +179,9 @@ public struct Reloader: Sendable {
         }
         if old.turn.nonces.lifetime != new.turn.nonces.lifetime {
             out.append("--stale-nonce \(old.turn.nonces.lifetime) → \(new.turn.nonces.lifetime) s")
+        }
+        if old.turn.nonces.fleet || new.turn.nonces.fleet {
+            out.append(new.turn.nonces.fleet ? "--nonce-secret-file read: nonces shared with the fleet" : "nonces no longer shared with a fleet")
         }
         if old.turn.strictChannelNumbers != new.turn.strictChannelNumbers {
             out.append("--strict-channel-numbers \(new.turn.strictChannelNumbers ? "on" : "off")")

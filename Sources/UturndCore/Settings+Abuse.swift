@@ -33,6 +33,18 @@ extension Settings {
             if !servers.contains(address) { servers.append(address) }
         }
         turn.alternates = AlternateServers(servers: servers, policy: policy)
+        if let path = a.nonceSecretFile {
+            let text: String
+            do { text = try SecretFile.read(path: path, flag: "--nonce-secret-file") } catch {
+                throw ValidationError(error.description + ".")
+            }
+            let material = Array(text.utf8.drop { AdminToken.isSpace($0) }.reversed().drop { AdminToken.isSpace($0) }.reversed())
+            guard let fleet = NonceCodec(fleetSecret: material, lifetime: turn.nonces.lifetime) else {
+                throw ValidationError(
+                    "--nonce-secret-file \(path) holds \(material.count) bytes; a fleet secret needs 16 or more (e.g. openssl rand -hex 32).")
+            }
+            turn.nonces = fleet
+        }
     }
 
     /// `ip`, `ip:port`, `[ipv6]`, `[ipv6]:port` or a bare IPv6 address; port 3478 when absent.

@@ -4,9 +4,10 @@ import TURN
 
 extension Settings {
     /// Peers group (`PeerOptions`): the allow and deny blocks and loopback
-    /// peers. `serverAddresses` (this server's own) stay denied as peers.
+    /// peers. `serverAddresses` (this server's own) stay denied as peers but
+    /// on the relay ports (another allocation's relayed address).
     static func peerPolicy(
-        _ o: PeerOptions, serverAddresses: [IPAddress], warnings: inout [String]
+        _ o: PeerOptions, serverAddresses: [IPAddress], relayPorts: ClosedRange<UInt16>, warnings: inout [String]
     ) throws(ValidationError) -> PeerPolicy {
         var allowed: [CIDR] = []
         var denied: [CIDR] = []
@@ -24,7 +25,7 @@ extension Settings {
         }
         return PeerPolicy(
             allowLoopbackPeers: o.allowLoopbackPeers, allowed: allowed, denied: denied,
-            serverAddresses: serverAddresses)
+            serverAddresses: serverAddresses, relayPorts: relayPorts)
     }
 
     static func badBlock(_ flag: String, _ text: String) -> ValidationError {

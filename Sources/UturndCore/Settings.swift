@@ -72,7 +72,9 @@ extension Settings {
 
         let addresses = try Settings.listening(o.listening, engine: &engine, notices: &notices)
         let credentials = try Settings.credentials(o.auth, warnings: &warnings)
-        let policy = try Settings.peerPolicy(o.peers, serverAddresses: addresses.serverAddresses, warnings: &warnings)
+        let policy = try Settings.peerPolicy(
+            o.peers, serverAddresses: addresses.serverAddresses, relayPorts: engine.minPort...engine.maxPort,
+            warnings: &warnings)
         var turn = try Settings.turnConfiguration(
             o.limits, credentials: credentials.store, peerPolicy: policy, relays: addresses.relays)
         try Settings.streams(o.streams, addresses: addresses, engine: &engine, turn: &turn, notices: &notices)
@@ -163,6 +165,7 @@ extension Settings {
         lines.append(serviceSummary)
         lines.append(abuseSummary)
         if let alternateSummary { lines.append(alternateSummary) }
+        if turn.nonces.fleet { lines.append("nonces: shared with a fleet (--nonce-secret-file), wall-clock times") }
         if let limits = rateLimitSummary { lines.append(limits) }
         if let metricsListen { lines.append("metrics: http://\(metricsListen)/metrics") }
         if let adminListen {

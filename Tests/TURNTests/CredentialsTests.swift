@@ -145,4 +145,32 @@ struct NonceTests {
         let nonce = make([.passwordAlgorithms, .usernameAnonymity], at: 50)
         #expect(nonce.withUnsafeBytes { worker2.check($0, client: client, now: .seconds(60)) } == .valid([.passwordAlgorithms, .usernameAnonymity]))
     }
+
+    /// `--nonce-secret-file`: servers given the same file accept each other's
+    /// nonces (wall-clock issue times, a little clock skew allowed); another
+    /// file, or no file, does not.
+    @Test func fleetMembersWithTheSameFileAcceptEachOthersNonces() throws {
+        let material = Array("a fleet secret, long enough".utf8)
+        let a = try #require(NonceCodec(fleetSecret: material))
+        let b = try #require(NonceCodec(fleetSecret: material))
+        let other = try #require(NonceCodec(fleetSecret: Array("another fleet's secret".utf8)))
+        #expect(a.fleet && !codec.fleet)
+        #expect(NonceCodec(fleetSecret: Array("too short".utf8)) == nil)
+        let issued: UInt32 = 1_800_000_000
+        var buf = [UInt8](repeating: 0, count: NonceCodec.maxLength)
+        let n = buf.withUnsafeMutableBytes { a.encode(into: $0, client: client, features: [.passwordAlgorithms], issuedAt: issued) }
+        let nonce = Array(buf[0..<n])
+        func check(_ c: NonceCodec, at t: UInt32) -> NonceCheck {
+            nonce.withUnsafeBytes { c.check($0, client: client, nowSeconds: t) }
+        }
+        #expect(check(b, at: issued + 10) == .valid([.passwordAlgorithms]))
+        #expect(check(b, at: issued - 30) == .valid([.passwordAlgorithms]))  // b's clock behind a's
+        #expect(check(b, at: issued - 61) == .stale)
+        #expect(check(b, at: issued + 600) == .stale)
+        #expect(check(other, at: issued + 10) == .stale)
+        #expect(check(codec, at: issued + 10) == .stale)
+        // The wall-clock path: a nonce made now is good now.
+        let fresh = make([], at: 0, codec: a)
+        #expect(fresh.withUnsafeBytes { b.check($0, client: client, now: .seconds(0)) } == .valid([]))
+    }
 }

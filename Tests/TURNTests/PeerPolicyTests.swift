@@ -89,6 +89,28 @@ struct PeerPolicyTests {
         #expect(p.denial(for: IPAddress("0.0.0.0")!) == .unspecified)
     }
 
+    @Test func ownAddressesOnRelayPortsOnly() {
+        let p = PeerPolicy(
+            serverAddresses: [IPAddress("203.0.113.10")!, IPAddress("2001:db8::10")!, IPAddress("10.0.0.5")!],
+            relayPorts: 49152...65535)
+        // Address level (CreatePermission): the server's public addresses pass;
+        // a private one still follows the private-range rule.
+        #expect(p.denial(for: IPAddress("203.0.113.10")!) == nil)
+        #expect(p.denial(for: IPAddress("2001:db8::10")!) == nil)
+        #expect(p.denial(for: IPAddress("10.0.0.5")!) == .privateRange)
+        for (peer, expected) in [
+            ("203.0.113.10:49152", nil), ("203.0.113.10:65535", nil), ("[2001:db8::10]:50000", nil),
+            ("203.0.113.10:3478", PeerDenial.serverAddress), ("203.0.113.10:49151", .serverAddress),
+            ("[2001:db8::10]:443", .serverAddress), ("[::ffff:203.0.113.10]:22", .serverAddress),
+            ("198.51.100.1:22", nil), ("10.0.0.5:50000", .privateRange),
+        ] as [(String, PeerDenial?)] {
+            #expect(p.denial(forPeer: TransportAddress(peer)!) == expected, "\(peer)")
+        }
+        // Loopback server addresses under --allow-loopback-peers keep every port (tests on one host).
+        let l = PeerPolicy(allowLoopbackPeers: true, serverAddresses: [IPAddress("127.0.0.1")!], relayPorts: 49152...65535)
+        #expect(l.denial(forPeer: TransportAddress("127.0.0.1:3478")!) == nil)
+    }
+
     @Test func cidrParsing() {
         #expect(CIDR("10.0.0.0/8")!.contains(IPAddress("10.255.1.1")!))
         #expect(!CIDR("10.0.0.0/8")!.contains(IPAddress("11.0.0.1")!))

@@ -609,4 +609,29 @@ struct SendIndicationTests {
         #expect(peer == TransportAddress("8.8.8.8:7") && !df)
         #expect(Array(msg[range]) == [9, 8, 7])
     }
+
+    /// Two clients of this server talking relay to relay (two relay-only
+    /// browsers): the peer is the server's own address, on a relay port. That
+    /// is allowed; the server's other ports (its listening port, any service
+    /// on the host) are not, by ChannelBind (403) or by Send indication (dropped).
+    @Test func ownAddressIsAPeerOnlyOnRelayPorts() {
+        var h = Harness {
+            $0.peerPolicy = PeerPolicy(serverAddresses: [IPAddress("203.0.113.1")!], relayPorts: 49152...65535)
+        }
+        var c = TestClient()
+        #expect(h.allocate(&c).isSuccess)
+        #expect(h.createPermission(c, ["203.0.113.1:1"]).isSuccess)
+        #expect(h.channelBind(c, 0x4000, "203.0.113.1:50000").isSuccess)
+        #expect(h.channelBind(c, 0x4001, "203.0.113.1:3478").errorCode == 403)
+        guard case .sendToPeer = send(&h, c, to: "203.0.113.1:50001", payload: [1]).outcome.effect else {
+            Issue.record("relay port not relayed")
+            return
+        }
+        #expect(send(&h, c, to: "203.0.113.1:22", payload: [1]).outcome.effect == .dropped(.noPermission))
+        // Without the relay range known, the address is refused whole, as before.
+        var strict = Harness()
+        var d = TestClient()
+        #expect(strict.allocate(&d).isSuccess)
+        #expect(strict.createPermission(d, ["203.0.113.1:1"]).errorCode == 403)
+    }
 }

@@ -52,7 +52,11 @@ struct SettingsTests {
         #expect(s.engine.minPort == 50000 && s.engine.maxPort == 50099)
         #expect(s.turn.relayFamilies == [.v4, .v6])
         #expect(s.turn.peerPolicy.serverAddresses.contains(IPAddress("203.0.113.5")!))
-        #expect(s.turn.peerPolicy.denial(for: IPAddress("192.0.2.10")!) == .serverAddress)
+        // The server's own addresses are peers only on relay ports.
+        #expect(s.turn.peerPolicy.relayPorts == 50000...50099)
+        #expect(s.turn.peerPolicy.denial(forPeer: TransportAddress("192.0.2.10:3479")!) == .serverAddress)
+        #expect(s.turn.peerPolicy.denial(forPeer: TransportAddress("203.0.113.5:22")!) == .serverAddress)
+        #expect(s.turn.peerPolicy.denial(forPeer: TransportAddress("192.0.2.10:50000")!) == nil)
     }
 
     @Test func usersAndKeys() throws {

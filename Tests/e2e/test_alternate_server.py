@@ -3,8 +3,9 @@ on 127.0.0.1, 127.0.0.2 and 127.0.0.3. The first is over its threshold
 (allocations:1, one allocation held), so new Allocates get 300 with the
 others as ALTERNATE-SERVER, in turn; turnutils_uclient follows the redirect
 and relays through the alternate; a SIGHUP with a new list in the config
-file takes effect. (aioice 0.9 does not follow 300: it has no ALTERNATE-SERVER
-handling, so it is not driven here.) About 10 s.
+file takes effect. (aioice, up to 0.13, has no ALTERNATE-SERVER handling,
+so it does not follow 300 and is not driven here; Chromium's TURN client
+does, test_browser.py::test_browser_follows_alternate_server.) About 10 s.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Node:
         self.host = host
         self.port = free_port(span=1, hosts=[host])
         relay = free_port_range(60)
+        self.relay_range = relay
         self.conf = tmp / f"{host}.conf"
         self.conf.write_text(config)
         self.log = tmp / f"{host}.log"
@@ -158,3 +160,40 @@ def test_turnutils_uclient_follows_the_redirect(fleet, udp_peer):
     finally:
         holder.refresh(0)
         holder.close()
+
+
+def test_fleet_nonce_secret_lets_a_redirected_client_keep_its_nonce(tmp_path):
+    """--nonce-secret-file: a client redirected by 300 sends the same signed
+    Allocate (same REALM and NONCE) to the alternate, as Chromium does
+    (it gives up on a 438 there). The alternate sharing the file serves
+    it; a server without the file answers 438 Stale Nonce."""
+    secret = tmp_path / "fleet.secret"
+    secret.write_text(os.urandom(32).hex() + "\n")
+    secret.chmod(0o600)
+    nodes: list[Node] = []
+    try:
+        b = Node(tmp_path, HOSTS[1], f"nonce-secret-file={secret}\n")
+        nodes.append(b)
+        lone = Node(tmp_path, HOSTS[2])
+        nodes.append(lone)
+        a = Node(tmp_path, HOSTS[0], f"nonce-secret-file={secret}\nalternate-server={b.host}:{b.port}\n"
+                                     "alternate-server-policy=always\n")
+        nodes.append(a)
+        assert "nonces: shared with a fleet" in a.output(), a.output()
+        c = stun.TurnClient(a.addr, USER, PASSWORD)
+        try:
+            assert c.allocate().error_code == 300  # after the 401 challenge: signed, then redirected
+            attrs = [(stun.REQUESTED_TRANSPORT, bytes([stun.UDP_TRANSPORT, 0, 0, 0]))]
+            for server, expected in ((lone.addr, 438), (b.addr, None)):
+                m = c.signed(stun.ALLOCATE, attrs)
+                resp = stun.transact(c.sock, server, m.raw, m.txid)
+                assert resp is not None, server
+                if expected is None:
+                    assert resp.cls == stun.SUCCESS, (resp.error_code, resp.error_reason(), b.output()[-2000:])
+                else:
+                    assert resp.error_code == expected, (server, resp.error_code)
+        finally:
+            c.close()
+    finally:
+        for n in nodes:
+            _stop(n.proc)

@@ -43,11 +43,14 @@ certificate.)
 from __future__ import annotations
 
 import base64
+import contextlib
+import ctypes
 import hashlib
 import http.client
 import http.server
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -58,7 +61,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _stop, free_port, server_kind
+from conftest import PASSWORD, USER, _stop, free_port, server_kind
 from test_metrics import scrape_until, start_metrics_server
 
 MESSAGES = 40
@@ -211,12 +214,8 @@ class _PageHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def page_url():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PageHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving_page() as url:
+        yield url
 
 
 # --------------------------------------------------------------------------
@@ -301,23 +300,26 @@ def spki_hash(cert_path: Path) -> str:
     return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
-@pytest.fixture
-def browser(tmp_path):
-    """A fresh headless Chromium per test: yields start(extra_args) -> WebDriver."""
-    binary, driver = _chromium()
-    started: list[tuple[WebDriver, subprocess.Popen]] = []
+class Browsers:
+    """Starts headless Chromiums (each under a chromedriver of its own, in
+    the calling thread's network namespace) and stops them all at close()."""
 
-    def start(extra_args: list[str]) -> WebDriver:
+    def __init__(self, tmp_path: Path):
+        self.tmp_path = tmp_path
+        self.binary, self.driver = _chromium()
+        self.started: list[tuple[WebDriver, subprocess.Popen]] = []
+
+    def start(self, extra_args: list[str]) -> WebDriver:
         port = free_port(span=1, hosts=["127.0.0.1"])
-        log = tmp_path / "chromedriver.log"
+        log = self.tmp_path / "chromedriver.log"
         out = open(log, "wb")
-        proc = subprocess.Popen([driver, f"--port={port}", "--allowed-ips=127.0.0.1",
+        proc = subprocess.Popen([self.driver, f"--port={port}", "--allowed-ips=127.0.0.1",
                                  f"--log-path={log}"],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         out.close()
         wd = WebDriver(port)
-        started.append((wd, proc))
+        self.started.append((wd, proc))
         deadline = time.monotonic() + 15
         while True:
             try:
@@ -329,7 +331,7 @@ def browser(tmp_path):
                 pytest.fail(f"chromedriver did not start:\n{log.read_text(errors='replace')[-3000:]}",
                             pytrace=False)
             time.sleep(0.1)
-        profile = tmp_path / "profile"
+        profile = self.tmp_path / "profile"
         args = ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--no-first-run", "--no-default-browser-check", "--disable-extensions",
                 f"--user-data-dir={profile}",
@@ -337,13 +339,35 @@ def browser(tmp_path):
                 "--allow-loopback-in-peer-connection",
                 "--disable-features=WebRtcHideLocalIpsWithMdns",
                 "--autoplay-policy=no-user-gesture-required"] + extra_args
-        wd.new_session(binary, args)
+        wd.new_session(self.binary, args)
         return wd
 
-    yield start
-    for wd, proc in started:
-        wd.quit()
-        _kill_group(proc)
+    def close(self) -> None:
+        for wd, proc in self.started:
+            wd.quit()
+            _kill_group(proc)
+        self.started.clear()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """A fresh headless Chromium per test: yields start(extra_args) -> WebDriver."""
+    browsers = Browsers(tmp_path)
+    yield browsers.start
+    browsers.close()
+
+
+@contextlib.contextmanager
+def serving_page():
+    """The test page on 127.0.0.1 (of the calling thread's network namespace)."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PageHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 # --------------------------------------------------------------------------
@@ -480,3 +504,105 @@ def test_browser_media_and_data_through_relay(request, browser, page_url, transp
         # entries): user space relayed everything.
         assert counts == {"client_to_peer": 0, "peer_to_client": 0}, (counts, context)
         assert relayed["client_to_peer"] >= rtp / 2, (relayed, rtp, context)
+
+
+# --------------------------------------------------------------------------
+# ALTERNATE-SERVER, followed by the browser's own TURN client
+
+CLONE_NEWNET = 0x40000000
+ALT_FIRST, ALT_SECOND = "10.204.7.2", "10.204.7.3"
+
+
+@contextlib.contextmanager
+def in_network_namespace(name: str):
+    """Moves the calling thread (and so the sockets it opens and the
+    processes it starts) into the named network namespace, and back."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {name}")
+        try:
+            yield
+        finally:
+            if libc.setns(own, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back to the test's namespace")
+    finally:
+        os.close(own)
+        os.close(target)
+
+
+@pytest.fixture
+def alternate_namespace():
+    """A network namespace of this test's own with ALT_FIRST and ALT_SECOND
+    on an interface (Chromium refuses redirects to loopback addresses,
+    so the fleet cannot live on 127.0.0.0/8). Deleted afterwards."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and ip(8) for a network namespace")
+    name = f"uta-{secrets.token_hex(3)}"
+    run = lambda *a: subprocess.run(["ip", "-n", name, *a], check=True, capture_output=True)
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    try:
+        run("link", "set", "lo", "up")
+        # A veth pair with both ends in the namespace (no dummy module needed).
+        run("link", "add", "alt0", "type", "veth", "peer", "name", "alt1")
+        for addr in (ALT_FIRST, ALT_SECOND):
+            run("addr", "add", f"{addr}/24", "dev", "alt0")
+        run("link", "set", "alt0", "up")
+        run("link", "set", "alt1", "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+
+@pytest.mark.backend_independent
+def test_browser_follows_alternate_server(tmp_path, alternate_namespace):
+    """Two uturnd: the first redirects every Allocate with 300 to the second
+    (--alternate-server-policy always). Chromium is given only the first;
+    both its peer connections must end up with relayed candidates of the
+    second and talk through them (data channel and media), and the first
+    must make no allocation. All of it inside a namespace of the test's own."""
+    if server_kind() != "uturnd":
+        pytest.skip("uturnd's --alternate-server")
+    from test_alternate_server import Node
+    browsers = Browsers(tmp_path)
+    nodes = []
+    with in_network_namespace(alternate_namespace):
+        try:
+            # The fleet shares its nonces: Chromium sends the alternate the
+            # nonce it got from the first server (a 438 there ends its try).
+            secret = tmp_path / "fleet.secret"
+            secret.write_text(os.urandom(32).hex())
+            fleet = f"nonce-secret-file={secret}\n"
+            b = Node(tmp_path, ALT_SECOND, fleet + f"allowed-peer-ip={ALT_SECOND}\n")
+            nodes.append(b)
+            a = Node(tmp_path, ALT_FIRST, fleet + f"alternate-server={b.host}:{b.port}\nalternate-server-policy=always\n")
+            nodes.append(a)
+            with serving_page() as url:
+                wd = browsers.start([])
+                wd.get(url)
+                ice = {"urls": [f"turn:{a.host}:{a.port}?transport=udp"], "username": USER, "credential": PASSWORD}
+                try:
+                    r = wd.execute_async(SESSION_JS, [[ice], MESSAGES, MIN_AUDIO_PACKETS, MIN_VIDEO_PACKETS,
+                                                      int((DEADLINE - 10) * 1000)], timeout=DEADLINE)
+                except (OSError, RuntimeError) as e:
+                    pytest.fail(f"browser session failed: {e}\n{a.output()[-2000:]}\n{b.output()[-2000:]}",
+                                pytrace=False)
+        finally:
+            browsers.close()
+            for n in nodes:
+                _stop(n.proc)
+    context = f"{json.dumps(r, indent=1)}\nfirst:\n{a.output()[-1500:]}\nalternate:\n{b.output()[-1500:]}"
+    assert r.get("ok"), context
+    assert r["echoed"] == MESSAGES and r["intact"] == MESSAGES, context
+    assert r["enough"], context
+    lo, hi = b.relay_range
+    for side in ("a", "b"):
+        pair = r["pairs"][side]
+        assert pair and pair["local"]["type"] == "relay" and pair["remote"]["type"] == "relay", context
+        for cand in (pair["local"], pair["remote"]):
+            assert cand["address"] == b.host and lo <= cand["port"] <= hi, context
+    assert "300 Try Alternate" in a.output(), context
+    assert "allocation created" not in a.output(), context
+    assert b.output().count("allocation created") >= 2, context
