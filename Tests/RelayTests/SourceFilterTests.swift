@@ -54,9 +54,11 @@ import URing
 /// 127.0.0.1. Needs root (CAP_BPF); skipped without.
 @Suite("Kernel source filter on loopback", .serialized, .enabled(if: getuid() == 0, "needs root for BPF"))
 struct SourceFilterEngineTests {
-    static func harness(_ mode: KernelSourceFilterMode, failedRate: UInt64 = 1) throws -> EngineHarness {
+    static func harness(_ mode: KernelSourceFilterMode, failedRate: UInt64 = 1, ipv6: Bool = false) throws
+        -> EngineHarness
+    {
         try EngineHarness(
-            configure: { $0.kernelSourceFilter = mode },
+            ipv6: ipv6, configure: { $0.kernelSourceFilter = mode },
             configureTURN: { $0.sourceLimits = SourceRateLimits(failedPerSecond: failedRate) })
     }
 
@@ -64,11 +66,13 @@ struct SourceFilterEngineTests {
         TURNClient().request(.allocate, sign: false) { (e) throws(STUNError) in try e.appendRequestedTransport(17) }
     }
 
-    @Test("a source over its limit is dropped in the kernel; another port of the same address is answered")
-    func junkIsDroppedInTheKernel() throws {
-        let h = try Self.harness(.on)
+    @Test(
+        "a source over its limit is dropped in the kernel; another port of the same address is answered",
+        arguments: [false, true])
+    func junkIsDroppedInTheKernel(ipv6: Bool) throws {
+        let h = try Self.harness(.on, ipv6: ipv6)
         #expect(h.logs.all.contains { $0.contains("kernel source filter: on") })
-        let junk = try TestSocket()
+        let junk = try TestSocket(ipv6: ipv6)
         try junk.socket.setReceiveTimeout(.milliseconds(200))
         // 1 refusal/s, burst 2: the third request is dropped and blocks the
         // source for up to a second. Rounds until the kernel has dropped some.
@@ -89,9 +93,31 @@ struct SourceFilterEngineTests {
         // The same address on another port is another key: still answered
         // (its bucket is the address's, so it may be dropped in user space;
         // a Binding has a bucket of its own and is answered).
-        let other = try TestSocket()
+        let other = try TestSocket(ipv6: ipv6)
         try other.send(TURNClient().request(.binding, sign: false), to: h.server)
         #expect(try other.receive() != nil)
+    }
+
+    @Test("a reload that turns the limits off stops new blocks: a new junk source is answered in full")
+    func reloadTurningTheLimitsOffStopsBlocking() throws {
+        let h = try Self.harness(.on)
+        var off = h.turn
+        off.sourceLimits = SourceRateLimits()
+        h.engine.reload(turn: off)
+        for _ in 0..<200 where !h.logs.all.contains(where: { $0.contains("new configuration in force") }) {
+            usleep(10_000)
+        }
+        #expect(h.logs.all.contains { $0.contains("new configuration in force") })
+        let junk = try TestSocket()
+        var answers = 0
+        for _ in 0..<30 {
+            try junk.send(Self.unsignedAllocate(), to: h.server)
+            if try junk.receive() != nil { answers += 1 }
+        }
+        #expect(answers == 30)
+        #expect(h.engine.kernelSourceDrops == 0)
+        FastPathTests.waitForCounters(h) { $0.engine.counter("stunRequests") ?? 0 >= 30 }
+        #expect(h.engine.counter("kernelSourceBlocks") == 0)
     }
 
     @Test("off loads nothing; auto loads only when a per-source limit is on")
