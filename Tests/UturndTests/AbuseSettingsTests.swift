@@ -56,7 +56,9 @@ struct KernelSourceFilterSettingsTests {
     @Test func autoByDefaultAndEachModeByName() throws {
         #expect(try settings(["--user", "a:b"]).engine.kernelSourceFilter == .auto)
         #expect(try settings(["--user", "a:b", "--kernel-source-filter", "on"]).engine.kernelSourceFilter == .on)
-        #expect(try settings(["--user", "a:b", "--kernel-source-filter", "off"]).engine.kernelSourceFilter == .off)
+        let off = try settings(["--user", "a:b", "--kernel-source-filter", "off"])
+        #expect(off.engine.kernelSourceFilter == .off)
+        #expect(off.summary.contains { $0.hasPrefix("request limits per source") && $0.hasSuffix("kernel source filter off") })
         #expect(problem(["--user", "a:b", "--kernel-source-filter", "yes"])?.contains("--kernel-source-filter yes must be off, auto or on") == true)
     }
 
