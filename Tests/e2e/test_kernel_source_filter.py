@@ -7,18 +7,22 @@ Servers of their own with a small refusal limit (5/s per source, burst 10).
 The filter is attached by each backend's listener setup, so this runs in the
 io_uring and the epoll pass. Needs CAP_BPF (root) for the kernel part; in
 `auto` a server that cannot load the program starts anyway, and the kernel
-assertions are skipped with the reason it logged. About 8 s in all.
+assertions are skipped with the reason it logged; without CAP_BPF (capsh)
+`auto` starts with one warning and `on` refuses to start. About 10 s in all.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
 import time
 
 import pytest
 
 import stun
-from conftest import server_kind
+from conftest import PASSWORD, REALM, USER, free_port, free_port_range, server_binary, server_kind
 from test_metrics import http_get, parse, scrape_until, start_metrics_server
 
 RATE = 5  # refusals per second per source; burst is twice it
@@ -128,3 +132,51 @@ def test_auto_with_the_limits_off_starts_and_loads_nothing(server_factory):
     assert "kernel source filter: " not in srv.output()
     status, _, body = http_get(srv.extra["metrics_port"], "/metrics")
     assert status == 200 and parse(body).get(DROPS, 0) == 0
+
+
+def _without_cap_bpf(mode: str, timeout: float = 10.0) -> tuple[subprocess.Popen, int]:
+    """uturnd with the default limits and --kernel-source-filter MODE, with
+    CAP_BPF, CAP_SYS_ADMIN and CAP_PERFMON dropped (capsh)."""
+    if server_kind() != "uturnd":
+        pytest.skip("the kernel source filter is uturnd's")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop capabilities with capsh")
+    capsh = shutil.which("capsh")
+    if capsh is None:
+        pytest.skip("capsh not installed (libcap2-bin)")
+    port = free_port(span=2)
+    low, high = free_port_range()
+    argv = [server_binary("uturnd"), "--listening-ip", "127.0.0.1", "--listening-port", str(port),
+            "--relay-ip", "127.0.0.1", "--min-port", str(low), "--max-port", str(high), "--realm", REALM,
+            "--user", f"{USER}:{PASSWORD}", "--workers", "1", "--kernel-source-filter", mode]
+    cmd = [capsh, "--drop=cap_bpf,cap_sys_admin,cap_perfmon", "--", "-c", "exec " + " ".join(argv)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if stun.binding(("127.0.0.1", port), timeout=0.3) is not None:
+            break
+    return proc, port
+
+
+def test_auto_without_cap_bpf_starts_and_limits_in_user_space():
+    proc, port = _without_cap_bpf("auto")
+    try:
+        assert proc.poll() is None, "uturnd exited"
+        assert stun.binding(("127.0.0.1", port), timeout=1) is not None
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0].decode(errors="replace")
+    assert "kernel source filter: off, the per-source limits drop in user space only" in out, out
+    assert out.count("kernel source filter: off") == 1, out
+
+
+def test_on_without_cap_bpf_refuses_to_start():
+    proc, _ = _without_cap_bpf("on")
+    try:
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        out = proc.communicate(timeout=10)[0].decode(errors="replace")
+    assert proc.returncode != 0, out
+    assert "--kernel-source-filter on:" in out and "CAP_BPF" in out, out
