@@ -40,6 +40,38 @@ import URing
         #expect(!SourceFilterPart.same(key, otherListener))
     }
 
+    @Test func aFiveTupleIsBlockedOnItsSecondDropAndOnlyOncePerBlock() {
+        var part = SourceFilterPart(maps: nil)
+        let key = SourceFilterPart.key(client: TransportAddress("192.0.2.7:40000")!, listenPort: 3479)
+        let t0 = MonotonicTime(nanoseconds: 5_000_000_000)
+        let first = part.decide(key, nanoseconds: 200_000_000, now: t0)
+        #expect(first == .noted)
+        let t1 = MonotonicTime(nanoseconds: t0.nanoseconds + 1_000)
+        let second = part.decide(key, nanoseconds: 200_000_000, now: t1)
+        #expect(second == .block(until: t1.nanoseconds + 200_000_000))
+    }
+
+    @Test func aFloodThatNeverRepeatsAFiveTupleWritesNothing() {
+        var part = SourceFilterPart(maps: nil)
+        let now = MonotonicTime(nanoseconds: 5_000_000_000)
+        var blocks = 0
+        for port in 0..<5000 {
+            let key = SourceFilterPart.key(client: TransportAddress(ip: IPAddress(v4: 0xC000_0207), port: UInt16(10000 + port)), listenPort: 3479)
+            if case .block = part.decide(key, nanoseconds: 200_000_000, now: now) { blocks += 1 }
+        }
+        #expect(blocks == 0)
+    }
+
+    @Test func aDropLongAfterTheFirstStartsOver() {
+        var part = SourceFilterPart(maps: nil)
+        let key = SourceFilterPart.key(client: TransportAddress("192.0.2.7:40000")!, listenPort: 3479)
+        let t0 = MonotonicTime(nanoseconds: 5_000_000_000)
+        _ = part.decide(key, nanoseconds: 1_000_000, now: t0)
+        let later = MonotonicTime(nanoseconds: t0.nanoseconds + SourceFilterPart.repeatWindow + 1)
+        let decision = part.decide(key, nanoseconds: 1_000_000, now: later)
+        #expect(decision == .noted)
+    }
+
     @Test func withTheFilterOffNothingIsWritten() {
         var part = SourceFilterPart(maps: nil)
         let enabled = part.enabled

@@ -3,35 +3,53 @@ import STUN
 import TURN
 
 /// The worker's side of the kernel source filter: when the per-source
-/// limits drop a request that came in on a plain-UDP listener, it blocks
-/// that exact client address and port on that listening port in the
-/// filter's map, so the kernel drops the source's next datagrams before they
-/// are queued (SourceFilterProgram). One bpf() map update per newly blocked
-/// source per block: datagrams the socket had queued before the block
-/// arrive anyway and are dropped by the limiter again, so `recent`
-/// remembers the blocks this worker wrote and skips the update while one is
-/// in force. The block lasts until the source's bucket holds a token again
+/// limits drop requests from a client address and port that came in on a
+/// plain-UDP listener, it blocks that exact address and port on that
+/// listening port in the filter's map, so the kernel drops the source's
+/// next datagrams before they are queued (SourceFilterProgram). The block
+/// lasts until the source's bucket holds a token again
 /// (TURNServer.sourceBlockNanoseconds), so it answers what the limiter
 /// allows; the kernel lets the source through after that by itself.
 ///
+/// One bpf() map update per blocked source per block, and only for a
+/// 5-tuple dropped twice: the first drop is only noted in `recent`, the
+/// second (within the time the block would last) writes the block. A
+/// flood that never repeats a 5-tuple (spoofed addresses, or one address
+/// rotating its ports) would otherwise cost a syscall per datagram and
+/// block nothing that comes again. `recent` also remembers the blocks this
+/// worker wrote, so the datagrams the socket had queued before a block
+/// (dropped by the limiter again) make no second update.
+///
 /// Runs only when a request was dropped for a limit: no allocation (the
-/// tables are fixed at init), no reference counting, no lock.
+/// table is fixed at init), no reference counting, no lock.
 ///
 /// Invariant: `recent` holds `Self.slots` initialised entries from init
 /// until deinit.
 struct SourceFilterPart: ~Copyable {
     struct Recent {
         var key = sf_key()
+        /// A block this worker wrote ends then (0: none written).
         var until: UInt64 = 0
+        /// The first drop of `key` not yet followed by a block.
+        var seen: UInt64 = 0
+    }
+
+    /// What a drop leads to (`decide`).
+    enum Decision: Equatable {
+        /// A block this worker wrote for the key is in force: nothing to do.
+        case inForce
+        /// The first drop of this key: noted, not blocked yet.
+        case noted
+        /// Block it until this time.
+        case block(until: UInt64)
     }
 
     static let slots = 256
     /// The filter's map, or -1 when the filter is off.
     let blocked: Int32
     private let recent: UnsafeMutablePointer<Recent>
-    /// Map updates that failed (the last errno, for the tick's log line).
+    /// Map updates that failed (counted in uturn_rate_limited_kernel_blocks_total{result="failed"}).
     private(set) var failures: UInt64 = 0
-    private(set) var lastError: Int32 = 0
 
     init(maps: SourceFilterMaps?) {
         blocked = maps?.blocked ?? -1
@@ -63,22 +81,38 @@ struct SourceFilterPart: ~Copyable {
         return key
     }
 
+    /// What the drop of a request from `key` at `now` leads to, the block
+    /// lasting `nanoseconds` (> 0); notes it in `recent`.
+    mutating func decide(_ key: sf_key, nanoseconds: UInt64, now: MonotonicTime) -> Decision {
+        let slot = recent + Self.slot(key)
+        let t = now.nanoseconds
+        if Self.same(slot.pointee.key, key) {
+            if slot.pointee.until > t { return .inForce }
+            if slot.pointee.seen != 0 && t &- slot.pointee.seen <= SourceFilterPart.repeatWindow {
+                return .block(until: t &+ nanoseconds)
+            }
+        }
+        slot.pointee = Recent(key: key, until: 0, seen: t)
+        return .noted
+    }
+
+    /// A second drop this soon after the first blocks the 5-tuple (the
+    /// longest block: a source at the slowest refill still repeats in it).
+    static let repeatWindow: UInt64 = 1_000_000_000
+
     /// Blocks `key` for `nanoseconds` from `now` (CLOCK_MONOTONIC, as
-    /// bpf_ktime_get_ns). Returns whether a map update was made (false: a
-    /// block of this worker's was still in force, or nanoseconds is 0).
+    /// bpf_ktime_get_ns) if `decide` says so. Returns whether a map update
+    /// was made.
     mutating func block(_ key: sf_key, nanoseconds: UInt64, now: MonotonicTime) -> Bool {
         guard enabled, nanoseconds > 0 else { return false }
-        let slot = recent + Self.slot(key)
-        if Self.same(slot.pointee.key, key) && slot.pointee.until > now.nanoseconds { return false }
-        let until = now.nanoseconds &+ nanoseconds
+        guard case .block(let until) = decide(key, nanoseconds: nanoseconds, now: now) else { return false }
         var k = key
         let rc = uturn_source_filter_block(blocked, &k, until)
         if rc != 0 {
             failures &+= 1
-            lastError = -rc
             return false
         }
-        slot.pointee = Recent(key: key, until: until)
+        recent[Self.slot(key)] = Recent(key: key, until: until, seen: 0)
         return true
     }
 
