@@ -105,7 +105,8 @@ public final class Engine: Sendable {
                 do throws(EngineError) {
                     worker = try Worker(
                         index: control.index, config: config, turnConfig: turn, quotas: quotas, control: control,
-                        siblings: siblings, fastPath: maps, sourceFilter: filterMaps, backend: backend, lookups: lookups, log: log)
+                        siblings: siblings, fastPath: maps, sourceFilter: filterMaps, backend: backend, lookups: lookups,
+                        log: log)
                 } catch {
                     control.startResult.withLock { $0 = .failed(error.description) }
                     return

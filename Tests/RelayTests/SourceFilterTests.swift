@@ -56,7 +56,8 @@ import URing
         let now = MonotonicTime(nanoseconds: 5_000_000_000)
         var blocks = 0
         for port in 0..<5000 {
-            let key = SourceFilterPart.key(client: TransportAddress(ip: IPAddress(v4: 0xC000_0207), port: UInt16(10000 + port)), listenPort: 3479)
+            let key = SourceFilterPart.key(
+                client: TransportAddress(ip: IPAddress(v4: 0xC000_0207), port: UInt16(10000 + port)), listenPort: 3479)
             if case .block = part.decide(key, nanoseconds: 200_000_000, now: now) { blocks += 1 }
         }
         #expect(blocks == 0)

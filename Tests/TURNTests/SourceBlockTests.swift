@@ -10,7 +10,8 @@ import Testing
 @Suite struct SourceBlockTests {
     static func limited(failed: UInt64 = 0, binding: UInt64 = 0, total: UInt64 = 0) -> Harness {
         Harness {
-            $0.sourceLimits = SourceRateLimits(failedPerSecond: failed, bindingPerSecond: binding, failedTotalPerSecond: total)
+            $0.sourceLimits = SourceRateLimits(
+                failedPerSecond: failed, bindingPerSecond: binding, failedTotalPerSecond: total)
         }
     }
 
@@ -38,7 +39,9 @@ import Testing
         #expect(block == 250_000_000)
         // 100 ms later, 150 ms are left.
         let later = MonotonicTime(nanoseconds: h.now.nanoseconds + 100_000_000)
-        #expect(h.server.sourceBlockNanoseconds(after: .rateLimitedCredentials, from: c.fiveTuple, now: later) == 150_000_000)
+        #expect(
+            h.server.sourceBlockNanoseconds(after: .rateLimitedCredentials, from: c.fiveTuple, now: later)
+                == 150_000_000)
         // When the block ends, the source is answered again (one refusal).
         h.now = MonotonicTime(nanoseconds: h.now.nanoseconds + block)
         #expect(h.send(unsignedAllocate(c), from: c).errorCode == 401)
@@ -50,14 +53,19 @@ import Testing
         var fast = Self.limited(failed: 5000)
         let c = TestClient("198.51.100.7:40000")
         #expect(exhaust(&fast, c, unsignedAllocate) == .rateLimitedUnauthenticated)
-        #expect(fast.server.sourceBlockNanoseconds(after: .rateLimitedUnauthenticated, from: c.fiveTuple, now: fast.now) == 1_000_000)
+        #expect(
+            fast.server.sourceBlockNanoseconds(after: .rateLimitedUnauthenticated, from: c.fiveTuple, now: fast.now)
+                == 1_000_000)
         // Well past the refill: the bucket holds tokens, nothing to block.
         let much = MonotonicTime(nanoseconds: fast.now.nanoseconds + 10_000_000)
-        #expect(fast.server.sourceBlockNanoseconds(after: .rateLimitedUnauthenticated, from: c.fiveTuple, now: much) == 0)
+        #expect(
+            fast.server.sourceBlockNanoseconds(after: .rateLimitedUnauthenticated, from: c.fiveTuple, now: much) == 0)
         // 1 refusal/s: a token is a second away, the longest a block lasts.
         var slow = Self.limited(failed: 1)
         #expect(exhaust(&slow, c, unsignedAllocate) == .rateLimitedUnauthenticated)
-        #expect(slow.server.sourceBlockNanoseconds(after: .rateLimitedUnauthenticated, from: c.fiveTuple, now: slow.now) == 1_000_000_000)
+        #expect(
+            slow.server.sourceBlockNanoseconds(after: .rateLimitedUnauthenticated, from: c.fiveTuple, now: slow.now)
+                == 1_000_000_000)
     }
 
     @Test func theWorkerTotalBlocksUntilItRefills() {
@@ -68,14 +76,17 @@ import Testing
         for _ in 0..<2 { #expect(h.send(unsignedAllocate(a), from: a).errorCode == 401) }
         for _ in 0..<2 { #expect(h.send(unsignedAllocate(b), from: b).errorCode == 401) }
         #expect(h.send(unsignedAllocate(b), from: b).outcome.effect == .dropped(.rateLimitedUnauthenticated))
-        #expect(h.server.sourceBlockNanoseconds(after: .rateLimitedUnauthenticated, from: b.fiveTuple, now: h.now) == 500_000_000)
+        #expect(
+            h.server.sourceBlockNanoseconds(after: .rateLimitedUnauthenticated, from: b.fiveTuple, now: h.now)
+                == 500_000_000)
     }
 
     @Test func bindingDropsWaitForTheBindingBucket() {
         var h = Self.limited(failed: 100, binding: 2)  // Binding: burst 4, a token each 500 ms
         let c = TestClient("198.51.100.7:40000")
         #expect(exhaust(&h, c, binding) == .rateLimitedBinding)
-        #expect(h.server.sourceBlockNanoseconds(after: .rateLimitedBinding, from: c.fiveTuple, now: h.now) == 500_000_000)
+        #expect(
+            h.server.sourceBlockNanoseconds(after: .rateLimitedBinding, from: c.fiveTuple, now: h.now) == 500_000_000)
         // The refusal buckets are full: a refusal drop would not block.
         #expect(h.server.sourceBlockNanoseconds(after: .rateLimitedUnauthenticated, from: c.fiveTuple, now: h.now) == 0)
     }
@@ -90,7 +101,8 @@ import Testing
         #expect(h.server.sourceBlockNanoseconds(after: .rateLimitedCredentials, from: c.fiveTuple, now: h.now) == 0)
         // With every limit off nothing is blocked.
         var off = Self.limited()
-        #expect(off.server.sourceBlockNanoseconds(after: .rateLimitedUnauthenticated, from: c.fiveTuple, now: off.now) == 0)
+        #expect(
+            off.server.sourceBlockNanoseconds(after: .rateLimitedUnauthenticated, from: c.fiveTuple, now: off.now) == 0)
     }
 
     @Test func untilTokenCountsTheDeficitAndTheTimeSinceTheLastRefill() {

@@ -63,7 +63,8 @@ struct DatagramPart: ~Copyable {
                 if let filter = sourceFilter, !dtls {
                     let rc = uturn_source_filter_attach(s.rawValue, filter.program)
                     if rc != 0 {
-                        let why = "cannot attach the kernel source filter to udp \(address): \(String(cString: strerror(-rc)))"
+                        let why =
+                            "cannot attach the kernel source filter to udp \(address): \(String(cString: strerror(-rc)))"
                         if filter.required {
                             s.close()
                             throw EngineError(why)

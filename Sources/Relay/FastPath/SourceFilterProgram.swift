@@ -63,10 +63,15 @@ final class SourceFilterProgram: @unchecked Sendable {
             guard limitsOn else { return nil }
             do {
                 let program = try load(required: false)
-                log(.info, "kernel source filter: on (sources over the per-source request limits are dropped before they reach a socket)")
+                log(
+                    .info,
+                    "kernel source filter: on (sources over the per-source request limits are dropped before they reach a socket)"
+                )
                 return program
             } catch {
-                log(.warning, "kernel source filter: off, the per-source limits drop in user space only: \(error.description)")
+                log(
+                    .warning,
+                    "kernel source filter: off, the per-source limits drop in user space only: \(error.description)")
                 return nil
             }
         case .on:
@@ -76,7 +81,8 @@ final class SourceFilterProgram: @unchecked Sendable {
                 return program
             } catch {
                 throw EngineError(
-                    "--kernel-source-filter on: \(error.description). Run uturnd as root or grant CAP_BPF, or use --kernel-source-filter auto/off")
+                    "--kernel-source-filter on: \(error.description). Run uturnd as root or grant CAP_BPF, or use --kernel-source-filter auto/off"
+                )
             }
         }
     }

@@ -94,7 +94,8 @@ struct Worker: ~Copyable {
         // The parts bind their listeners; one that fails closes what it
         // bound, and the parts made before it close theirs as they go.
         let datagram = try DatagramPart(
-            config: config, relayCapacity: relayCapacity, ports: slice, workerIndex: index, sourceFilter: filter, log: log)
+            config: config, relayCapacity: relayCapacity, ports: slice, workerIndex: index, sourceFilter: filter,
+            log: log)
         let counters = WorkerCounters()
         let dtls = try DTLSPart(config: config, workerIndex: index)
         let stream = try StreamPart(
