@@ -10,3 +10,13 @@ public enum FastPathObject {
         return [UInt8](data)
     }
 }
+
+/// The kernel source filter's BPF object (Sources/CFastPath/bpf/source_filter.bpf.c,
+/// `--kernel-source-filter`), compiled and embedded as FastPathObject is.
+public enum SourceFilterObject {
+    /// The ELF object, as libbpf opens it.
+    public static var bytes: [UInt8] {
+        guard let data = Data(base64Encoded: sourceFilterObjectBase64) else { return [] }
+        return [UInt8](data)
+    }
+}

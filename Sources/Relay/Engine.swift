@@ -33,6 +33,8 @@ public final class Engine: Sendable {
     let threads = Mutex<[pthread_t]>([])
     /// The kernel fast path while the workers run (nil: off); closed after they stop.
     let fastPath = Mutex<FastPathProgram?>(nil)
+    /// The kernel source filter while the workers run (nil: off); closed after they stop.
+    let sourceFilter = Mutex<SourceFilterProgram?>(nil)
     /// The backend the workers run on, decided (probed) at init so the
     /// metrics can name it before the workers start, and why `auto` fell
     /// back to epoll (logged by `start`).
@@ -82,6 +84,10 @@ public final class Engine: Sendable {
         let program = try FastPathProgram.start(mode: config.offload, interfaces: interfaces, log: log)
         fastPath.withLock { $0 = program }
         let maps = program?.maps
+        let filter = try SourceFilterProgram.start(
+            mode: config.kernelSourceFilter, limitsOn: !turn.sourceLimits.isOff, log: log)
+        sourceFilter.withLock { $0 = filter }
+        let filterMaps = filter?.maps
         let backend = chosenBackend
         if let fallbackReason { log(.warning, fallbackReason) }
         log(.info, "backend: \(backend.rawValue)")
@@ -99,7 +105,8 @@ public final class Engine: Sendable {
                 do throws(EngineError) {
                     worker = try Worker(
                         index: control.index, config: config, turnConfig: turn, quotas: quotas, control: control,
-                        siblings: siblings, fastPath: maps, backend: backend, lookups: lookups, log: log)
+                        siblings: siblings, fastPath: maps, sourceFilter: filterMaps, backend: backend, lookups: lookups,
+                        log: log)
                 } catch {
                     control.startResult.withLock { $0 = .failed(error.description) }
                     return
@@ -214,6 +221,12 @@ public final class Engine: Sendable {
         fastPath.withLock { $0?.passedToUserSpace }
     }
 
+    /// Datagrams the kernel source filter dropped (sources the per-source
+    /// limits blocked). Nil when the filter is off.
+    public var kernelSourceDrops: UInt64? {
+        sourceFilter.withLock { $0?.drops }
+    }
+
     /// "io_uring" or "epoll" (the `uturn_backend_info` metric).
     public var backend: String { chosenBackend.rawValue }
 
@@ -234,6 +247,7 @@ public final class Engine: Sendable {
         for t in all { pthread_join(t, nil) }
         // The workers have deleted their entries; now detach the program.
         fastPath.withLock { $0 = nil }
+        sourceFilter.withLock { $0 = nil }
     }
 
     /// Counters summed over workers (each published once a second and at stop).

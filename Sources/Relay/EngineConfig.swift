@@ -101,6 +101,9 @@ public struct EngineConfig: Sendable {
     /// Interfaces it attaches to (`--offload-interface`); empty: those that
     /// hold the listening and relay addresses.
     public var offloadInterfaces: [String] = []
+    /// Dropping sources the per-source request limits refuse in the kernel,
+    /// before their datagrams reach a UDP listener (`--kernel-source-filter`).
+    public var kernelSourceFilter = KernelSourceFilterMode.auto
 
     /// The workers' completion source (`--backend`): io_uring, epoll, or
     /// io_uring when it can be set up (auto).

@@ -148,3 +148,55 @@ struct SourceRateLimiter: ~Copyable {
         return entry(ip, now: t).pointee.binding.take(1, rate: rate, burst: Self.burst(rate), now: t)
     }
 }
+
+extension SourceRateLimiter {
+    /// Bounds of `blockNanoseconds`: at least a millisecond (a shorter
+    /// block is not worth its map update), at most a second (a reload that
+    /// lowers or lifts the limits takes effect within it).
+    static let minimumBlock: UInt64 = 1_000_000
+    static let maximumBlock: UInt64 = 1_000_000_000
+
+    /// How long the kernel source filter may drop every datagram from a
+    /// source whose request was just dropped (`binding`: by the Binding
+    /// limit; else by the refusal limits): until the bucket that refused it
+    /// holds a token again, so the answers a source gets per second stay
+    /// what this limiter allows. The bucket refills continuously at `rate`
+    /// from `last`, so a bucket at `tokens ≤ 0` holds one token again after
+    /// (1 − tokens) × 10⁹ / rate ns from `last`, less the time since then.
+    /// With both the source's and the worker's total bucket empty, the
+    /// later of the two. Clamped to [minimumBlock, maximumBlock]; 0 when no
+    /// bucket of that kind is empty by `now` (nothing to block).
+    ///
+    /// Call right after the drop, with the same `now`: the buckets were
+    /// refilled to it then.
+    mutating func blockNanoseconds(_ ip: IPAddress, binding: Bool, now: MonotonicTime) -> UInt64 {
+        let t = now.nanoseconds
+        var wait: UInt64 = 0
+        if binding {
+            guard limits.bindingPerSecond > 0 else { return 0 }
+            wait = Self.untilToken(entry(ip, now: t).pointee.binding, rate: limits.bindingPerSecond, now: t)
+        } else {
+            if limits.failedTotalPerSecond > 0 {
+                wait = Self.untilToken(total, rate: limits.failedTotalPerSecond, now: t)
+            }
+            if limits.failedPerSecond > 0 {
+                let f = entry(ip, now: t).pointee.failed
+                wait = max(wait, Self.untilToken(f, rate: limits.failedPerSecond, now: t))
+            }
+        }
+        guard wait > 0 else { return 0 }
+        return min(max(wait, Self.minimumBlock), Self.maximumBlock)
+    }
+
+    /// Nanoseconds from `now` until `bucket` (refilling at `rate` per second)
+    /// holds one token; 0 if it holds one already.
+    static func untilToken(_ bucket: TokenBucket, rate: UInt64, now: UInt64) -> UInt64 {
+        guard bucket.tokens <= 0, rate > 0 else { return 0 }
+        let needed = UInt64(1 - bucket.tokens)  // ≥ 1; at most burst + 1
+        // Rounded up, so the bucket holds the token when the block ends.
+        let (product, overflow) = needed.multipliedReportingOverflow(by: 1_000_000_000)
+        let refill = overflow ? UInt64.max : (product + rate - 1) / rate
+        let elapsed = now > bucket.last ? now - bucket.last : 0
+        return refill > elapsed ? refill - elapsed : 0
+    }
+}

@@ -131,6 +131,25 @@ extension TURNServer {
         return outcome
     }
 
+    /// After a request from `fiveTuple` was dropped for `reason` (one of the
+    /// `rateLimited` reasons): nanoseconds the kernel source filter may drop
+    /// that 5-tuple's datagrams before they reach user space
+    /// (`SourceRateLimiter.blockNanoseconds`); 0: do not block (another
+    /// reason, the limits are off, or the 5-tuple has an allocation).
+    public mutating func sourceBlockNanoseconds(
+        after reason: DropReason, from fiveTuple: FiveTuple, now: MonotonicTime
+    ) -> UInt64 {
+        guard isRateLimited(fiveTuple) else { return 0 }
+        switch reason {
+        case .rateLimitedBinding:
+            return sourceLimiter.blockNanoseconds(fiveTuple.client.ip, binding: true, now: now)
+        case .rateLimitedUnauthenticated, .rateLimitedCredentials, .rateLimitedMalformed:
+            return sourceLimiter.blockNanoseconds(fiveTuple.client.ip, binding: false, now: now)
+        default:
+            return 0
+        }
+    }
+
     /// Whether the per-source limits apply: they are on, and the 5-tuple has
     /// no allocation (an allocation's own traffic is never limited).
     @inline(__always)

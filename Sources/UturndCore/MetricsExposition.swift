@@ -109,6 +109,15 @@ public final class MetricsExposition: Sendable {
                 ("malformed", "rateLimitedMalformed"), ("binding", "rateLimitedBinding"),
             ]),
         Family(
+            name: "uturn_rate_limited_kernel_drops_total",
+            help: "Datagrams the kernel source filter (--kernel-source-filter) dropped before they reached a UDP listening socket: from a client address and port whose request the per-source limits had just dropped, until its bucket refills. Not counted in uturn_rate_limited_requests_total.",
+            series: [("", "rateLimitedKernelDrops")]),
+        Family(
+            name: "uturn_rate_limited_kernel_blocks_total",
+            help: "Blocks the workers wrote into the kernel source filter (one per client address and port per block; a block lasts until the source's bucket refills, 1 ms to 1 s), and writes that failed.",
+            label: "result",
+            series: [("written", "kernelSourceBlocks"), ("failed", "kernelSourceBlockFailures")]),
+        Family(
             name: "uturn_auth_challenges_total",
             help: "401 challenges (REALM and NONCE) sent to unsigned requests: the normal first step of a login.",
             series: [("", "challenges")]),

@@ -177,6 +177,9 @@ extension MetricsSample {
             workers[0]["offloadPassedUnfit"] = passed.unfit
             workers[0]["offloadPassedNoNextHop"] = passed.noNextHop
         }
+        if let drops = engine.kernelSourceDrops, !workers.isEmpty {
+            workers[0]["rateLimitedKernelDrops"] = drops
+        }
         self.init(workers: workers)
     }
 

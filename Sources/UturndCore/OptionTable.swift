@@ -50,6 +50,7 @@ public enum OptionTable {
         "buffer-size": .value, "send-ops": .value, "max-batch": .value, "batch-wait-us": .value, "no-multishot": .flag,
         "no-defer-taskrun": .flag, "no-single-issuer": .flag, "no-gso": .flag, "gro-client": .flag,
         "gro-peer": .flag, "gro-buffers": .value, "offload": .value, "backend": .value, "offload-interface": .value,
+        "kernel-source-filter": .value,
         "simulate-io-uring-failure": .flag,
     ]
 

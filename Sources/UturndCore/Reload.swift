@@ -257,6 +257,7 @@ public struct Reloader: Sendable {
         ("--backend", { $0.engine.backend.rawValue }),
         ("--offload", { $0.engine.offload.rawValue }),
         ("--offload-interface", { $0.engine.offloadInterfaces.joined(separator: ", ") }),
+        ("--kernel-source-filter", { $0.engine.kernelSourceFilter.rawValue }),
         ("--user-quota", { "\($0.userQuota)" }),
         ("--total-quota", { "\($0.totalQuota)" }),
         ("--max-bps", { "\($0.turn.rateLimits.maxBytesPerSecond)" }),

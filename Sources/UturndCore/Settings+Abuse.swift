@@ -61,7 +61,7 @@ extension Settings {
     var abuseSummary: String {
         let l = turn.sourceLimits
         func rate(_ n: UInt64) -> String { n == 0 ? "no limit" : "\(n)/s" }
-        return "request limits per source without an allocation: refusals \(rate(l.failedPerSecond)), Binding \(rate(l.bindingPerSecond)); refusals per worker \(rate(l.failedTotalPerSecond))"
+        return "request limits per source without an allocation: refusals \(rate(l.failedPerSecond)), Binding \(rate(l.bindingPerSecond)); refusals per worker \(rate(l.failedTotalPerSecond)); kernel source filter \(engine.kernelSourceFilter.rawValue)"
     }
 
     /// The alternate-server line of the summary (nil: none).

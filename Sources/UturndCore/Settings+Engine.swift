@@ -42,5 +42,9 @@ extension Settings {
         }
         engine.offload = offload
         engine.offloadInterfaces = e.offloadInterface
+        guard let filter = KernelSourceFilterMode(rawValue: e.kernelSourceFilter) else {
+            throw ValidationError("--kernel-source-filter \(e.kernelSourceFilter) must be off, auto or on.")
+        }
+        engine.kernelSourceFilter = filter
     }
 }

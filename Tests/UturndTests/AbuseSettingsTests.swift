@@ -50,3 +50,21 @@ struct RelayAddressSettingsTests {
         #expect(s.turn.relayFamilies == [.v4, .v6])
     }
 }
+
+@Suite("--kernel-source-filter")
+struct KernelSourceFilterSettingsTests {
+    @Test func autoByDefaultAndEachModeByName() throws {
+        #expect(try settings(["--user", "a:b"]).engine.kernelSourceFilter == .auto)
+        #expect(try settings(["--user", "a:b", "--kernel-source-filter", "on"]).engine.kernelSourceFilter == .on)
+        let off = try settings(["--user", "a:b", "--kernel-source-filter", "off"])
+        #expect(off.engine.kernelSourceFilter == .off)
+        #expect(off.summary.contains { $0.hasPrefix("request limits per source") && $0.hasSuffix("kernel source filter off") })
+        #expect(problem(["--user", "a:b", "--kernel-source-filter", "yes"])?.contains("--kernel-source-filter yes must be off, auto or on") == true)
+    }
+
+    @Test func worksInTheConfigFile() throws {
+        let file = try ConfigFile(path: "t.conf", text: "kernel-source-filter=off\n")
+        #expect(file.arguments == ["--kernel-source-filter=off"])
+        #expect(try settings(["--user", "a:b"] + file.arguments).engine.kernelSourceFilter == .off)
+    }
+}

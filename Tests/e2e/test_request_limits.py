@@ -31,7 +31,10 @@ def limited_server(server_factory):
         pytest.skip("the request limits are uturnd's")
     return start_metrics_server(
         server_factory, "turn-limits",
-        f"--failed-request-rate {RATE} --binding-request-rate {RATE} --failed-request-rate-total 0")
+        # The user-space limiter alone: its drop counts are what this checks
+        # (test_kernel_source_filter.py has the kernel filter in front of it).
+        f"--failed-request-rate {RATE} --binding-request-rate {RATE} --failed-request-rate-total 0 "
+        "--kernel-source-filter off")
 
 
 def unsigned_allocate() -> bytes:

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "fastpath_maps.h"
+#include "source_filter.h"  // the kernel source filter (--kernel-source-filter)
 
 struct uturn_fastpath;
 

@@ -1,3 +1,4 @@
+import CFastPath
 import Glibc
 import STUN
 import TURN
@@ -38,8 +39,16 @@ struct DatagramPart: ~Copyable {
     let groClient: Bool
     let groPeer: Bool
 
-    /// Binds every listening address (each worker binds each one with SO_REUSEPORT).
-    init(config: EngineConfig, relayCapacity: Int, ports: ClosedRange<UInt16>, workerIndex: Int) throws(EngineError) {
+    /// Binds every listening address (each worker binds each one with
+    /// SO_REUSEPORT), and attaches the kernel source filter to the plain-UDP
+    /// ones when it is loaded (a DTLS listener's datagrams are records of
+    /// sessions, which the request limits do not see; relay sockets carry
+    /// peers' traffic). A filter that cannot attach fails the worker when
+    /// `--kernel-source-filter on`, else is logged and left off that socket.
+    init(
+        config: EngineConfig, relayCapacity: Int, ports: ClosedRange<UInt16>, workerIndex: Int,
+        sourceFilter: SourceFilterMaps? = nil, log: EngineLog? = nil
+    ) throws(EngineError) {
         let all = config.listen.map { ($0, false) } + config.dtlsListen.map { ($0, true) }
         let bound = UnsafeMutableBufferPointer<Listener>.allocate(capacity: all.count)
         for (i, (address, dtls)) in all.enumerated() {
@@ -49,6 +58,18 @@ struct DatagramPart: ~Copyable {
                     do { try s.setUDPGRO(true) } catch {
                         s.close()
                         throw error
+                    }
+                }
+                if let filter = sourceFilter, !dtls {
+                    let rc = uturn_source_filter_attach(s.rawValue, filter.program)
+                    if rc != 0 {
+                        let why =
+                            "cannot attach the kernel source filter to udp \(address): \(String(cString: strerror(-rc)))"
+                        if filter.required {
+                            s.close()
+                            throw EngineError(why)
+                        }
+                        log?(.warning, "worker \(workerIndex): \(why); requests from it are limited in user space only")
                     }
                 }
                 bound.initializeElement(at: i, to: Listener(fd: s.rawValue, local: address, dtls: dtls))

@@ -178,12 +178,16 @@ extension Worker {
             if removed.relayTransport == .tcp { closeConnectionsOfRemovedAllocations() }
         case .dropped(.rateLimitedUnauthenticated):
             counters.add(.rateLimitedUnauthenticated)
+            blockSource(after: .rateLimitedUnauthenticated, fiveTuple: fiveTuple, reply: reply, now: now)
         case .dropped(.rateLimitedCredentials):
             counters.add(.rateLimitedCredentials)
+            blockSource(after: .rateLimitedCredentials, fiveTuple: fiveTuple, reply: reply, now: now)
         case .dropped(.rateLimitedMalformed):
             counters.add(.rateLimitedMalformed)
+            blockSource(after: .rateLimitedMalformed, fiveTuple: fiveTuple, reply: reply, now: now)
         case .dropped(.rateLimitedBinding):
             counters.add(.rateLimitedBinding)
+            blockSource(after: .rateLimitedBinding, fiveTuple: fiveTuple, reply: reply, now: now)
         case .dropped:
             counters.add(.dropsMalformed)
         case .forwardMove(let owner):

@@ -16,6 +16,7 @@ import URing
 /// - `tcpRelay` (TCPRelay/): RFC 6062 data pairs and connections moving
 ///   between workers.
 /// - `fastPath` (FastPath/): this worker's entries in the kernel fast path.
+/// - `sourceFilter` (FastPath/): its blocks in the kernel source filter.
 /// - `turn`: the TURN state machine and its tables (the TURN module).
 ///
 /// The worker routes: each completion goes to the part that owns its kind
@@ -45,6 +46,7 @@ struct Worker: ~Copyable {
     var dtls: DTLSPart
     var tcpRelay: TCPRelayPart
     var fastPath: FastPathPart
+    var sourceFilter: SourceFilterPart
     var turn: TURNServer
     var counters: WorkerCounters
     /// Response scratch for the control path (a STUN response fits in 548 bytes).
@@ -83,14 +85,17 @@ struct Worker: ~Copyable {
 
     init(
         index: Int, config: EngineConfig, turnConfig: TURNConfiguration, quotas: AllocationQuotas,
-        control: WorkerControl, siblings: [WorkerControl], fastPath maps: FastPathMaps?, backend: Backend,
+        control: WorkerControl, siblings: [WorkerControl], fastPath maps: FastPathMaps?,
+        sourceFilter filter: SourceFilterMaps? = nil, backend: Backend,
         lookups: CredentialLookups, log: @escaping EngineLog
     ) throws(EngineError) {
         let relayCapacity = turnConfig.limits.maxAllocations * 2
         let slice = PortRange.slice(min: config.minPort, max: config.maxPort, workers: config.workers, index: index)
         // The parts bind their listeners; one that fails closes what it
         // bound, and the parts made before it close theirs as they go.
-        let datagram = try DatagramPart(config: config, relayCapacity: relayCapacity, ports: slice, workerIndex: index)
+        let datagram = try DatagramPart(
+            config: config, relayCapacity: relayCapacity, ports: slice, workerIndex: index, sourceFilter: filter,
+            log: log)
         let counters = WorkerCounters()
         let dtls = try DTLSPart(config: config, workerIndex: index)
         let stream = try StreamPart(
@@ -114,6 +119,7 @@ struct Worker: ~Copyable {
         self.dtls = dtls
         self.counters = counters
         fastPath = FastPathPart(maps: maps, workerIndex: index, workers: config.workers, log: log)
+        sourceFilter = SourceFilterPart(maps: filter)
         control.waker.withLock { $0 = waker }
         self.index = index
         self.control = control

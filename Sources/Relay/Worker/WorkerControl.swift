@@ -107,6 +107,7 @@ struct WorkerCounters: ~Copyable {
         case offloadPacketsToPeers, offloadBytesToPeers, offloadPacketsToClients, offloadBytesToClients
         case offloadEntriesWritten, offloadEntriesDeleted
         case rateLimitedUnauthenticated, rateLimitedCredentials, rateLimitedMalformed, rateLimitedBinding
+        case kernelSourceBlocks, kernelSourceBlockFailures
         case policyDropsBps, policyDropsUserBps, policyDropsCapacity, policyDropsPps, policyRefusedPeers
         case dtlsAccepted, dtlsRefused, dtlsClosed, dtlsTimeouts, dtlsFailures, dtlsCookies
         case lookupsFound, lookupsUnknown, lookupsFailed, lookupsTimedOut, lookupsRefused

@@ -1,0 +1,134 @@
+import CFastPath
+import STUN
+import TURN
+
+/// The worker's side of the kernel source filter: when the per-source
+/// limits drop requests from a client address and port that came in on a
+/// plain-UDP listener, it blocks that exact address and port on that
+/// listening port in the filter's map, so the kernel drops the source's
+/// next datagrams before they are queued (SourceFilterProgram). The block
+/// lasts until the source's bucket holds a token again
+/// (TURNServer.sourceBlockNanoseconds), so it answers what the limiter
+/// allows; the kernel lets the source through after that by itself.
+///
+/// One bpf() map update per blocked source per block, and only for a
+/// 5-tuple dropped twice: the first drop is only noted in `recent`, the
+/// second (within the time the block would last) writes the block. A
+/// flood that never repeats a 5-tuple (spoofed addresses, or one address
+/// rotating its ports) would otherwise cost a syscall per datagram and
+/// block nothing that comes again. `recent` also remembers the blocks this
+/// worker wrote, so the datagrams the socket had queued before a block
+/// (dropped by the limiter again) make no second update.
+///
+/// Runs only when a request was dropped for a limit: no allocation (the
+/// table is fixed at init), no reference counting, no lock.
+///
+/// Invariant: `recent` holds `Self.slots` initialised entries from init
+/// until deinit.
+struct SourceFilterPart: ~Copyable {
+    struct Recent {
+        var key = sf_key()
+        /// A block this worker wrote ends then (0: none written).
+        var until: UInt64 = 0
+        /// The first drop of `key` not yet followed by a block.
+        var seen: UInt64 = 0
+    }
+
+    /// What a drop leads to (`decide`).
+    enum Decision: Equatable {
+        /// A block this worker wrote for the key is in force: nothing to do.
+        case inForce
+        /// The first drop of this key: noted, not blocked yet.
+        case noted
+        /// Block it until this time.
+        case block(until: UInt64)
+    }
+
+    static let slots = 256
+    /// The filter's map, or -1 when the filter is off.
+    let blocked: Int32
+    private let recent: UnsafeMutablePointer<Recent>
+    /// Map updates that failed (counted in uturn_rate_limited_kernel_blocks_total{result="failed"}).
+    private(set) var failures: UInt64 = 0
+
+    init(maps: SourceFilterMaps?) {
+        blocked = maps?.blocked ?? -1
+        recent = .allocate(capacity: Self.slots)
+        recent.initialize(repeating: Recent(), count: Self.slots)
+    }
+
+    deinit { recent.deallocate() }
+
+    var enabled: Bool { blocked >= 0 }
+
+    /// The map key of `client` sending to listening port `listenPort`. An
+    /// IPv4-mapped IPv6 client (a dual-stack listener) is keyed as IPv4: the
+    /// kernel sees its datagrams as IPv4.
+    static func key(client: TransportAddress, listenPort: UInt16) -> sf_key {
+        var key = sf_key()
+        var ip = client.ip
+        if ip.family == .v6 && ip.high == 0 && ip.low >> 32 == 0xFFFF {
+            ip = IPAddress(v4: UInt32(truncatingIfNeeded: ip.low))
+        }
+        let address = MapAddress(ip)
+        key.source_ip.0 = address.words.0
+        key.source_ip.1 = address.words.1
+        key.source_ip.2 = address.words.2
+        key.source_ip.3 = address.words.3
+        key.source_port = client.port.bigEndian
+        key.listen_port = listenPort.bigEndian
+        key.family = MapAddress.family(ip)
+        return key
+    }
+
+    /// What the drop of a request from `key` at `now` leads to, the block
+    /// lasting `nanoseconds` (> 0); notes it in `recent`.
+    mutating func decide(_ key: sf_key, nanoseconds: UInt64, now: MonotonicTime) -> Decision {
+        let slot = recent + Self.slot(key)
+        let t = now.nanoseconds
+        if Self.same(slot.pointee.key, key) {
+            if slot.pointee.until > t { return .inForce }
+            if slot.pointee.seen != 0 && t &- slot.pointee.seen <= SourceFilterPart.repeatWindow {
+                return .block(until: t &+ nanoseconds)
+            }
+        }
+        slot.pointee = Recent(key: key, until: 0, seen: t)
+        return .noted
+    }
+
+    /// A second drop this soon after the first blocks the 5-tuple (the
+    /// longest block: a source at the slowest refill still repeats in it).
+    static let repeatWindow: UInt64 = 1_000_000_000
+
+    /// Blocks `key` for `nanoseconds` from `now` (CLOCK_MONOTONIC, as
+    /// bpf_ktime_get_ns) if `decide` says so. Returns whether a map update
+    /// was made.
+    mutating func block(_ key: sf_key, nanoseconds: UInt64, now: MonotonicTime) -> Bool {
+        guard enabled, nanoseconds > 0 else { return false }
+        guard case .block(let until) = decide(key, nanoseconds: nanoseconds, now: now) else { return false }
+        var k = key
+        let rc = uturn_source_filter_block(blocked, &k, until)
+        if rc != 0 {
+            failures &+= 1
+            return false
+        }
+        recent[Self.slot(key)] = Recent(key: key, until: until, seen: 0)
+        return true
+    }
+
+    @inline(__always)
+    static func slot(_ k: sf_key) -> Int {
+        var h = UInt64(k.source_ip.0) ^ UInt64(k.source_ip.1) << 32
+        h ^= (UInt64(k.source_ip.2) ^ UInt64(k.source_ip.3) << 32) &* 0x9E37_79B9_7F4A_7C15
+        h ^= UInt64(k.source_port) << 16 | UInt64(k.listen_port)
+        h = (h ^ (h >> 29)) &* 0xBF58_476D_1CE4_E5B9
+        return Int(truncatingIfNeeded: h >> 40) & (slots - 1)
+    }
+
+    @inline(__always)
+    static func same(_ a: sf_key, _ b: sf_key) -> Bool {
+        a.source_ip.0 == b.source_ip.0 && a.source_ip.1 == b.source_ip.1 && a.source_ip.2 == b.source_ip.2
+            && a.source_ip.3 == b.source_ip.3 && a.source_port == b.source_port && a.listen_port == b.listen_port
+            && a.family == b.family
+    }
+}
