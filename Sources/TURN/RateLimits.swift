@@ -44,6 +44,11 @@ public struct RateLimits: Sendable, Hashable {
         maxBytesPerSecond != 0 || userMaxBytesPerSecond != 0 || capacityBytesPerSecond != 0 || maxPacketsPerSecond != 0
     }
 
+    /// Whether any byte rate is set (byte streams may be paused).
+    public var limitsBytes: Bool {
+        maxBytesPerSecond != 0 || userMaxBytesPerSecond != 0 || capacityBytesPerSecond != 0
+    }
+
     /// Allocations the capacity can hold under `refuse` (each reserving
     /// `--max-bps`); nil when there is no such bound.
     public var reservedAllocations: Int? {

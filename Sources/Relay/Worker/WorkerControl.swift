@@ -108,6 +108,7 @@ struct WorkerCounters: ~Copyable {
         case offloadEntriesWritten, offloadEntriesDeleted
         case rateLimitedUnauthenticated, rateLimitedCredentials, rateLimitedMalformed, rateLimitedBinding
         case policyDropsBps, policyDropsUserBps, policyDropsCapacity, policyDropsPps, policyRefusedPeers
+        case policyPausedToPeer, policyPausedToClient
         case dtlsAccepted, dtlsRefused, dtlsClosed, dtlsTimeouts, dtlsFailures, dtlsCookies
         case lookupsFound, lookupsUnknown, lookupsFailed, lookupsTimedOut, lookupsRefused
     }
