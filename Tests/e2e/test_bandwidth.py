@@ -422,3 +422,55 @@ def test_max_bps_holds_a_tcp_relay_pair_without_loss(limited):
     finally:
         hog.close()
         calm.close()
+
+
+def test_a_paused_tcp_relay_pair_closes_cleanly(limited):
+    """A peer blasting into a data pair gets its connection paused; the
+    client then closes its data connection: the server closes the paused
+    peer connection too (nothing left waiting on the pause), and once every
+    connection of the test is closed the server's accepted and closed
+    counts agree."""
+    port = limited.extra["metrics_port"]
+    paused = 'uturn_policy_paused_total{direction="to_client"}'
+    before = scrape_until(port, lambda s: True, timeout=0).get(paused, 0)
+    pair = RelayPair(limited)
+    try:
+        pair.peer.setblocking(False)
+        blob = bytes(65536)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                pair.peer.send(blob)
+            except BlockingIOError:
+                time.sleep(0.01)
+        samples = scrape_until(port, lambda s: s.get(paused, 0) > before)
+        assert samples.get(paused, 0) > before, samples
+        pair.data.close()
+        pair.peer.setblocking(True)
+        pair.peer.settimeout(5)
+        ended = False
+        deadline = time.monotonic() + 5
+        while not ended and time.monotonic() < deadline:
+            try:
+                ended = pair.peer.recv(65536) == b""
+            except (ConnectionResetError, BrokenPipeError):
+                ended = True
+            except (TimeoutError, socket.timeout):
+                break
+        assert ended, "the server kept the paused peer connection open"
+    finally:
+        pair.close()
+    # A new pair works (the slots came back), and nothing stays open.
+    other = RelayPair(limited)
+    try:
+        other.client.sendall(b"after the pause")
+        other.peer.settimeout(5)
+        assert other.peer.recv(100) == b"after the pause"
+    finally:
+        other.close()
+    closed_all = scrape_until(
+        port, lambda s: s.get('uturn_stream_connections_total{event="accepted"}', 0)
+        == s.get('uturn_stream_connections_total{event="closed"}', 0))
+    accepted = closed_all.get('uturn_stream_connections_total{event="accepted"}', 0)
+    assert accepted >= 6 and accepted == closed_all.get('uturn_stream_connections_total{event="closed"}', 0), \
+        closed_all
