@@ -37,6 +37,60 @@ extension AllocationTable {
         return .pass
     }
 
+    /// Byte streams (TCP and TLS clients, RFC 6062 data connections): the
+    /// bytes were read already and are never dropped; instead the reader
+    /// stops reading while the bucket is empty, so TCP slows the sender.
+    /// Charges `bytes` to the allocation's byte rate in the direction given
+    /// even when that takes the bucket below zero, and says whether tokens
+    /// are left (false: pause reading until `resumeDelay` says so). Always
+    /// true without a byte limit, or for a stale id. Data path: no
+    /// allocation, no reference counting.
+    @inline(__always)
+    public mutating func charge(_ id: AllocationID, bytes: Int, toPeer: Bool, now: MonotonicTime) -> Bool {
+        guard limitsPackets, isLive(id) else { return true }
+        let r = records + Int(id.slot)
+        r.pointee.limiter.active = true
+        let rate = r.pointee.limiter.rate
+        guard rate != 0 else { return true }
+        let burst = TokenBucket.burst(rate: rate, floor: LimiterState.byteBurstFloor)
+        return toPeer
+            ? r.pointee.limiter.toPeer.charge(UInt64(bytes), rate: rate, burst: burst, now: now.nanoseconds)
+            : r.pointee.limiter.toClient.charge(UInt64(bytes), rate: rate, burst: burst, now: now.nanoseconds)
+    }
+
+    /// `--max-pps` alone, for a packet read from a byte stream (its bytes go
+    /// through `charge`): false (counted) when over it, and the packet is dropped.
+    @inline(__always)
+    public mutating func admitPacket(_ id: AllocationID, now: MonotonicTime) -> Bool {
+        let pps = rateLimits.maxPacketsPerSecond
+        guard pps != 0, isLive(id) else { return true }
+        let r = records + Int(id.slot)
+        guard r.pointee.limiter.packets.take(1, rate: pps, burst: TokenBucket.burst(rate: pps, floor: 1), now: now.nanoseconds)
+        else {
+            r.pointee.limiter.drops.count(.pps)
+            return false
+        }
+        return true
+    }
+
+    /// Nanoseconds until a reader paused by `charge` may read again (0: now;
+    /// also for a stale id or a rate lifted meanwhile): until the bucket of
+    /// that direction is half full again. Waiting for half a burst (50 ms
+    /// of the rate) rather than one token lets the reader take several
+    /// buffers per wake-up; the long-run rate is the same, since every byte
+    /// read is charged. Control path (a paused reader's timer).
+    public mutating func resumeDelay(_ id: AllocationID, toPeer: Bool, now: MonotonicTime) -> UInt64 {
+        guard limitsPackets, isLive(id) else { return 0 }
+        let r = records + Int(id.slot)
+        let rate = r.pointee.limiter.rate
+        guard rate != 0 else { return 0 }
+        let burst = TokenBucket.burst(rate: rate, floor: LimiterState.byteBurstFloor)
+        let level = Int64(clamping: max(1, burst / 2))
+        return toPeer
+            ? r.pointee.limiter.toPeer.delay(untilLevel: level, rate: rate, burst: burst, now: now.nanoseconds)
+            : r.pointee.limiter.toClient.delay(untilLevel: level, rate: rate, burst: burst, now: now.nanoseconds)
+    }
+
     /// Charges `count` new peer addresses to `--max-new-peers-per-second`;
     /// false (counted as refused) when over it. Control path.
     public mutating func admitNewPeers(_ count: Int, in id: AllocationID, now: MonotonicTime) -> Bool {

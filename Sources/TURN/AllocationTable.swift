@@ -146,7 +146,7 @@ public struct AllocationTable: ~Copyable {
     /// Per-allocation limits (bytes, packets, new peers); see RateLimits.swift.
     let rateLimits: RateLimits
     /// `rateLimits.limitsPackets`, read once per packet.
-    let limitsPackets: Bool
+    public let limitsPackets: Bool
     /// New peers refused by `--max-new-peers-per-second`, all allocations together.
     public internal(set) var peerRateRefusals: UInt64 = 0
 

@@ -13,8 +13,10 @@ public enum CapacityPolicy: String, Sendable, Hashable, CaseIterable {
 ///
 /// Byte rates apply to each direction apart (client → peer and peer →
 /// client each get the rate, as coturn's `max-bps` does), over every client
-/// transport. They are enforced by token buckets in each allocation's
-/// record, owned by its worker; the rate of each allocation is the least of
+/// transport and RFC 6062 TCP relays. They are enforced by token buckets in
+/// each allocation's record, owned by its worker: datagrams over them are
+/// dropped (`admit`); byte streams are charged whole and paused instead
+/// (`charge`, `resumeDelay`). The rate of each allocation is the least of
 /// `maxBytesPerSecond`, its user's share of `userMaxBytesPerSecond` and its
 /// share of `capacityBytesPerSecond`, recomputed once a second.
 public struct RateLimits: Sendable, Hashable {
@@ -42,6 +44,11 @@ public struct RateLimits: Sendable, Hashable {
     /// traffic must pass through user space: allocations are not offloaded.
     public var limitsPackets: Bool {
         maxBytesPerSecond != 0 || userMaxBytesPerSecond != 0 || capacityBytesPerSecond != 0 || maxPacketsPerSecond != 0
+    }
+
+    /// Whether any byte rate is set (byte streams may be paused).
+    public var limitsBytes: Bool {
+        maxBytesPerSecond != 0 || userMaxBytesPerSecond != 0 || capacityBytesPerSecond != 0
     }
 
     /// Allocations the capacity can hold under `refuse` (each reserving

@@ -213,6 +213,19 @@ public struct TURNServer: ~Copyable {
         tables.admit(id, bytes: bytes, toPeer: false, now: now)
     }
 
+    /// Client data for a peer read from a TCP or TLS client connection: it
+    /// is never dropped for the byte rate (it was read; the connection is
+    /// paused instead), only for `--max-pps`. Returns whether it may pass
+    /// (false: over `--max-pps`, counted) and whether the connection may go
+    /// on reading (false: pause it, the bucket is empty).
+    @inline(__always)
+    public mutating func chargeStreamToPeer(_ id: AllocationID, bytes: Int, now: MonotonicTime) -> (pass: Bool, keepReading: Bool) {
+        guard tables.admitPacket(id, now: now) else { return (false, true) }
+        let more = tables.charge(id, bytes: bytes, toPeer: true, now: now)
+        tables.countToPeer(id, bytes: bytes)
+        return (true, more)
+    }
+
     /// Counts `bytes` of peer data relayed to the allocation's client.
     @inline(__always)
     public mutating func countToClient(_ id: AllocationID, bytes: Int) { tables.countToClient(id, bytes: bytes) }

@@ -32,6 +32,37 @@ struct TokenBucket {
     /// one second there).
     @inline(__always)
     mutating func take(_ amount: UInt64, rate: UInt64, burst: UInt64, now: UInt64) -> Bool {
+        refill(rate: rate, burst: burst, now: now)
+        guard tokens > 0 else { return false }
+        tokens &-= Int64(clamping: amount)
+        return true
+    }
+
+    /// Charges `amount` whether or not the bucket holds tokens (bytes of a
+    /// byte stream, already read: they pass, and the reader pauses instead),
+    /// and says whether tokens are left afterwards (false: pause reading).
+    @inline(__always)
+    mutating func charge(_ amount: UInt64, rate: UInt64, burst: UInt64, now: UInt64) -> Bool {
+        refill(rate: rate, burst: burst, now: now)
+        tokens &-= Int64(clamping: amount)
+        return tokens > 0
+    }
+
+    /// Nanoseconds from `now` until the bucket holds `level` tokens at
+    /// `rate` (0 if it holds them now). Refills first.
+    mutating func delay(untilLevel level: Int64, rate: UInt64, burst: UInt64, now: UInt64) -> UInt64 {
+        refill(rate: rate, burst: burst, now: now)
+        guard tokens < level, rate > 0 else { return 0 }
+        let missing = UInt64(level &- tokens)
+        // A deficit too large for the product (not reachable with rates and
+        // buffers in range) is treated as a second's wait.
+        let (ns, overflow) = missing.multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow ? 1_000_000_000 : ns / rate
+    }
+
+    /// Adds the tokens earned since `last`, up to `burst`.
+    @inline(__always)
+    mutating func refill(rate: UInt64, burst: UInt64, now: UInt64) {
         if now > last {
             let elapsed = now - last
             if elapsed >= 1_000_000_000 {
@@ -39,20 +70,17 @@ struct TokenBucket {
                 tokens = min(Int64(clamping: burst), tokens &+ Int64(clamping: rate))
                 last = now
             } else {
-                let refill = elapsed * rate / 1_000_000_000
-                if refill > 0 {
-                    tokens = min(Int64(clamping: burst), tokens &+ Int64(clamping: refill))
+                let earned = elapsed * rate / 1_000_000_000
+                if earned > 0 {
+                    tokens = min(Int64(clamping: burst), tokens &+ Int64(clamping: earned))
                     // Advance by the time those whole tokens took, not to
                     // `now`: the fraction of a token left over counts next
                     // time (at low rates, dropping it would lose up to a
-                    // quarter of the rate). refill ≤ rate ≤ 16 × 10⁹, so
+                    // quarter of the rate). earned ≤ rate ≤ 16 × 10⁹, so
                     // the product stays below 2⁶⁴.
-                    last += refill * 1_000_000_000 / rate
+                    last += earned * 1_000_000_000 / rate
                 }
             }
         }
-        guard tokens > 0 else { return false }
-        tokens &-= Int64(clamping: amount)
-        return true
     }
 }

@@ -92,6 +92,11 @@ public final class MetricsExposition: Sendable {
                 ("pps", "policyDropsPps"), ("peer_rate", "policyRefusedPeers"),
             ]),
         Family(
+            name: "uturn_policy_paused_total",
+            help: "Times a byte stream stopped reading because its allocation's byte rate (--max-bps, --user-max-bps, --bps-capacity) was used up, by direction: to_peer (a TCP or TLS client connection, or an RFC 6062 client data connection), to_client (an RFC 6062 peer connection). Nothing is dropped: reading resumes when the bucket refills.",
+            label: "direction",
+            series: [("to_peer", "policyPausedToPeer"), ("to_client", "policyPausedToClient")]),
+        Family(
             name: "uturn_refused_requests_total",
             help: "Requests answered with an error, by code: 401 here means wrong credentials on a signed request (the unsigned first-step challenges are uturn_auth_challenges_total), 403 forbidden peer, 438 stale nonce, 486 quota, 508 no capacity, other: any other code.",
             label: "code",

@@ -155,7 +155,7 @@ public struct LimitOptions: ParsableArguments {
     public var drainTimeout: Int = 0
 
     @Option(name: .customLong("max-bps"),
-            help: ArgumentHelp("Most bytes per second one allocation may relay in each direction (client to peer, peer to client), over every client transport; more is dropped (0: unlimited). Allocations under a limit are not offloaded.", valueName: "bytes"))
+            help: ArgumentHelp("Most bytes per second one allocation may relay in each direction (client to peer, peer to client), over every client transport and RFC 6062 TCP relays; datagrams over it are dropped, byte streams are paused (not read) until it allows more (0: unlimited). Allocations under a limit are not offloaded.", valueName: "bytes"))
     public var maxBps: Int = 0
 
     @Option(name: .customLong("bps-capacity"),

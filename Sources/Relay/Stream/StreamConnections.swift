@@ -73,6 +73,13 @@ struct StreamConnection {
     /// Bytes handed to the SEND in flight (0: none).
     var sending = 0
 
+    /// Reading stopped by the traffic limits (StreamPart+Pause.swift): no
+    /// receive is armed until the bucket of `pausedAllocation` in the
+    /// direction `pausedToPeer` refills. Listed in `StreamConnections.paused`.
+    var paused = false
+    var pausedToPeer = false
+    var pausedAllocation = AllocationID(slot: 0, generation: 0)
+
     /// The receive ended (or was never armed) and must be armed at the next flush.
     var needsReceive = false
     /// A receive (multishot or single-shot) is armed and has not ended.
@@ -137,6 +144,10 @@ struct StreamConnections: ~Copyable {
     /// it until the CQE, so it lives here, not on the stack).
     let connectAddresses: UnsafeMutablePointer<sockaddr_storage>
     private let isDirty: UnsafeMutablePointer<Bool>
+    /// Connections paused by the traffic limits (each at most once: a slot
+    /// leaves the list when it resumes or closes), unordered.
+    let paused: UnsafeMutablePointer<UInt32>
+    private(set) var pausedCount = 0
     /// Open connections (not closed).
     private(set) var openCount = 0
 
@@ -154,6 +165,7 @@ struct StreamConnections: ~Copyable {
         dirty = .allocate(capacity: max(1, capacity))
         isDirty = .allocate(capacity: max(1, capacity))
         isDirty.initialize(repeating: false, count: max(1, capacity))
+        paused = .allocate(capacity: max(1, capacity))
         connectAddresses = .allocate(capacity: max(1, capacity))
         connectAddresses.initialize(repeating: sockaddr_storage(), count: max(1, capacity))
     }
@@ -164,6 +176,7 @@ struct StreamConnections: ~Copyable {
         slots.deallocate()
         dirty.deallocate()
         isDirty.deallocate()
+        paused.deallocate()
         connectAddresses.deallocate()
     }
 
@@ -217,6 +230,7 @@ struct StreamConnections: ~Copyable {
         let i = Int(slot)
         slots[i].fd = -1
         slots[i].closed = true
+        if slots[i].paused { unpause(slot) }
         openCount -= 1
         releaseIfDone(slot)
     }
@@ -256,6 +270,28 @@ struct StreamConnections: ~Copyable {
         slots[i].inbox = bigger
         slots[i].inboxCapacity = capacity
         return true
+    }
+
+    /// Marks `slot` paused and lists it (a no-op if it is already).
+    mutating func pause(_ slot: UInt32, allocation: AllocationID, toPeer: Bool) {
+        let i = Int(slot)
+        guard !slots[i].paused, pausedCount < max(1, capacity) else { return }
+        slots[i].paused = true
+        slots[i].pausedToPeer = toPeer
+        slots[i].pausedAllocation = allocation
+        paused[pausedCount] = slot
+        pausedCount += 1
+    }
+
+    /// Clears `slot`'s pause and takes it off the list (a linear walk of the
+    /// paused connections: once per pause, not per packet).
+    mutating func unpause(_ slot: UInt32) {
+        slots[Int(slot)].paused = false
+        for k in 0..<pausedCount where paused[k] == slot {
+            pausedCount -= 1
+            paused[k] = paused[pausedCount]
+            return
+        }
     }
 
     mutating func markDirty(_ slot: UInt32) {

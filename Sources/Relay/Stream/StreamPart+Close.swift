@@ -129,12 +129,13 @@ extension StreamPart {
 
     /// RFC 6062 ConnectionBind succeeded on client connection `slot`: it
     /// becomes the client side of data pair `pair`. Its multishot receive
-    /// (for STUN) is cancelled; from now on it reads one buffer at a time.
+    /// (for STUN) is cancelled (a single-shot one, see `singleShotClients`,
+    /// has ended); from now on it reads one buffer at a time.
     mutating func becomeDataConnection(_ slot: UInt32, pair: UInt32, _ reactor: inout Reactor) {
         let i = Int(slot)
         connections.slots[i].role = .clientData
         connections.slots[i].pair = pair
-        if connections.slots[i].receiving && reactor.multishot {
+        if connections.slots[i].receiving && reactor.multishot && !singleShotClients {
             reactor.submit(
                 .cancel(target: UserData(kind: .streamReceive, slot: slot, generation: connections.slots[i].generation)))
         }

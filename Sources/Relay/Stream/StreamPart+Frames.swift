@@ -29,7 +29,8 @@ extension StreamPart {
     /// can stop while the other side cannot take more.
     mutating func armReceive(_ slot: UInt32, _ reactor: inout Reactor) {
         let c = connections.slots[Int(slot)]
-        guard c.fd >= 0, !c.receiving else { return }
+        // Paused by the traffic limits: `resume` arms it.
+        guard c.fd >= 0, !c.receiving, !c.paused else { return }
         guard reactor.buffers.hasFree(large: false) else {
             // Every small buffer is held by sends in flight; their
             // completions wake the loop, and the flush arms this then.
@@ -37,7 +38,7 @@ extension StreamPart {
             return
         }
         let ud = UserData(kind: .streamReceive, slot: slot, generation: c.generation)
-        reactor.submit(.streamReceive(socket: c.fd, multishot: reactor.multishot && c.role == .client, userData: ud))
+        reactor.submit(.streamReceive(socket: c.fd, multishot: reactor.multishot && c.role == .client && !singleShotClients, userData: ud))
         connections.slots[Int(slot)].receiving = true
         connections.slots[Int(slot)].needsReceive = false
     }

@@ -96,7 +96,9 @@ extension StreamPart {
         let i = Int(slot)
         if connections.slots[i].role != .client {
             flushDataConnection(slot, partner: partner, &reactor)
-        } else if connections.slots[i].needsReceive && !connections.slots[i].receiving && !connections.slots[i].handingOff {
+        } else if connections.slots[i].needsReceive && !connections.slots[i].receiving && !connections.slots[i].handingOff
+            && !connections.slots[i].paused
+        {
             armReceive(slot, &reactor)
         }
         let c = connections.slots[i]
@@ -123,7 +125,8 @@ extension StreamPart {
             close(slot, why: nil, quietly: "partner ended, queue sent")
             return
         }
-        guard connections.slots[i].needsReceive, !connections.slots[i].receiving, connections.slots[i].inboxCount == 0,
+        guard connections.slots[i].needsReceive, !connections.slots[i].receiving, !connections.slots[i].paused,
+            connections.slots[i].inboxCount == 0,
             let p = partner, connections.slots[Int(p)].outboxFree >= reactor.buffers.size(0) + 256
         else { return }
         armReceive(slot, &reactor)

@@ -75,6 +75,15 @@ struct StreamPart: ~Copyable {
     var needsRearm = false
     /// Monotonic seconds at the worker's last wake-up.
     var nowSeconds: UInt32 = 0
+    /// When the worker looks at the paused connections next (monotonic
+    /// nanoseconds; .max: none paused). See StreamPart+Pause.swift.
+    var nextResume: UInt64 = .max
+    /// Client connections receive one buffer at a time, as data
+    /// connections do, rather than multishot: set under a byte limit, so
+    /// that a connection paused for it stops reading within one buffer (a
+    /// multishot receive drains the whole socket buffer before its cancel
+    /// lands, overshooting the rate by as much).
+    var singleShotClients = false
     /// Events for the worker, oldest first (room for one per connection
     /// reserved at start; the worker empties it after every call).
     var events: [Event] = []

@@ -17,12 +17,16 @@ extension Worker {
         if let id = cqe.bufferID {
             let h = ReceiveBuffers.handle(id: id, large: false)
             reactor.buffers.took(h)
-            if cqe.result > 0
-                && stream.beginReceive(
+            if cqe.result > 0 {
+                if stream.beginReceive(
                     ud.slot, generation: ud.generation, bytes: reactor.buffers.base(h), count: Int(cqe.result),
                     buffer: h, partner: partner(of: ud.slot), now: now)
-            {
-                routeFrames(ud.slot, now: now)
+                {
+                    routeFrames(ud.slot, now: now)
+                } else if stream.isOpen(ud.slot, generation: ud.generation) {
+                    // A data connection's bytes (relayed or held): under the limits.
+                    chargeDataConnection(ud.slot, count: Int(cqe.result), now: now)
+                }
             }
             reactor.buffers.release(h)
         }

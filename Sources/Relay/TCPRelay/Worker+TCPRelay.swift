@@ -10,7 +10,9 @@ import URing
 // data pair (DataPairs.swift) and waits for the client's ConnectionBind on a
 // new connection, which becomes the pair's client side: raw bytes relayed
 // both ways with back-pressure (no receive is armed on one side while the
-// other cannot take a buffer's worth; StreamPart does the bytes). The TURN
+// other cannot take a buffer's worth; StreamPart does the bytes), and under
+// the allocation's traffic limits (not read while its byte bucket for that
+// direction is empty: Stream/Worker+Pause.swift). The TURN
 // state machine keeps the connection IDs, permissions and the 30 s bind
 // timer; this file joins it to the sockets.
 extension Worker {

@@ -58,7 +58,7 @@ extension Worker {
         counters.add(.bytesFromClients, datagram.count)
         switch PacketKind(classifying: UnsafeRawBufferPointer(datagram)) {
         case .channelData:
-            forwardChannelData(datagram, fiveTuple: fiveTuple, buffer: h, now: now)
+            forwardChannelData(datagram, fiveTuple: fiveTuple, reply: reply, buffer: h, now: now)
         case .stun:
             handleSTUN(datagram, fiveTuple: fiveTuple, reply: reply, buffer: h, now: now)
         default:
@@ -68,7 +68,8 @@ extension Worker {
 
     @inline(__always)
     mutating func forwardChannelData(
-        _ datagram: UnsafeMutableRawBufferPointer, fiveTuple: FiveTuple, buffer h: UInt16?, now: MonotonicTime
+        _ datagram: UnsafeMutableRawBufferPointer, fiveTuple: FiveTuple, reply: ClientReply, buffer h: UInt16?,
+        now: MonotonicTime
     ) {
         let frame: ChannelData
         do throws(STUNError) {
@@ -83,9 +84,29 @@ extension Worker {
             counters.add(.dropsNoRoute)
             return
         }
-        let admission = turn.admitToPeer(allocation, bytes: frame.payload.count, now: now)
-        guard admission == .pass else { return countPolicyDrop(admission) }
+        guard admitToPeer(allocation, bytes: frame.payload.count, reply: reply, now: now) else { return }
         sendToPeer(fd: fd, peer: peer, bytes: frame.payload, buffer: h)
+    }
+
+    /// Client data for a peer under the traffic limits: over a datagram
+    /// transport, dropped (and counted) when over them; over a TCP or TLS
+    /// connection it passes (it was read), and the connection pauses when
+    /// the byte rate is used up (StreamPart+Pause.swift). `--max-pps` drops
+    /// on every transport.
+    @inline(__always)
+    mutating func admitToPeer(_ allocation: AllocationID, bytes: Int, reply: ClientReply, now: MonotonicTime) -> Bool {
+        if case .stream(let slot) = reply {
+            let (pass, keepReading) = turn.chargeStreamToPeer(allocation, bytes: bytes, now: now)
+            if !keepReading { pauseStream(slot, allocation: allocation, toPeer: true, now: now) }
+            if !pass { countPolicyDrop(.pps) }
+            return pass
+        }
+        let admission = turn.admitToPeer(allocation, bytes: bytes, now: now)
+        guard admission == .pass else {
+            countPolicyDrop(admission)
+            return false
+        }
+        return true
     }
 
     @inline(__always)
@@ -139,11 +160,8 @@ extension Worker {
         switch outcome.effect {
         case .sendToPeer(let allocation, let peer, let range, _):
             if let fd = relayFD(allocation, family: peer.ip.family) {
-                let admission = turn.admitToPeer(allocation, bytes: range.count, now: now)
-                if admission == .pass {
+                if admitToPeer(allocation, bytes: range.count, reply: reply, now: now) {
                     sendToPeer(fd: fd, peer: peer, bytes: UnsafeRawBufferPointer(rebasing: payload[range]), buffer: h)
-                } else {
-                    countPolicyDrop(admission)
                 }
             } else {
                 counters.add(.dropsNoRoute)

@@ -98,9 +98,12 @@ struct Worker: ~Copyable {
             log: log)
         let counters = WorkerCounters()
         let dtls = try DTLSPart(config: config, workerIndex: index)
-        let stream = try StreamPart(
+        var stream = try StreamPart(
             config: config, maxAllocations: turnConfig.limits.maxAllocations, workerIndex: index,
             counters: counters.view, log: log)
+        // Under a byte limit, client connections read one buffer at a time
+        // (StreamPart+Pause.swift: a paused connection stops within a buffer).
+        stream.singleShotClients = turnConfig.rateLimits.limitsBytes
         // The backlog can hold, without growing, every operation the worker
         // can have waiting at once in ordinary overload: a receive per
         // socket, every send operation, and a receive and a send per connection.
@@ -215,6 +218,9 @@ struct Worker: ~Copyable {
         var busy = false
         while !stopping {
             var wait = Duration.nanoseconds(Int64(nextTick &- min(nextTick, now.nanoseconds)))
+            if stream.connections.pausedCount > 0 {
+                wait = min(wait, .nanoseconds(Int64(clamping: stream.nextResume &- min(stream.nextResume, now.nanoseconds))))
+            }
             var minComplete = 1
             if busy && batchWait > .zero {
                 wait = min(wait, batchWait)
@@ -239,6 +245,9 @@ struct Worker: ~Copyable {
                 for i in 0..<n { dispatch(reactor.completions[i], now: now) }
                 finishBatch()
                 if n < reactor.completions.count { break }
+            }
+            if stream.connections.pausedCount > 0 && now.nanoseconds >= stream.nextResume {
+                resumePausedStreams(now: now)
             }
             if now.nanoseconds >= nextTick {
                 tick(now: now)
