@@ -139,11 +139,11 @@ public final class MetricsExposition: Sendable {
         // TURN over DTLS.
         Family(
             name: "uturn_dtls_sessions_total",
-            help: "DTLS client sessions, by event: accepted (a ClientHello with a valid cookie), refused (--tcp-connections, --tcp-connections-per-ip), closed (for any reason), timed_out (unfinished handshake, or idle with no allocation; also counted in closed), failed (a DTLS error; also counted in closed).",
+            help: "DTLS client sessions, by event: accepted (a ClientHello with a valid cookie), refused (--tcp-connections, --tcp-connections-per-ip), closed (for any reason), timed_out (unfinished handshake, or idle with no allocation; also counted in closed), failed (a DTLS error; also counted in closed), replaced (a new ClientHello with a valid cookie from the address and port of an open session, RFC 6347 §4.2.8: the old session and its allocation end; also counted in closed).",
             label: "event",
             series: [
                 ("accepted", "dtlsAccepted"), ("refused", "dtlsRefused"), ("closed", "dtlsClosed"),
-                ("timed_out", "dtlsTimeouts"), ("failed", "dtlsFailures"),
+                ("timed_out", "dtlsTimeouts"), ("failed", "dtlsFailures"), ("replaced", "dtlsReplaced"),
             ]),
         Family(
             name: "uturn_dtls_cookies_total",

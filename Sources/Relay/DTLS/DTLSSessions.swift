@@ -15,6 +15,8 @@ struct DTLSSession {
     var startedSeconds: UInt32 = 0
     var lastSeenSeconds: UInt32 = 0
     var established = false
+    /// A write failed: the session is closed at the next tick or datagram.
+    var failed = false
 }
 
 /// A worker's DTLS side: the sessions table (fixed capacity, allocated once),
@@ -166,11 +168,33 @@ struct DTLSPart: ~Copyable {
         guard let ssl = listening, let slot = free.take() else { return nil }
         sessions[Int(slot)] = DTLSSession(
             ssl: ssl, fiveTuple: fiveTuple, listener: Int32(listener), startedSeconds: nowSeconds,
-            lastSeenSeconds: nowSeconds, established: false)
+            lastSeenSeconds: nowSeconds)
         index[fiveTuple] = slot
         listening = nil
         _ = renewListening()
         return slot
+    }
+
+    /// Whether `bytes`, sent from session `slot`'s 5-tuple, is the first
+    /// fragment of a ClientHello (epoch 0, handshake type 1) with another
+    /// client random than the one that made the session: a client that
+    /// started over, not a retransmission. Only epoch-0 handshake records
+    /// get this far; application data is ruled out by its first byte.
+    func isNewClientHello(_ bytes: UnsafeRawBufferPointer, for slot: UInt32) -> Bool {
+        // Record header (13), handshake header (12), client_version (2), random (32).
+        let randomAt = Self.recordHeader + 12 + 2
+        guard bytes.count >= randomAt + 32, bytes[0] == 22, bytes[3] == 0, bytes[4] == 0,
+            bytes[Self.recordHeader] == 1,
+            bytes[Self.recordHeader + 6] == 0, bytes[Self.recordHeader + 7] == 0, bytes[Self.recordHeader + 8] == 0,
+            let ssl = sessions[Int(slot)].ssl
+        else { return false }
+        var random: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        return withUnsafeMutableBytes(of: &random) { r in
+            guard SSL_get_client_random(ssl, r.baseAddress!.assumingMemoryBound(to: UInt8.self), 32) == 32 else {
+                return false
+            }
+            return !r.elementsEqual(UnsafeRawBufferPointer(rebasing: bytes[randomAt..<randomAt + 32]))
+        }
     }
 
     /// Frees a session's SSL and slot.

@@ -108,7 +108,7 @@ struct WorkerCounters: ~Copyable {
         case offloadEntriesWritten, offloadEntriesDeleted
         case rateLimitedUnauthenticated, rateLimitedCredentials, rateLimitedMalformed, rateLimitedBinding
         case policyDropsBps, policyDropsUserBps, policyDropsCapacity, policyDropsPps, policyRefusedPeers
-        case dtlsAccepted, dtlsRefused, dtlsClosed, dtlsTimeouts, dtlsFailures, dtlsCookies
+        case dtlsAccepted, dtlsRefused, dtlsClosed, dtlsTimeouts, dtlsFailures, dtlsCookies, dtlsReplaced
         case lookupsFound, lookupsUnknown, lookupsFailed, lookupsTimedOut, lookupsRefused
     }
     private let storage: UnsafeMutablePointer<UInt64>
