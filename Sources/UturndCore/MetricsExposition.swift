@@ -77,11 +77,11 @@ public final class MetricsExposition: Sendable {
             label: "direction", series: [("client_to_peer", "bytesToPeers"), ("peer_to_client", "bytesToClients")]),
         Family(
             name: "uturn_dropped_packets_total",
-            help: "Datagrams dropped, by reason: no_route (no allocation, permission or channel), malformed, truncated (larger than a receive buffer), no_send_op (send slots used up, see --send-ops), send_error (the kernel refused the send).",
+            help: "Datagrams dropped, by reason: no_route (no allocation, permission or channel), malformed, truncated (larger than a receive buffer), no_send_op (send slots used up, see --send-ops), send_error (the kernel refused the send), too_big (a peer datagram too big for the client's transport: a DTLS record carries at most 16 KiB).",
             label: "reason",
             series: [
                 ("no_route", "dropsNoRoute"), ("malformed", "dropsMalformed"), ("truncated", "dropsTruncated"),
-                ("no_send_op", "dropsNoSendOp"), ("send_error", "dropsSendError"),
+                ("no_send_op", "dropsNoSendOp"), ("send_error", "dropsSendError"), ("too_big", "dropsTooBig"),
             ]),
         Family(
             name: "uturn_policy_dropped_total",

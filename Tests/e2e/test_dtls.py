@@ -479,3 +479,56 @@ def test_new_handshake_from_the_same_port_replaces_the_session(dtls_server):
         first.close()
         if second:
             second.close()
+
+
+@pytest.fixture(scope="module")
+def dtls_big_buffers_server(server_factory):
+    """Receive buffers of 20 KiB: peer datagrams up to about 20,000 bytes
+    reach the relay, more than one DTLS record can carry (16 KiB)."""
+    if server_kind() != "uturnd":
+        pytest.skip("the coturn stand-in runs with --no-dtls")
+    return start_metrics_server(
+        server_factory, "turn-dtls-big", "--workers 1 --buffer-size 20480 --buffers 256", tls=True)
+
+
+def test_large_peer_datagrams_reach_a_dtls_client(dtls_big_buffers_server):
+    """Peer datagrams of 4,000 and 12,000 bytes reach a DTLS client whole,
+    each as one record (a Data indication, then ChannelData); one of 17,000
+    bytes cannot fit a record (2^14 bytes of plaintext): it is dropped and
+    counted as too_big, and the session goes on."""
+    srv = dtls_big_buffers_server
+    c = DtlsTurnClient(("127.0.0.1", dtls_port(srv)))
+    peer = stun.udp_socket("127.0.0.1")
+    try:
+        r = c.allocate()
+        assert r.cls == stun.SUCCESS, r.error_reason()
+        relayed = r.xor_address(stun.XOR_RELAYED_ADDRESS)
+        peer_addr = peer.getsockname()[:2]
+        assert c.create_permission(peer_addr).cls == stun.SUCCESS
+        big = os.urandom(12000)
+        peer.sendto(big, relayed)
+        deadline = time.monotonic() + 3
+        data = None
+        while data is None and (left := deadline - time.monotonic()) > 0:
+            record = c._records(left)
+            if record and record[0] < 0x40:
+                msg = stun.parse(record)
+                if msg.method == stun.DATA:
+                    data = msg.get(stun.DATA_ATTR)
+        assert data == big, "no Data indication with the 12,000-byte datagram"
+        assert c.channel_bind(0x4001, peer_addr).cls == stun.SUCCESS
+        for n in (4000, 12000):
+            payload = os.urandom(n)
+            peer.sendto(payload, relayed)
+            assert c.recv_channel_data(3) == (0x4001, payload), f"the {n}-byte datagram did not arrive whole"
+        before = metrics(srv)
+        peer.sendto(os.urandom(17000), relayed)
+        after = metrics(srv, lambda x: x.get('uturn_dropped_packets_total{reason="too_big"}', 0)
+                        > before.get('uturn_dropped_packets_total{reason="too_big"}', 0))
+        assert after['uturn_dropped_packets_total{reason="too_big"}'] == \
+            before.get('uturn_dropped_packets_total{reason="too_big"}', 0) + 1
+        peer.sendto(b"still there", relayed)
+        assert c.recv_channel_data(3) == (0x4001, b"still there")
+    finally:
+        peer.close()
+        c.close()

@@ -35,8 +35,12 @@ struct DTLSPart: ~Copyable {
     /// Largest datagram built from several records, and the MTU handshake
     /// messages are fragmented to: 1200 fits any path an IPv6 client has.
     static let mtu = 1200
-    /// Plaintext of one record, and ciphertext read at once.
-    static let scratchBytes = 17 * 1024 + 512
+    /// Plaintext of one record, and ciphertext read at once: a whole record
+    /// of the largest size (`SendBatcher.largeSize`).
+    static let scratchBytes = SendBatcher.largeSize
+    /// Most plaintext one DTLS 1.2 record carries (2^14, RFC 5246 §6.2.1):
+    /// a STUN message or ChannelData frame for a client must fit it whole.
+    static let maxPlaintext = 16_384
 
     private(set) var context: DTLSServerContext?
     /// `uturn_dtls_cookies *` (nil when DTLS is off).
@@ -51,7 +55,8 @@ struct DTLSPart: ~Copyable {
     let plain: UnsafeMutableRawBufferPointer
     /// Ciphertext read from an SSL's write BIO before it is cut into datagrams.
     let cipher: UnsafeMutableRawBufferPointer
-    /// Peer data gathered into one piece (header, payload, padding) for SSL_write.
+    /// Peer data gathered into one piece (header, payload, padding) for
+    /// SSL_write: `maxPlaintext` bytes.
     let gather: UnsafeMutableRawBufferPointer
     let perSource: Int
     let handshakeSeconds: UInt32
@@ -93,7 +98,7 @@ struct DTLSPart: ~Copyable {
         let bytes = on ? Self.scratchBytes : 16
         plain = .allocate(byteCount: bytes, alignment: 16)
         cipher = .allocate(byteCount: bytes, alignment: 16)
-        gather = .allocate(byteCount: on ? 65_536 + 64 : 16, alignment: 16)
+        gather = .allocate(byteCount: on ? Self.maxPlaintext : 16, alignment: 16)
         context = on ? config.dtls : nil
     }
 

@@ -63,7 +63,7 @@ extension Worker {
             // A HelloVerifyRequest, or nothing (not a ClientHello).
             if BIO_ctrl_pending(SSL_get_wbio(listening)) > 0 { counters.add(.dtlsCookies) }
             let fd = datagram.listeners[li].fd
-            if DTLSPart.drainCiphertext(listening, cipher: dtls.cipher, maxDatagram: SendBatcher.scratchSize, { d in
+            if DTLSPart.drainCiphertext(listening, cipher: dtls.cipher, maxDatagram: SendBatcher.largeSize, { d in
                 datagram.reply(fd: fd, to: client, d)
             }) > 0 {
                 counters.add(.dropsNoSendOp)
@@ -173,7 +173,7 @@ extension Worker {
         let fd = datagram.listeners[Int(s.listener)].fd
         let client = s.fiveTuple.client
         var bytes = 0
-        let dropped = DTLSPart.drainCiphertext(ssl, cipher: dtls.cipher, maxDatagram: SendBatcher.scratchSize) { d in
+        let dropped = DTLSPart.drainCiphertext(ssl, cipher: dtls.cipher, maxDatagram: SendBatcher.largeSize) { d in
             guard datagram.reply(fd: fd, to: client, d) else { return false }
             bytes += d.count
             return true
@@ -188,9 +188,9 @@ extension Worker {
     @discardableResult
     mutating func dtlsSend(slot: UInt32, _ message: UnsafeRawBufferPointer) -> Bool {
         let s = dtls.sessions[Int(slot)]
-        guard let ssl = s.ssl, s.established, !s.failed, let base = message.baseAddress, !message.isEmpty else {
-            return false
-        }
+        guard let ssl = s.ssl, s.established, !s.failed, let base = message.baseAddress, !message.isEmpty,
+            message.count <= DTLSPart.maxPlaintext
+        else { return false }
         ERR_clear_error()
         var written = 0
         guard SSL_write_ex(ssl, base, message.count, &written) == 1 else {
@@ -212,8 +212,13 @@ extension Worker {
         padding: Int, allocation: AllocationID, payloadCount: Int
     ) {
         let total = prefixLength + count + padding
-        guard let slot = dtls.slot(of: client), total <= dtls.gather.count else {
+        guard let slot = dtls.slot(of: client) else {
             counters.add(.dropsNoRoute)
+            return
+        }
+        // One record carries the whole frame; a bigger one cannot go.
+        guard total <= DTLSPart.maxPlaintext, total <= dtls.gather.count else {
+            counters.add(.dropsTooBig)
             return
         }
         let g = dtls.gather.baseAddress!

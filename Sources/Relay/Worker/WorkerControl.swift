@@ -96,7 +96,7 @@ struct WorkerCounters: ~Copyable {
     enum Field: Int, CaseIterable, Sendable {
         case packetsFromClients, bytesFromClients, packetsToPeers, bytesToPeers
         case packetsFromPeers, bytesFromPeers, packetsToClients, bytesToClients
-        case stunRequests, dropsNoRoute, dropsMalformed, dropsNoSendOp, dropsTruncated, dropsSendError
+        case stunRequests, dropsNoRoute, dropsMalformed, dropsNoSendOp, dropsTruncated, dropsSendError, dropsTooBig
         case completions, batches, sendCalls, datagramsSent, gsoSends, receiveRearms, enobufs, sqFull
         case groTrains, groDatagrams
         case refused400, refused401, refused403, refused437, refused438, refused441, refused486, refused508
