@@ -532,3 +532,38 @@ def test_large_peer_datagrams_reach_a_dtls_client(dtls_big_buffers_server):
     finally:
         peer.close()
         c.close()
+
+
+def test_admin_api_ending_the_allocation_closes_the_dtls_session(server_factory, tmp_path_factory):
+    """DELETE /v1/sessions?user=… ends a DTLS client's allocation and its
+    session: the client gets close_notify, the relay port closes."""
+    if server_kind() != "uturnd":
+        pytest.skip("the admin API is uturnd's")
+    import http.client
+
+    from test_admin import TOKEN
+    from conftest import free_port
+    token_file = tmp_path_factory.mktemp("dtls-admin") / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    admin = free_port(span=1, hosts=["127.0.0.1"])
+    extra = os.environ.get("UTURN_E2E_EXTRA_ARGS", "")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UTURN_E2E_EXTRA_ARGS",
+                  f"{extra} --workers 1 --admin-listen 127.0.0.1:{admin} --admin-token-file {token_file}")
+        srv = server_factory("turn-dtls-admin", tls=True)
+    c = allocated_dtls_client(srv)
+    peer = stun.EchoPeer(echo=False, max_seconds=30)
+    try:
+        relayed = relayed_address(c, peer)
+        conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=5)
+        conn.request("DELETE", f"/v1/sessions?user={USER}", headers={"Authorization": f"Bearer {TOKEN}"})
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        conn.close()
+        assert resp.status == 200, body
+        assert c._records(3) == b"", "no close_notify from the server"
+        assert relay_port_closed(relayed), "the relay port still accepts datagrams"
+    finally:
+        peer.close()
+        c.close()
