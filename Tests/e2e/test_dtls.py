@@ -429,6 +429,7 @@ def relay_port_closed(relayed: tuple[str, int], timeout: float = 4) -> bool:
         probe.close()
 
 
+@pytest.mark.backend_independent
 def test_close_notify_deletes_allocation(dtls_server):
     """RFC 8656 §3.1: over DTLS the allocation lives as long as the
     association. close_notify from the client ends the session and deletes
@@ -449,6 +450,7 @@ def test_close_notify_deletes_allocation(dtls_server):
         c.close()
 
 
+@pytest.mark.backend_independent
 def test_new_handshake_from_the_same_port_replaces_the_session(dtls_server):
     """A client that vanished without close_notify and comes back from the
     same address and port (a new socket on a reused port) with a new
@@ -534,6 +536,7 @@ def test_large_peer_datagrams_reach_a_dtls_client(dtls_big_buffers_server):
         c.close()
 
 
+@pytest.mark.backend_independent
 def test_admin_api_ending_the_allocation_closes_the_dtls_session(server_factory, tmp_path_factory):
     """DELETE /v1/sessions?user=… ends a DTLS client's allocation and its
     session: the client gets close_notify, the relay port closes."""
