@@ -77,11 +77,11 @@ public final class MetricsExposition: Sendable {
             label: "direction", series: [("client_to_peer", "bytesToPeers"), ("peer_to_client", "bytesToClients")]),
         Family(
             name: "uturn_dropped_packets_total",
-            help: "Datagrams dropped, by reason: no_route (no allocation, permission or channel), malformed, truncated (larger than a receive buffer), no_send_op (send slots used up, see --send-ops), send_error (the kernel refused the send).",
+            help: "Datagrams dropped, by reason: no_route (no allocation, permission or channel), malformed, truncated (larger than a receive buffer), no_send_op (send slots used up, see --send-ops), send_error (the kernel refused the send), too_big (a peer datagram too big for the client's transport: a DTLS record carries at most 16 KiB).",
             label: "reason",
             series: [
                 ("no_route", "dropsNoRoute"), ("malformed", "dropsMalformed"), ("truncated", "dropsTruncated"),
-                ("no_send_op", "dropsNoSendOp"), ("send_error", "dropsSendError"),
+                ("no_send_op", "dropsNoSendOp"), ("send_error", "dropsSendError"), ("too_big", "dropsTooBig"),
             ]),
         Family(
             name: "uturn_policy_dropped_total",
@@ -153,11 +153,11 @@ public final class MetricsExposition: Sendable {
         // TURN over DTLS.
         Family(
             name: "uturn_dtls_sessions_total",
-            help: "DTLS client sessions, by event: accepted (a ClientHello with a valid cookie), refused (--tcp-connections, --tcp-connections-per-ip), closed (for any reason), timed_out (unfinished handshake, or idle with no allocation; also counted in closed), failed (a DTLS error; also counted in closed).",
+            help: "DTLS client sessions, by event: accepted (a ClientHello with a valid cookie), refused (--tcp-connections, --tcp-connections-per-ip), closed (for any reason), timed_out (unfinished handshake, or idle with no allocation; also counted in closed), failed (a DTLS error; also counted in closed), replaced (a new ClientHello with a valid cookie from the address and port of an open session, RFC 6347 §4.2.8: the old session and its allocation end; also counted in closed).",
             label: "event",
             series: [
                 ("accepted", "dtlsAccepted"), ("refused", "dtlsRefused"), ("closed", "dtlsClosed"),
-                ("timed_out", "dtlsTimeouts"), ("failed", "dtlsFailures"),
+                ("timed_out", "dtlsTimeouts"), ("failed", "dtlsFailures"), ("replaced", "dtlsReplaced"),
             ]),
         Family(
             name: "uturn_dtls_cookies_total",

@@ -116,4 +116,49 @@ struct SendBatcherTests {
         let free = b.freeOperations
         #expect(free == 0)
     }
+
+    @Test("a copied datagram bigger than the scratch goes whole from a large area, given back when its send completes")
+    func largeCopies() {
+        var b = SendBatcher(capacity: 8, gso: true, largeAreas: 2)
+        let big = (0..<SendBatcher.largeSize).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        var seen: [[UInt8]] = []
+        big.withUnsafeBytes { raw in
+            // Fits the scratch: no large area used.
+            expectTrue(b.enqueueCopy(fd: 5, to: Self.peerA, UnsafeRawBufferPointer(rebasing: raw[0..<100])))
+            expectTrue(b.enqueueCopy(fd: 5, to: Self.peerA, UnsafeRawBufferPointer(rebasing: raw[0..<12_000])))
+            expectTrue(b.enqueueCopy(fd: 5, to: Self.peerA, raw))
+            // Both large areas held: a third large copy is refused, a small one is not.
+            expectTrue(!b.enqueueCopy(fd: 5, to: Self.peerA, UnsafeRawBufferPointer(rebasing: raw[0..<4000])))
+            expectTrue(b.enqueueCopy(fd: 5, to: Self.peerA, UnsafeRawBufferPointer(rebasing: raw[0..<64])))
+        }
+        let free = b.freeLargeAreas
+        #expect(free == 0)
+        _ = b.flush { _, _, msg in
+            let iov = UnsafeBufferPointer(start: msg.pointee.msg_iov, count: Int(msg.pointee.msg_iovlen))
+            seen.append(iov.flatMap { Array(UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len)) })
+            return true
+        }
+        #expect(seen.map(\.count) == [100, 12_000, SendBatcher.largeSize, 64])
+        #expect(seen[1] == Array(big[0..<12_000]))
+        #expect(seen[2] == big)
+        _ = b.complete(1) { _ in }
+        let afterOne = b.freeLargeAreas
+        #expect(afterOne == 1)
+        big.withUnsafeBytes { raw in
+            expectTrue(b.enqueueCopy(fd: 5, to: Self.peerA, UnsafeRawBufferPointer(rebasing: raw[0..<4000])))
+            // Bigger than a large area: refused.
+            let tooBig = [UInt8](repeating: 0, count: SendBatcher.largeSize + 1)
+            tooBig.withUnsafeBytes { expectTrue(!b.enqueueCopy(fd: 5, to: Self.peerA, $0)) }
+        }
+    }
+
+    @Test("without large areas a copy bigger than the scratch is refused")
+    func noLargeAreas() {
+        var b = SendBatcher(capacity: 4, gso: false)
+        let data = [UInt8](repeating: 9, count: SendBatcher.scratchSize + 1)
+        data.withUnsafeBytes { raw in
+            expectTrue(!b.enqueueCopy(fd: 5, to: Self.peerA, raw))
+            expectTrue(b.enqueueCopy(fd: 5, to: Self.peerA, UnsafeRawBufferPointer(rebasing: raw[0..<SendBatcher.scratchSize])))
+        }
+    }
 }

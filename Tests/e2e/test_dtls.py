@@ -22,7 +22,8 @@ import time
 
 import pytest
 
-from conftest import require_tool, server_kind
+import stun
+from conftest import PASSWORD, USER, require_tool, server_kind
 from test_metrics import scrape_until, start_metrics_server
 from test_uclient import assert_all_echoed, run_uclient
 
@@ -276,3 +277,296 @@ def test_per_ip_limit(dtls_limited_server):
         first.close()
     assert dtls_count(after, "refused") == dtls_count(before, "refused") + 1
     assert dtls_count(after, "accepted") == dtls_count(before, "accepted") + 1
+
+
+# --------------------------------------------------------------------------
+# A TURN client over DTLS 1.2 of our own: pyOpenSSL's SSL with memory BIOs,
+# datagrams on a UDP socket, the handshake's retransmissions driven by
+# OpenSSL's timer. What turnutils_uclient cannot do: send close_notify,
+# start over from the same source port, receive records of any size.
+
+class DtlsTurnClient(stun.TurnClient):
+    def __init__(self, server: tuple[str, int], *, port: int = 0, timeout: float = 5.0):
+        from OpenSSL import SSL
+        self.SSL = SSL
+        self.server, self.username, self.password = server, USER, PASSWORD
+        self.realm = self.nonce = None
+        self.key = None
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.connect(server)
+        self.port = self.sock.getsockname()[1]
+        self.sent: list[bytes] = []  # every datagram sent, in order
+        self.plain: list[bytes] = []  # decrypted records not taken yet
+        ctx = SSL.Context(SSL.DTLS_CLIENT_METHOD)
+        ctx.set_verify(SSL.VERIFY_NONE, lambda *a: True)
+        self.conn = SSL.Connection(ctx, None)
+        self.conn.set_ciphertext_mtu(1200)
+        self.conn.set_connect_state()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.conn.do_handshake()
+                break
+            except SSL.WantReadError:
+                pass
+            self._flush()
+            if not self._receive(min(0.2, deadline - time.monotonic())):
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"DTLS handshake from port {self.port} not finished in {timeout} s")
+                self.conn.DTLSv1_handle_timeout()
+        self._flush()
+
+    def _flush(self) -> None:
+        while True:
+            try:
+                data = self.conn.bio_read(65536)
+            except self.SSL.WantReadError:
+                return
+            self.sent.append(data)
+            self.sock.send(data)
+
+    def _receive(self, timeout: float) -> bool:
+        """One datagram from the server into the SSL; False on timeout."""
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            data = self.sock.recv(65536)
+        except (socket.timeout, ConnectionRefusedError):
+            return False
+        self.conn.bio_write(data)
+        return True
+
+    def _records(self, timeout: float) -> bytes | None:
+        """The next decrypted record, or None (timeout; b"" after close_notify)."""
+        deadline = time.monotonic() + timeout
+        while not self.plain:
+            try:
+                self.plain.append(self.conn.recv(65536))
+                continue
+            except self.SSL.WantReadError:
+                pass
+            except self.SSL.ZeroReturnError:
+                return b""
+            self._flush()
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._receive(left):
+                return None
+        return self.plain.pop(0)
+
+    def _send(self, data: bytes) -> None:
+        self.conn.write(data)
+        self._flush()
+
+    def _transact(self, data: bytes, txid: bytes, timeout: float) -> stun.Message | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._send(data)
+            wait = time.monotonic() + 0.5
+            while (left := min(wait, deadline) - time.monotonic()) > 0:
+                record = self._records(left)
+                if not record:
+                    break
+                if record[0] < 0x40:
+                    msg = stun.parse(record)
+                    if msg.txid == txid:
+                        return msg
+        return None
+
+    def recv_channel_data(self, timeout: float = 2.0) -> tuple[int, bytes]:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            record = self._records(left)
+            if record is None:
+                break
+            if len(record) >= 4 and 0x40 <= record[0] <= 0x7F:
+                channel, length = struct.unpack("!HH", record[:4])
+                return channel, record[4:4 + length]
+        raise TimeoutError("no ChannelData from the server")
+
+    def close_notify(self) -> None:
+        try:
+            self.conn.shutdown()
+        except self.SSL.Error:
+            pass
+        self._flush()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def allocated_dtls_client(server, **kw) -> DtlsTurnClient:
+    c = DtlsTurnClient(("127.0.0.1", dtls_port(server)), **kw)
+    r = c.allocate()
+    assert r.cls == stun.SUCCESS, f"Allocate over DTLS: {r.error_code} {r.error_reason()}"
+    return c
+
+
+def relayed_address(c: DtlsTurnClient, peer: stun.EchoPeer) -> tuple[str, int]:
+    """The client's relayed address, as the peer sees it (the peer's first source)."""
+    assert c.create_permission(peer.addr).cls == stun.SUCCESS
+    before = peer.received
+    c.send_indication(peer.addr, b"hello")
+    assert stun.wait_until(lambda: peer.received > before, 3), "the peer got nothing"
+    return next(iter(peer.sources))
+
+
+def relay_port_closed(relayed: tuple[str, int], timeout: float = 4) -> bool:
+    """Whether the relay port stops accepting datagrams (ICMP port unreachable)."""
+    probe = stun.udp_socket("127.0.0.1")
+    probe.connect(relayed)
+
+    def refused() -> bool:
+        try:
+            probe.send(b"x")
+            time.sleep(0.05)
+            probe.send(b"x")
+        except ConnectionRefusedError:
+            return True
+        return False
+    try:
+        return stun.wait_until(refused, timeout)
+    finally:
+        probe.close()
+
+
+@pytest.mark.backend_independent
+def test_close_notify_deletes_allocation(dtls_server):
+    """RFC 8656 §3.1: over DTLS the allocation lives as long as the
+    association. close_notify from the client ends the session and deletes
+    its allocation: the relayed port stops relaying."""
+    before = metrics(dtls_server)
+    c = allocated_dtls_client(dtls_server)
+    peer = stun.EchoPeer(echo=False, max_seconds=30)
+    try:
+        relayed = relayed_address(c, peer)
+        c.close_notify()
+        assert relay_port_closed(relayed), "the relay port still accepts datagrams after close_notify"
+        after = metrics(dtls_server, lambda x: x.get("uturn_allocations_deleted_total", 0)
+                        > before.get("uturn_allocations_deleted_total", 0))
+        assert after["uturn_allocations_deleted_total"] == before.get("uturn_allocations_deleted_total", 0) + 1
+        assert dtls_count(after, "closed") >= dtls_count(before, "closed") + 1
+    finally:
+        peer.close()
+        c.close()
+
+
+@pytest.mark.backend_independent
+def test_new_handshake_from_the_same_port_replaces_the_session(dtls_server):
+    """A client that vanished without close_notify and comes back from the
+    same address and port (a new socket on a reused port) with a new
+    ClientHello: after the cookie exchange the new handshake replaces the
+    old session (RFC 6347 §4.2.8), whose allocation is deleted, and the new
+    Allocate succeeds. (turnutils_uclient with 100 clients hit this: the old
+    session swallowed the new ClientHellos and the client never connected.)
+    A copy of the old session's ClientHello, sent again while it is open,
+    does not end it."""
+    before = metrics(dtls_server)
+    peer = stun.EchoPeer(echo=False, max_seconds=30)
+    first = allocated_dtls_client(dtls_server)
+    second = None
+    try:
+        relayed = relayed_address(first, peer)
+        hello_with_cookie = next(d for d in first.sent if d[0] == 22 and d[13] == 1 and d[60 + d[59]] > 0)
+        first.sock.send(hello_with_cookie)  # a late duplicate: ignored
+        assert first.refresh(600).cls == stun.SUCCESS, "a duplicated ClientHello ended the session"
+        port = first.port
+        first.close()  # no close_notify
+        second = allocated_dtls_client(dtls_server, port=port)
+        assert relay_port_closed(relayed), "the old session's relay port still accepts datagrams"
+        after = metrics(dtls_server, lambda x: dtls_count(x, "replaced") > dtls_count(before, "replaced"))
+        assert dtls_count(after, "replaced") == dtls_count(before, "replaced") + 1
+        relayed_address(second, peer)  # the new allocation relays
+    finally:
+        peer.close()
+        first.close()
+        if second:
+            second.close()
+
+
+@pytest.fixture(scope="module")
+def dtls_big_buffers_server(server_factory):
+    """Receive buffers of 20 KiB: peer datagrams up to about 20,000 bytes
+    reach the relay, more than one DTLS record can carry (16 KiB)."""
+    if server_kind() != "uturnd":
+        pytest.skip("the coturn stand-in runs with --no-dtls")
+    return start_metrics_server(
+        server_factory, "turn-dtls-big", "--workers 1 --buffer-size 20480 --buffers 256", tls=True)
+
+
+def test_large_peer_datagrams_reach_a_dtls_client(dtls_big_buffers_server):
+    """Peer datagrams of 4,000 and 12,000 bytes reach a DTLS client whole,
+    each as one record (a Data indication, then ChannelData); one of 17,000
+    bytes cannot fit a record (2^14 bytes of plaintext): it is dropped and
+    counted as too_big, and the session goes on."""
+    srv = dtls_big_buffers_server
+    c = DtlsTurnClient(("127.0.0.1", dtls_port(srv)))
+    peer = stun.udp_socket("127.0.0.1")
+    try:
+        r = c.allocate()
+        assert r.cls == stun.SUCCESS, r.error_reason()
+        relayed = r.xor_address(stun.XOR_RELAYED_ADDRESS)
+        peer_addr = peer.getsockname()[:2]
+        assert c.create_permission(peer_addr).cls == stun.SUCCESS
+        big = os.urandom(12000)
+        peer.sendto(big, relayed)
+        deadline = time.monotonic() + 3
+        data = None
+        while data is None and (left := deadline - time.monotonic()) > 0:
+            record = c._records(left)
+            if record and record[0] < 0x40:
+                msg = stun.parse(record)
+                if msg.method == stun.DATA:
+                    data = msg.get(stun.DATA_ATTR)
+        assert data == big, "no Data indication with the 12,000-byte datagram"
+        assert c.channel_bind(0x4001, peer_addr).cls == stun.SUCCESS
+        for n in (4000, 12000):
+            payload = os.urandom(n)
+            peer.sendto(payload, relayed)
+            assert c.recv_channel_data(3) == (0x4001, payload), f"the {n}-byte datagram did not arrive whole"
+        before = metrics(srv)
+        peer.sendto(os.urandom(17000), relayed)
+        after = metrics(srv, lambda x: x.get('uturn_dropped_packets_total{reason="too_big"}', 0)
+                        > before.get('uturn_dropped_packets_total{reason="too_big"}', 0))
+        assert after['uturn_dropped_packets_total{reason="too_big"}'] == \
+            before.get('uturn_dropped_packets_total{reason="too_big"}', 0) + 1
+        peer.sendto(b"still there", relayed)
+        assert c.recv_channel_data(3) == (0x4001, b"still there")
+    finally:
+        peer.close()
+        c.close()
+
+
+@pytest.mark.backend_independent
+def test_admin_api_ending_the_allocation_closes_the_dtls_session(server_factory, tmp_path_factory):
+    """DELETE /v1/sessions?user=… ends a DTLS client's allocation and its
+    session: the client gets close_notify, the relay port closes."""
+    if server_kind() != "uturnd":
+        pytest.skip("the admin API is uturnd's")
+    import http.client
+
+    from test_admin import TOKEN
+    from conftest import free_port
+    token_file = tmp_path_factory.mktemp("dtls-admin") / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    admin = free_port(span=1, hosts=["127.0.0.1"])
+    extra = os.environ.get("UTURN_E2E_EXTRA_ARGS", "")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UTURN_E2E_EXTRA_ARGS",
+                  f"{extra} --workers 1 --admin-listen 127.0.0.1:{admin} --admin-token-file {token_file}")
+        srv = server_factory("turn-dtls-admin", tls=True)
+    c = allocated_dtls_client(srv)
+    peer = stun.EchoPeer(echo=False, max_seconds=30)
+    try:
+        relayed = relayed_address(c, peer)
+        conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=5)
+        conn.request("DELETE", f"/v1/sessions?user={USER}", headers={"Authorization": f"Bearer {TOKEN}"})
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        conn.close()
+        assert resp.status == 200, body
+        assert c._records(3) == b"", "no close_notify from the server"
+        assert relay_port_closed(relayed), "the relay port still accepts datagrams"
+    finally:
+        peer.close()
+        c.close()

@@ -22,7 +22,7 @@ extension Worker {
 
     /// Ends allocation `id` as a Refresh with LIFETIME 0 would (quota given
     /// back, relays closed, fast-path entries deleted, RFC 6062 connections
-    /// closed), and closes the TCP/TLS connection it was made over, so the
+    /// closed), and closes the TCP/TLS connection or DTLS session it was made over, so the
     /// client's next request fails whatever its transport. Returns it as it was.
     mutating func endAllocation(_ id: AllocationID, now: MonotonicTime) -> AllocationSnapshot? {
         if fastPath.enabled { fastPathTick(now: now) }
@@ -38,6 +38,9 @@ extension Worker {
         if removed.relayTransport == .tcp { closeConnectionsOfRemovedAllocations() }
         datagram.cancelClosedRelays(&reactor)
         if let connection { closeStream(connection, why: "closed by the admin API (its allocation was ended)") }
+        if removed.fiveTuple.transport == .dtls, let slot = dtls.slot(of: removed.fiveTuple) {
+            shutDownDTLS(slot, why: "closed by the admin API")
+        }
         return snapshot
     }
 }

@@ -15,6 +15,8 @@ struct DTLSSession {
     var startedSeconds: UInt32 = 0
     var lastSeenSeconds: UInt32 = 0
     var established = false
+    /// A write failed: the session is closed at the next tick or datagram.
+    var failed = false
 }
 
 /// A worker's DTLS side: the sessions table (fixed capacity, allocated once),
@@ -33,8 +35,12 @@ struct DTLSPart: ~Copyable {
     /// Largest datagram built from several records, and the MTU handshake
     /// messages are fragmented to: 1200 fits any path an IPv6 client has.
     static let mtu = 1200
-    /// Plaintext of one record, and ciphertext read at once.
-    static let scratchBytes = 17 * 1024 + 512
+    /// Plaintext of one record, and ciphertext read at once: a whole record
+    /// of the largest size (`SendBatcher.largeSize`).
+    static let scratchBytes = SendBatcher.largeSize
+    /// Most plaintext one DTLS 1.2 record carries (2^14, RFC 5246 §6.2.1):
+    /// a STUN message or ChannelData frame for a client must fit it whole.
+    static let maxPlaintext = 16_384
 
     private(set) var context: DTLSServerContext?
     /// `uturn_dtls_cookies *` (nil when DTLS is off).
@@ -49,7 +55,8 @@ struct DTLSPart: ~Copyable {
     let plain: UnsafeMutableRawBufferPointer
     /// Ciphertext read from an SSL's write BIO before it is cut into datagrams.
     let cipher: UnsafeMutableRawBufferPointer
-    /// Peer data gathered into one piece (header, payload, padding) for SSL_write.
+    /// Peer data gathered into one piece (header, payload, padding) for
+    /// SSL_write: `maxPlaintext` bytes.
     let gather: UnsafeMutableRawBufferPointer
     let perSource: Int
     let handshakeSeconds: UInt32
@@ -91,7 +98,7 @@ struct DTLSPart: ~Copyable {
         let bytes = on ? Self.scratchBytes : 16
         plain = .allocate(byteCount: bytes, alignment: 16)
         cipher = .allocate(byteCount: bytes, alignment: 16)
-        gather = .allocate(byteCount: on ? 65_536 + 64 : 16, alignment: 16)
+        gather = .allocate(byteCount: on ? Self.maxPlaintext : 16, alignment: 16)
         context = on ? config.dtls : nil
     }
 
@@ -166,11 +173,33 @@ struct DTLSPart: ~Copyable {
         guard let ssl = listening, let slot = free.take() else { return nil }
         sessions[Int(slot)] = DTLSSession(
             ssl: ssl, fiveTuple: fiveTuple, listener: Int32(listener), startedSeconds: nowSeconds,
-            lastSeenSeconds: nowSeconds, established: false)
+            lastSeenSeconds: nowSeconds)
         index[fiveTuple] = slot
         listening = nil
         _ = renewListening()
         return slot
+    }
+
+    /// Whether `bytes`, sent from session `slot`'s 5-tuple, is the first
+    /// fragment of a ClientHello (epoch 0, handshake type 1) with another
+    /// client random than the one that made the session: a client that
+    /// started over, not a retransmission. Only epoch-0 handshake records
+    /// get this far; application data is ruled out by its first byte.
+    func isNewClientHello(_ bytes: UnsafeRawBufferPointer, for slot: UInt32) -> Bool {
+        // Record header (13), handshake header (12), client_version (2), random (32).
+        let randomAt = Self.recordHeader + 12 + 2
+        guard bytes.count >= randomAt + 32, bytes[0] == 22, bytes[3] == 0, bytes[4] == 0,
+            bytes[Self.recordHeader] == 1,
+            bytes[Self.recordHeader + 6] == 0, bytes[Self.recordHeader + 7] == 0, bytes[Self.recordHeader + 8] == 0,
+            let ssl = sessions[Int(slot)].ssl
+        else { return false }
+        var random: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        return withUnsafeMutableBytes(of: &random) { r in
+            guard SSL_get_client_random(ssl, r.baseAddress!.assumingMemoryBound(to: UInt8.self), 32) == 32 else {
+                return false
+            }
+            return !r.elementsEqual(UnsafeRawBufferPointer(rebasing: bytes[randomAt..<randomAt + 32]))
+        }
     }
 
     /// Frees a session's SSL and slot.

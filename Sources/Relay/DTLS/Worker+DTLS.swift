@@ -36,9 +36,17 @@ extension Worker {
     ) {
         let fiveTuple = FiveTuple(client: client, server: datagram.listeners[li].local, transport: .dtls)
         counters.add(.bytesFromClients, bytes.count)
+        // A session this datagram belongs to, or one a new ClientHello from
+        // the same address and port would replace (RFC 6347 §4.2.8: a client
+        // that restarted, e.g. a new socket on a reused port, while the
+        // server still holds its old association).
+        var replacing: UInt32? = nil
         if let slot = dtls.slot(of: fiveTuple) {
-            dtlsReceive(slot: slot, bytes, now: now)
-            return
+            guard dtls.isNewClientHello(UnsafeRawBufferPointer(bytes), for: slot) else {
+                dtlsReceive(slot: slot, bytes, now: now)
+                return
+            }
+            replacing = slot
         }
         // An unknown client: only a handshake record (content type 22) may
         // start a session; anything else is dropped without an answer.
@@ -55,7 +63,7 @@ extension Worker {
             // A HelloVerifyRequest, or nothing (not a ClientHello).
             if BIO_ctrl_pending(SSL_get_wbio(listening)) > 0 { counters.add(.dtlsCookies) }
             let fd = datagram.listeners[li].fd
-            if DTLSPart.drainCiphertext(listening, cipher: dtls.cipher, maxDatagram: SendBatcher.scratchSize, { d in
+            if DTLSPart.drainCiphertext(listening, cipher: dtls.cipher, maxDatagram: SendBatcher.largeSize, { d in
                 datagram.reply(fd: fd, to: client, d)
             }) > 0 {
                 counters.add(.dropsNoSendOp)
@@ -63,6 +71,15 @@ extension Worker {
             if verified < 0 { ERR_clear_error() }
             uturn_dtls_reset_bios(listening)
             return
+        }
+        // The client proved it holds the address (a valid cookie): the old
+        // association ends now (with its allocation, as when it closes), so
+        // the new one does not count against the limits and its Allocate
+        // is not a mismatch with the old 5-tuple.
+        if let old = replacing {
+            counters.add(.dtlsReplaced)
+            log(.info, "DTLS session from \(client): a new handshake with a valid cookie replaces the open one")
+            closeDTLS(old, why: "replaced by a new handshake from the same address")
         }
         if let why = dtls.refusal(for: client) {
             counters.add(.dtlsRefused)
@@ -95,6 +112,10 @@ extension Worker {
     mutating func dtlsReceive(slot: UInt32, _ bytes: UnsafeMutableRawBufferPointer?, now: MonotonicTime) {
         let s = dtls.sessions[Int(slot)]
         guard let ssl = s.ssl else { return }
+        if s.failed {
+            closeDTLS(slot, why: "closed with its DTLS session (write failed)")
+            return
+        }
         dtls.sessions[Int(slot)].lastSeenSeconds = nowSeconds
         if let bytes, let base = bytes.baseAddress {
             _ = BIO_write(SSL_get_rbio(ssl), base, Int32(bytes.count))
@@ -142,7 +163,7 @@ extension Worker {
         // What was not a whole record is not kept: the next datagram starts afresh.
         uturn_dtls_reset_input(ssl)
         dtlsFlush(slot: slot)
-        if closing { closeDTLS(slot) }
+        if closing { closeDTLS(slot, why: "closed with its DTLS session") }
     }
 
     /// Sends the ciphertext session `slot` has written, as datagrams on its listener.
@@ -152,7 +173,7 @@ extension Worker {
         let fd = datagram.listeners[Int(s.listener)].fd
         let client = s.fiveTuple.client
         var bytes = 0
-        let dropped = DTLSPart.drainCiphertext(ssl, cipher: dtls.cipher, maxDatagram: SendBatcher.scratchSize) { d in
+        let dropped = DTLSPart.drainCiphertext(ssl, cipher: dtls.cipher, maxDatagram: SendBatcher.largeSize) { d in
             guard datagram.reply(fd: fd, to: client, d) else { return false }
             bytes += d.count
             return true
@@ -167,13 +188,17 @@ extension Worker {
     @discardableResult
     mutating func dtlsSend(slot: UInt32, _ message: UnsafeRawBufferPointer) -> Bool {
         let s = dtls.sessions[Int(slot)]
-        guard let ssl = s.ssl, s.established, let base = message.baseAddress, !message.isEmpty else { return false }
+        guard let ssl = s.ssl, s.established, !s.failed, let base = message.baseAddress, !message.isEmpty,
+            message.count <= DTLSPart.maxPlaintext
+        else { return false }
         ERR_clear_error()
         var written = 0
         guard SSL_write_ex(ssl, base, message.count, &written) == 1 else {
             noteDTLSRefusal(s.fiveTuple.client, "write failed: \(TLSError.fromQueue("SSL_write"))", now: Worker.monotonicNow())
             counters.add(.dtlsFailures)
-            closeDTLS(slot)
+            // Closed at the next tick or datagram, not here: a send happens
+            // while a request or peer datagram of its allocation is handled.
+            dtls.sessions[Int(slot)].failed = true
             return false
         }
         dtlsFlush(slot: slot)
@@ -187,8 +212,13 @@ extension Worker {
         padding: Int, allocation: AllocationID, payloadCount: Int
     ) {
         let total = prefixLength + count + padding
-        guard let slot = dtls.slot(of: client), total <= dtls.gather.count else {
+        guard let slot = dtls.slot(of: client) else {
             counters.add(.dropsNoRoute)
+            return
+        }
+        // One record carries the whole frame; a bigger one cannot go.
+        guard total <= DTLSPart.maxPlaintext, total <= dtls.gather.count else {
+            counters.add(.dropsTooBig)
             return
         }
         let g = dtls.gather.baseAddress!
@@ -203,12 +233,43 @@ extension Worker {
         }
     }
 
-    /// Frees session `slot` (its allocation, if any, lives on until it
-    /// expires or the client comes back with a new session and deletes it).
-    mutating func closeDTLS(_ slot: UInt32) {
+    /// Frees session `slot` and deletes the allocation made over it (RFC
+    /// 8656 §3.1: over TCP, TLS and DTLS an allocation lives as long as the
+    /// connection or association it was made over), as `streamClosed` does
+    /// for a TCP/TLS connection; `why` goes to the allocation's log line.
+    /// `keepAllocation`: at shutdown only, where the allocations go anyway.
+    mutating func closeDTLS(_ slot: UInt32, why: String, keepAllocation: Bool = false) {
+        let fiveTuple = dtls.sessions[Int(slot)].fiveTuple
         guard dtls.sessions[Int(slot)].ssl != nil else { return }
         dtls.remove(slot)
         counters.add(.dtlsClosed)
+        if !keepAllocation { endAllocationOfDTLS(fiveTuple, why: why) }
+    }
+
+    /// Deletes the allocation made over DTLS 5-tuple `fiveTuple`, if any
+    /// (one moved to another 5-tuple by RFC 8016 mobility is not this one's).
+    mutating func endAllocationOfDTLS(_ fiveTuple: FiveTuple, why: String) {
+        guard let id = turn.allocation(for: fiveTuple), var removed = turn.removeAllocation(id) else { return }
+        removeFastPath(&removed, now: Worker.monotonicNow())
+        closeMovedSocket(of: removed.id)
+        closeRelays(of: removed)
+        stream.allocationGone(removed.id)
+        counters.add(.allocationsDeleted)
+        logRemoved(removed, why: why)
+        if removed.relayTransport == .tcp { closeConnectionsOfRemovedAllocations() }
+        datagram.cancelClosedRelays(&reactor)
+    }
+
+    /// Ends session `slot` from the server's side: close_notify when it is
+    /// established, then `closeDTLS`.
+    mutating func shutDownDTLS(_ slot: UInt32, why: String) {
+        guard let ssl = dtls.sessions[Int(slot)].ssl else { return }
+        if dtls.sessions[Int(slot)].established {
+            _ = SSL_shutdown(ssl)
+            ERR_clear_error()
+            dtlsFlush(slot: slot)
+        }
+        closeDTLS(slot, why: why)
     }
 
     /// Once a second: handshakes past `--tls-handshake-timeout` are dropped,
@@ -223,21 +284,20 @@ extension Worker {
             let s = dtls.sessions[i]
             guard let ssl = s.ssl else { continue }
             let slot = UInt32(i)
-            if !s.established {
+            if s.failed {
+                closeDTLS(slot, why: "closed with its DTLS session (write failed)")
+            } else if !s.established {
                 if nowSeconds &- s.startedSeconds >= dtls.handshakeSeconds {
                     counters.add(.dtlsTimeouts)
-                    closeDTLS(slot)
+                    closeDTLS(slot, why: "closed with its DTLS session (handshake timed out)")
                 } else {
                     dtls.setPeer(s.fiveTuple.client)
                     if uturn_dtls_handle_timeout(ssl) > 0 { dtlsFlush(slot: slot) }
                     ERR_clear_error()
                 }
             } else if nowSeconds &- s.lastSeenSeconds >= dtls.idleSeconds && turn.allocation(for: s.fiveTuple) == nil {
-                _ = SSL_shutdown(ssl)
-                ERR_clear_error()
-                dtlsFlush(slot: slot)
                 counters.add(.dtlsTimeouts)
-                closeDTLS(slot)
+                shutDownDTLS(slot, why: "closed with its DTLS session (idle)")
             }
         }
     }
@@ -251,7 +311,7 @@ extension Worker {
                 ERR_clear_error()
                 dtlsFlush(slot: UInt32(i))
             }
-            closeDTLS(UInt32(i))
+            closeDTLS(UInt32(i), why: "stopping", keepAllocation: true)
         }
     }
 }

@@ -82,7 +82,11 @@ struct DatagramPart: ~Copyable {
         listeners = bound
         relays = RelaySockets(capacity: relayCapacity, ports: ports, config: config, workerIndex: workerIndex)
         moved = MovedSockets()
-        batcher = SendBatcher(capacity: config.sendOperations, gso: config.gso)
+        // Large areas for DTLS records bigger than a send's scratch (a
+        // large peer datagram for a DTLS client): only with DTLS on.
+        let dtlsOn = !config.dtlsListen.isEmpty && config.dtls != nil
+        batcher = SendBatcher(
+            capacity: config.sendOperations, gso: config.gso, largeAreas: dtlsOn ? Self.dtlsLargeAreas : 0)
         rearmListeners = .allocate(capacity: all.count)
         rearmListeners.initialize(repeating: false, count: all.count)
         rearmRelays.reserveCapacity(relayCapacity)
@@ -311,11 +315,14 @@ struct DatagramPart: ~Copyable {
         return true
     }
 
-    /// Queues a generated message (a STUN response) for a UDP client.
+    /// Queues a generated message (a STUN response, a DTLS datagram) for a
+    /// client: copied, up to `SendBatcher.largeSize` bytes when the batcher
+    /// has large areas (DTLS on), else `SendBatcher.scratchSize`.
     mutating func reply(fd: Int32, to client: TransportAddress, _ message: UnsafeRawBufferPointer) -> Bool {
-        batcher.enqueueGenerated(fd: fd, to: client) { out in
-            out.copyMemory(from: message)
-            return message.count
-        }
+        batcher.enqueueCopy(fd: fd, to: client, message)
     }
+
+    /// DTLS datagrams bigger than a send's scratch in flight at once per
+    /// worker (18 KiB each); more are dropped (no_send_op) until sends complete.
+    static let dtlsLargeAreas = 32
 }

@@ -24,15 +24,20 @@ import URing
 /// - `bufferIDs`: `kernelMaxSegments` receive-buffer IDs per op;
 /// - `scratch`: `scratchSize` bytes per op for copied prefixes or a generated
 ///   message (STUN response);
+/// - `large`: `largeAreas` areas of `largeSize` bytes (none unless asked
+///   for: DTLS on) for a copied datagram bigger than the scratch (a DTLS
+///   record of a large peer datagram), each held by one op until it completes;
 /// - the free list, the pending list, the open-group table and four zero bytes.
 /// Nothing here allocates, retains or locks per datagram.
 ///
 /// Invariant for the unsafe code below: every pointer is derived from one of
 /// the allocations made in `init` (here or in `slots`) for an op index
 /// `op < capacity`, at `op * kernelMaxSegments` buffer IDs, `op * scratchSize`
-/// scratch bytes or `slots`' own slot `op`; an op's `msghdr` and iovecs point
-/// only into the same op's slot and scratch, at `zeros`, or into receive
-/// buffers that stay owned by the op until `complete`.
+/// scratch bytes or `slots`' own slot `op`, or for a large area index
+/// `a < largeAreas` at `a * largeSize` bytes; an op's `msghdr` and iovecs point
+/// only into the same op's slot and scratch, the large area it holds
+/// (`OpMeta.large`), at `zeros`, or into receive buffers that stay owned by
+/// the op until `complete`.
 public struct SendBatcher: ~Copyable {
     /// Kernel limit on segments per GSO send (UDP_MAX_SEGMENTS).
     public static let kernelMaxSegments = 64
@@ -48,6 +53,9 @@ public struct SendBatcher: ~Copyable {
     /// Room for a generated message (STUN response), or for the prefixes of a
     /// full group, in each op.
     public static let scratchSize = kernelMaxSegments * maxPrefix
+    /// A large area: the largest DTLS 1.2 record (2^14 + 2048 bytes of
+    /// ciphertext, RFC 5246 §6.2.3, plus its 13-byte header), rounded up.
+    public static let largeSize = 18_496
     /// Up to three iovecs per datagram: prefix, payload, padding.
     static let maxIovecs = kernelMaxSegments * 3
 
@@ -76,6 +84,11 @@ public struct SendBatcher: ~Copyable {
     private static let openGroupSlots = 256
     /// Four zero bytes: the padding iovec of Data indications.
     private let zeros: UnsafeMutableRawPointer
+    /// `largeAreas` areas of `largeSize` bytes, and the free ones' indices.
+    public let largeAreas: Int
+    private let largeStorage: UnsafeMutableRawPointer
+    private let freeLarge: UnsafeMutablePointer<Int32>
+    private var freeLargeCount: Int
 
     @usableFromInline
     struct OpMeta {
@@ -87,9 +100,11 @@ public struct SendBatcher: ~Copyable {
         var bytes = 0
         var sealed = false
         var hashSlot = 0
+        /// The large area this op holds, or -1.
+        var large: Int32 = -1
     }
 
-    public init(capacity: Int, gso: Bool) {
+    public init(capacity: Int, gso: Bool, largeAreas: Int = 0) {
         precondition(capacity > 0 && capacity <= Int(UInt32.max))
         self.capacity = capacity
         self.maxSegments = gso ? Self.kernelMaxSegments : 1
@@ -108,6 +123,12 @@ public struct SendBatcher: ~Copyable {
         openGroups.initialize(repeating: 0, count: Self.openGroupSlots)
         zeros = .allocate(byteCount: 4, alignment: 4)
         zeros.initializeMemory(as: UInt8.self, repeating: 0, count: 4)
+        precondition(largeAreas >= 0 && largeAreas <= Int(Int32.max))
+        self.largeAreas = largeAreas
+        largeStorage = .allocate(byteCount: max(1, largeAreas * Self.largeSize), alignment: 64)
+        freeLarge = .allocate(capacity: max(1, largeAreas))
+        for i in 0..<largeAreas { freeLarge[i] = Int32(largeAreas - 1 - i) }
+        freeLargeCount = largeAreas
     }
 
     deinit {
@@ -118,6 +139,8 @@ public struct SendBatcher: ~Copyable {
         pending.deallocate()
         openGroups.deallocate()
         zeros.deallocate()
+        largeStorage.deallocate()
+        freeLarge.deallocate()
     }
 
     /// Free operations: when 0, new datagrams are dropped until sends complete.
@@ -271,6 +294,39 @@ public struct SendBatcher: ~Copyable {
         return true
     }
 
+    /// Queues a copy of `bytes` as one datagram: in the op's scratch when it
+    /// fits, else in a large area (up to `largeSize` bytes). False when no
+    /// operation or large area is free, or it is bigger than both.
+    public mutating func enqueueCopy(fd: Int32, to destination: TransportAddress, _ bytes: UnsafeRawBufferPointer)
+        -> Bool
+    {
+        guard let source = bytes.baseAddress, !bytes.isEmpty else { return false }
+        if bytes.count <= Self.scratchSize {
+            return enqueueGenerated(fd: fd, to: destination) { out in
+                out.copyMemory(from: bytes)
+                return bytes.count
+            }
+        }
+        guard bytes.count <= Self.largeSize, freeLargeCount > 0, let op = acquire(fd: fd, destination: destination)
+        else { return false }
+        freeLargeCount -= 1
+        let large = freeLarge[freeLargeCount]
+        let area = largeStorage + Int(large) * Self.largeSize
+        area.copyMemory(from: source, byteCount: bytes.count)
+        iovecs(op)[0] = iovec(iov_base: area, iov_len: bytes.count)
+        meta[op].segmentSize = bytes.count
+        meta[op].datagrams = 1
+        meta[op].iovecs = 1
+        meta[op].bytes = bytes.count
+        meta[op].sealed = true
+        meta[op].hashSlot = -1
+        meta[op].large = large
+        return true
+    }
+
+    /// Large areas not held by a send.
+    public var freeLargeAreas: Int { freeLargeCount }
+
     /// Prepares every pending operation's `msghdr` and hands it to `submit`
     /// (which prepares the SENDMSG SQE and returns false if the SQ is full, in
     /// which case `flush` stops and keeps the rest pending for the next call).
@@ -318,6 +374,10 @@ public struct SendBatcher: ~Copyable {
         if !generated {
             let ids = bufferIDs(o)
             for i in 0..<m.datagrams { recycle(ids[i]) }
+        }
+        if m.large >= 0 {
+            freeLarge[freeLargeCount] = m.large
+            freeLargeCount += 1
         }
         freeOps[freeCount] = op
         freeCount += 1

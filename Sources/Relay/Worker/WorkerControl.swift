@@ -96,7 +96,7 @@ struct WorkerCounters: ~Copyable {
     enum Field: Int, CaseIterable, Sendable {
         case packetsFromClients, bytesFromClients, packetsToPeers, bytesToPeers
         case packetsFromPeers, bytesFromPeers, packetsToClients, bytesToClients
-        case stunRequests, dropsNoRoute, dropsMalformed, dropsNoSendOp, dropsTruncated, dropsSendError
+        case stunRequests, dropsNoRoute, dropsMalformed, dropsNoSendOp, dropsTruncated, dropsSendError, dropsTooBig
         case completions, batches, sendCalls, datagramsSent, gsoSends, receiveRearms, enobufs, sqFull
         case groTrains, groDatagrams
         case refused400, refused401, refused403, refused437, refused438, refused441, refused486, refused508
@@ -110,7 +110,7 @@ struct WorkerCounters: ~Copyable {
         case kernelSourceBlocks, kernelSourceBlockFailures
         case policyDropsBps, policyDropsUserBps, policyDropsCapacity, policyDropsPps, policyRefusedPeers
         case policyPausedToPeer, policyPausedToClient
-        case dtlsAccepted, dtlsRefused, dtlsClosed, dtlsTimeouts, dtlsFailures, dtlsCookies
+        case dtlsAccepted, dtlsRefused, dtlsClosed, dtlsTimeouts, dtlsFailures, dtlsCookies, dtlsReplaced
         case lookupsFound, lookupsUnknown, lookupsFailed, lookupsTimedOut, lookupsRefused
     }
     private let storage: UnsafeMutablePointer<UInt64>
