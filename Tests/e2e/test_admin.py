@@ -38,7 +38,7 @@ from conftest import _stop, free_port, require_tool, server_binary, server_kind,
 
 TOKEN = "e2e-admin-token-0123456789"
 PAYLOAD = 100
-MESSAGES = 900  # at -z 10 ms: about 9 s of relaying per client
+MESSAGES = 600  # at -z 10 ms: about 6 s of relaying per client
 USERS = {"alice": "alice-pw", "bob": "bob-pw"}
 
 

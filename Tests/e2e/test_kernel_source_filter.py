@@ -112,6 +112,7 @@ def test_junk_is_dropped_in_the_kernel_and_the_live_session_loses_nothing(server
     assert s[DROPS] > user_space, s
 
 
+@pytest.mark.backend_independent  # loading and modes: the same on both backends
 def test_off_drops_only_in_user_space(server_factory):
     srv = limited(server_factory, "ksf-off", "off")
     port = srv.extra["metrics_port"]
@@ -123,6 +124,7 @@ def test_off_drops_only_in_user_space(server_factory):
     assert s.get('uturn_rate_limited_requests_total{reason="unauthenticated"}', 0) > 0, s
 
 
+@pytest.mark.backend_independent  # loading and modes: the same on both backends
 def test_auto_with_the_limits_off_starts_and_loads_nothing(server_factory):
     if server_kind() != "uturnd":
         pytest.skip("the kernel source filter is uturnd's")
@@ -158,6 +160,7 @@ def _without_cap_bpf(mode: str, timeout: float = 10.0) -> tuple[subprocess.Popen
     return proc, port
 
 
+@pytest.mark.backend_independent  # loading and modes: the same on both backends
 def test_auto_without_cap_bpf_starts_and_limits_in_user_space():
     proc, port = _without_cap_bpf("auto")
     try:
@@ -170,6 +173,7 @@ def test_auto_without_cap_bpf_starts_and_limits_in_user_space():
     assert out.count("kernel source filter: off") == 1, out
 
 
+@pytest.mark.backend_independent  # loading and modes: the same on both backends
 def test_on_without_cap_bpf_refuses_to_start():
     proc, _ = _without_cap_bpf("on")
     try:
