@@ -228,11 +228,11 @@ int uturn_fastpath_zero_counters(int fd, uint32_t index) {
     return result(bpf_map_update_elem(fd, &index, values, BPF_ANY));
 }
 
-uint64_t uturn_fastpath_read_passed(int fd, uint32_t reason) {
+uint64_t uturn_bpf_percpu_sum(int fd, uint32_t key) {
     int cpus = libbpf_num_possible_cpus();
     if (cpus <= 0 || cpus > MAX_CPUS) return 0;
     uint64_t values[cpus];
-    if (bpf_map_lookup_elem(fd, &reason, values) < 0) return 0;
+    if (bpf_map_lookup_elem(fd, &key, values) < 0) return 0;
     uint64_t n = 0;
     for (int i = 0; i < cpus; i++) n += values[i];
     return n;

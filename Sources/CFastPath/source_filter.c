@@ -86,15 +86,3 @@ int uturn_source_filter_block(int blocked_fd, const struct sf_key *key, uint64_t
     struct sf_value value = {.until = until};
     return bpf_map_update_elem(blocked_fd, key, &value, BPF_ANY) < 0 ? -errno : 0;
 }
-
-#define MAX_CPUS 1024
-
-uint64_t uturn_source_filter_read_counter(int counters_fd, uint32_t slot) {
-    int cpus = libbpf_num_possible_cpus();
-    if (cpus <= 0 || cpus > MAX_CPUS) return 0;
-    uint64_t values[cpus];
-    if (bpf_map_lookup_elem(counters_fd, &slot, values) < 0) return 0;
-    uint64_t n = 0;
-    for (int i = 0; i < cpus; i++) n += values[i];
-    return n;
-}

@@ -10,12 +10,10 @@ public struct AdminToken: Sendable {
     /// A token from text: surrounding whitespace (the file's trailing
     /// newline) is not part of it; nil when nothing is left.
     public init?(text: String) {
-        let trimmed = text.utf8.drop { Self.isSpace($0) }.reversed().drop { Self.isSpace($0) }.reversed()
+        let trimmed = SecretFile.trimmed(text)
         guard !trimmed.isEmpty else { return nil }
-        value = Array(trimmed)
+        value = trimmed
     }
-
-    static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
 
     /// Reads the token file. Errors say what is wrong, in words for the operator.
     public static func load(path: String) throws(AdminTokenError) -> AdminToken {
@@ -50,7 +48,7 @@ public struct AdminToken: Sendable {
         guard utf8.count > scheme.count,
             zip(utf8.prefix(scheme.count), scheme).allSatisfy({ ($0 | 0x20) == $1 || ($0 == $1) })
         else { return false }
-        let rest = utf8.dropFirst(scheme.count).drop { Self.isSpace($0) }
+        let rest = utf8.dropFirst(scheme.count).drop { SecretFile.isSpace($0) }
         return matches(rest)
     }
 }

@@ -27,6 +27,16 @@ enum SecretFile {
     }
 }
 
+extension SecretFile {
+    /// The secret in a file's text: surrounding whitespace (the trailing
+    /// newline) is not part of it.
+    static func trimmed(_ text: String) -> [UInt8] {
+        Array(text.utf8.drop { isSpace($0) }.reversed().drop { isSpace($0) }.reversed())
+    }
+
+    static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
+}
+
 struct SecretFileError: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }

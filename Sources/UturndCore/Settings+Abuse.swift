@@ -38,7 +38,7 @@ extension Settings {
             do { text = try SecretFile.read(path: path, flag: "--nonce-secret-file") } catch {
                 throw ValidationError(error.description + ".")
             }
-            let material = Array(text.utf8.drop { AdminToken.isSpace($0) }.reversed().drop { AdminToken.isSpace($0) }.reversed())
+            let material = SecretFile.trimmed(text)
             guard let fleet = NonceCodec(fleetSecret: material, lifetime: turn.nonces.lifetime) else {
                 throw ValidationError(
                     "--nonce-secret-file \(path) holds \(material.count) bytes; a fleet secret needs 16 or more (e.g. openssl rand -hex 32).")

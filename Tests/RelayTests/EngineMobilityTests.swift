@@ -27,18 +27,11 @@ struct EngineMobilityTests {
         TURNClient.parse(reply) { $0.mobilityTicket.map { Array($0) } } ?? nil
     }
 
-    /// ChannelData from `client` reaches the peer from `relayed`, and the
-    /// peer's answer comes back to `client` on the channel.
+    /// One ChannelData round trip on this suite's channel.
     static func roundTrip(
         _ h: EngineHarness, client: TestSocket, peer: TestSocket, relayed: TransportAddress, _ payload: [UInt8]
     ) throws {
-        try client.send(EngineRelayTests.channelData(channel, payload), to: h.server)
-        let atPeer = try #require(try peer.receive())
-        #expect(atPeer.bytes == payload)
-        #expect(atPeer.from == relayed)
-        try peer.send(payload.reversed(), to: relayed)
-        let back = try #require(try client.receive())
-        #expect(back.bytes == EngineRelayTests.channelData(channel, payload.reversed()))
+        try EngineRelayTests.roundTrip(h, client: client, peer: peer, relayed: relayed, channel: channel, payload)
     }
 
     @Test("moves to ports another worker receives keep relaying on the same channel")

@@ -46,6 +46,21 @@ struct EngineRelayTests {
         [UInt8(channel >> 8), UInt8(channel & 0xFF), UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)] + payload
     }
 
+    /// ChannelData on `channel` from `client` reaches the peer from `relayed`,
+    /// and the peer's answer (the payload reversed) comes back on the channel.
+    static func roundTrip(
+        _ h: EngineHarness, client: TestSocket, peer: TestSocket, relayed: TransportAddress, channel: UInt16,
+        _ payload: [UInt8]
+    ) throws {
+        try client.send(channelData(channel, payload), to: h.server)
+        let atPeer = try #require(try peer.receive())
+        #expect(atPeer.bytes == payload)
+        #expect(atPeer.from == relayed)
+        try peer.send(payload.reversed(), to: relayed)
+        let back = try #require(try client.receive())
+        #expect(back.bytes == channelData(channel, payload.reversed()))
+    }
+
     @Test("Binding request gets XOR-MAPPED-ADDRESS")
     func binding() throws {
         let h = try EngineHarness()
@@ -64,13 +79,7 @@ struct EngineRelayTests {
         let relayed = try Self.allocate(h, client: client, tc: &tc, peer: peer.address, channel: channel)
         for i in 0..<20 {
             let payload = (0..<(100 + i)).map { UInt8(truncatingIfNeeded: $0 &+ i) }
-            try client.send(Self.channelData(channel, payload), to: h.server)
-            let atPeer = try #require(try peer.receive())
-            #expect(atPeer.bytes == payload)
-            #expect(atPeer.from == relayed)
-            try peer.send(payload.reversed(), to: relayed)
-            let back = try #require(try client.receive())
-            #expect(back.bytes == Self.channelData(channel, payload.reversed()))
+            try Self.roundTrip(h, client: client, peer: peer, relayed: relayed, channel: channel, payload)
         }
     }
 

@@ -462,6 +462,25 @@ def recv_nowait(sock: socket.socket, bufsize: int = 65535) -> bytes | None:
         sock.settimeout(old)
 
 
+def relay_port_closed(relayed: tuple[str, int], timeout: float = 4) -> bool:
+    """Whether the relay port stops accepting datagrams (ICMP port unreachable)."""
+    probe = udp_socket("127.0.0.1")
+    probe.connect(relayed)
+
+    def refused() -> bool:
+        try:
+            probe.send(b"x")
+            time.sleep(0.05)
+            probe.send(b"x")
+        except ConnectionRefusedError:
+            return True
+        return False
+    try:
+        return wait_until(refused, timeout)
+    finally:
+        probe.close()
+
+
 def wait_until(pred, timeout: float, step: float = 0.05) -> bool:
     """Poll pred() until it is true or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout

@@ -410,23 +410,6 @@ def relayed_address(c: DtlsTurnClient, peer: stun.EchoPeer) -> tuple[str, int]:
     return next(iter(peer.sources))
 
 
-def relay_port_closed(relayed: tuple[str, int], timeout: float = 4) -> bool:
-    """Whether the relay port stops accepting datagrams (ICMP port unreachable)."""
-    probe = stun.udp_socket("127.0.0.1")
-    probe.connect(relayed)
-
-    def refused() -> bool:
-        try:
-            probe.send(b"x")
-            time.sleep(0.05)
-            probe.send(b"x")
-        except ConnectionRefusedError:
-            return True
-        return False
-    try:
-        return stun.wait_until(refused, timeout)
-    finally:
-        probe.close()
 
 
 @pytest.mark.backend_independent
@@ -440,7 +423,7 @@ def test_close_notify_deletes_allocation(dtls_server):
     try:
         relayed = relayed_address(c, peer)
         c.close_notify()
-        assert relay_port_closed(relayed), "the relay port still accepts datagrams after close_notify"
+        assert stun.relay_port_closed(relayed), "the relay port still accepts datagrams after close_notify"
         after = metrics(dtls_server, lambda x: x.get("uturn_allocations_deleted_total", 0)
                         > before.get("uturn_allocations_deleted_total", 0))
         assert after["uturn_allocations_deleted_total"] == before.get("uturn_allocations_deleted_total", 0) + 1
@@ -472,7 +455,7 @@ def test_new_handshake_from_the_same_port_replaces_the_session(dtls_server):
         port = first.port
         first.close()  # no close_notify
         second = allocated_dtls_client(dtls_server, port=port)
-        assert relay_port_closed(relayed), "the old session's relay port still accepts datagrams"
+        assert stun.relay_port_closed(relayed), "the old session's relay port still accepts datagrams"
         after = metrics(dtls_server, lambda x: dtls_count(x, "replaced") > dtls_count(before, "replaced"))
         assert dtls_count(after, "replaced") == dtls_count(before, "replaced") + 1
         relayed_address(second, peer)  # the new allocation relays
@@ -566,7 +549,7 @@ def test_admin_api_ending_the_allocation_closes_the_dtls_session(server_factory,
         conn.close()
         assert resp.status == 200, body
         assert c._records(3) == b"", "no close_notify from the server"
-        assert relay_port_closed(relayed), "the relay port still accepts datagrams"
+        assert stun.relay_port_closed(relayed), "the relay port still accepts datagrams"
     finally:
         peer.close()
         c.close()

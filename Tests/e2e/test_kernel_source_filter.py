@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 
@@ -24,6 +23,7 @@ import pytest
 import stun
 from conftest import PASSWORD, REALM, USER, free_port, free_port_range, server_binary, server_kind
 from test_metrics import http_get, parse, scrape_until, start_metrics_server
+from test_request_limits import drain, unsigned_allocate
 
 RATE = 5  # refusals per second per source; burst is twice it
 DROPS = "uturn_rate_limited_kernel_drops_total"
@@ -37,19 +37,6 @@ def limited(server_factory, name: str, mode: str):
         server_factory, name,
         f"--failed-request-rate {RATE} --binding-request-rate 0 --failed-request-rate-total 0 "
         f"--kernel-source-filter {mode}")
-
-
-def unsigned_allocate() -> bytes:
-    m = stun.Message(stun.ALLOCATE)
-    m.add(stun.REQUESTED_TRANSPORT, bytes([stun.UDP_TRANSPORT, 0, 0, 0]))
-    return m.encode()
-
-
-def drain(sock: socket.socket) -> int:
-    n = 0
-    while stun.recv_nowait(sock) is not None:
-        n += 1
-    return n
 
 
 def flood(srv, junk_packets: int):

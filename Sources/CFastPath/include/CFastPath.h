@@ -45,8 +45,10 @@ int uturn_fastpath_delete_peer(int fd, const struct fp_peer_key *key);
 // Counters of entry pair `index`, summed over CPUs; zeroing them.
 int uturn_fastpath_read_counters(int fd, uint32_t index, struct fp_counters *sum);
 int uturn_fastpath_zero_counters(int fd, uint32_t index);
-// ChannelData passed to user space for `reason` (fp_passed_reason), summed over CPUs.
-uint64_t uturn_fastpath_read_passed(int fd, uint32_t reason);
+// Slot `key` of a per-CPU array of 64-bit counters, summed over CPUs; 0 if
+// unreadable. The fast path's fp_passed (key: fp_passed_reason) and the
+// source filter's sf_counters (key: sf_counter).
+uint64_t uturn_bpf_percpu_sum(int fd, uint32_t key);
 
 // Where this host sends a datagram from `source` to `destination` (family
 // 4 or 6, addresses as in the maps: network byte order, IPv4 in word 0):

@@ -31,7 +31,6 @@ int uturn_source_filter_attach(int socket_fd, int program_fd);
 // Blocks `key` until `until` (CLOCK_MONOTONIC ns): one bpf() syscall.
 int uturn_source_filter_block(int blocked_fd, const struct sf_key *key, uint64_t until);
 
-// Counter `slot` (enum sf_counter), summed over CPUs; 0 if unreadable.
-uint64_t uturn_source_filter_read_counter(int counters_fd, uint32_t slot);
+// Its counters are read with uturn_bpf_percpu_sum (CFastPath.h).
 
 #endif

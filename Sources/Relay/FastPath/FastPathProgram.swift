@@ -165,7 +165,7 @@ final class FastPathProgram: @unchecked Sendable {
     /// ChannelData or peer data that matched an entry but went to user
     /// space, by reason (fp_passed_reason).
     var passedToUserSpace: OffloadPassed {
-        func read(_ r: fp_passed_reason) -> UInt64 { uturn_fastpath_read_passed(maps.passed, UInt32(r.rawValue)) }
+        func read(_ r: fp_passed_reason) -> UInt64 { uturn_bpf_percpu_sum(maps.passed, UInt32(r.rawValue)) }
         return OffloadPassed(
             length: read(FP_PASSED_LENGTH), expired: read(FP_PASSED_EXPIRED), localOrigin: read(FP_PASSED_LOCAL_ORIGIN),
             unfit: read(FP_PASSED_UNFIT), noNextHop: read(FP_PASSED_NO_NEXT_HOP))

@@ -101,5 +101,5 @@ final class SourceFilterProgram: @unchecked Sendable {
 
     /// Datagrams the filter dropped since it was loaded, summed over CPUs
     /// (the metrics read it; never the packet path).
-    var drops: UInt64 { uturn_source_filter_read_counter(counters, UInt32(SF_DROPPED.rawValue)) }
+    var drops: UInt64 { uturn_bpf_percpu_sum(counters, UInt32(SF_DROPPED.rawValue)) }
 }
