@@ -49,6 +49,8 @@ struct SourceRateLimiter: ~Copyable {
         var lastUse: UInt64 = 0
         var failed = TokenBucket(burst: 0, now: 0)
         var binding = TokenBucket(burst: 0, now: 0)
+        /// Datagrams that got no answer (`chargeUnanswered`).
+        var unanswered = TokenBucket(burst: 0, now: 0)
     }
 
     static let ways = 4
@@ -107,7 +109,8 @@ struct SourceRateLimiter: ~Copyable {
         victim.pointee = Entry(
             family: family, key: key, lastUse: now,
             failed: TokenBucket(burst: Self.burst(limits.failedPerSecond), now: now),
-            binding: TokenBucket(burst: Self.burst(limits.bindingPerSecond), now: now))
+            binding: TokenBucket(burst: Self.burst(limits.bindingPerSecond), now: now),
+            unanswered: TokenBucket(burst: Self.burst(limits.failedPerSecond), now: now))
         return victim
     }
 
@@ -150,6 +153,28 @@ struct SourceRateLimiter: ~Copyable {
 }
 
 extension SourceRateLimiter {
+    /// Takes one token for a datagram from `ip` that was dropped with no
+    /// answer (ChannelData with no allocation, unparsable bytes), from a
+    /// bucket of its own at the refusal rate (`failedPerSecond`, burst twice
+    /// it). Returns how long the kernel source filter may drop what this
+    /// 5-tuple sends that is not STUN: 0 while the bucket holds tokens, else
+    /// until it holds one again (clamped as `blockNanoseconds`).
+    ///
+    /// Nothing else changes: such datagrams are dropped in any case, and
+    /// this bucket is not the refusal bucket, so a host whose clients keep
+    /// sending media after their allocations are gone (a restart) can still
+    /// get its 401s and allocate again.
+    mutating func chargeUnanswered(_ ip: IPAddress, now: MonotonicTime) -> UInt64 {
+        guard limits.failedPerSecond > 0 else { return 0 }
+        let t = now.nanoseconds
+        let rate = limits.failedPerSecond
+        let e = entry(ip, now: t)
+        if e.pointee.unanswered.take(1, rate: rate, burst: Self.burst(rate), now: t) { return 0 }
+        let wait = Self.untilToken(e.pointee.unanswered, rate: rate, now: t)
+        guard wait > 0 else { return 0 }
+        return min(max(wait, Self.minimumBlock), Self.maximumBlock)
+    }
+
     /// Bounds of `blockNanoseconds`: at least a millisecond (a shorter
     /// block is not worth its map update), at most a second (a reload that
     /// lowers or lifts the limits takes effect within it).

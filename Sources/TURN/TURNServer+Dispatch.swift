@@ -150,6 +150,17 @@ extension TURNServer {
         }
     }
 
+    /// After a datagram from `fiveTuple` was dropped with no answer (not
+    /// ChannelData of a bound channel, not a message anyone answers): charges
+    /// it to the source's bucket for such datagrams and returns how long the
+    /// kernel source filter may drop that 5-tuple's datagrams that are not
+    /// STUN (`SourceRateLimiter.chargeUnanswered`); 0: do not block (under
+    /// the limit, the limits are off, or the 5-tuple has an allocation).
+    public mutating func unansweredBlockNanoseconds(from fiveTuple: FiveTuple, now: MonotonicTime) -> UInt64 {
+        guard isRateLimited(fiveTuple) else { return 0 }
+        return sourceLimiter.chargeUnanswered(fiveTuple.client.ip, now: now)
+    }
+
     /// Whether the per-source limits apply: they are on, and the 5-tuple has
     /// no allocation (an allocation's own traffic is never limited).
     @inline(__always)

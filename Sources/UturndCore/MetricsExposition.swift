@@ -115,11 +115,11 @@ public final class MetricsExposition: Sendable {
             ]),
         Family(
             name: "uturn_rate_limited_kernel_drops_total",
-            help: "Datagrams the kernel source filter (--kernel-source-filter) dropped before they reached a UDP listening socket: from a client address and port whose request the per-source limits had just dropped, until its bucket refills. Not counted in uturn_rate_limited_requests_total.",
+            help: "Datagrams the kernel source filter (--kernel-source-filter) dropped before they reached a UDP listening socket: from a client address and port whose request the per-source limits had just dropped, until its bucket refills; and from a client address and port with no allocation that sent more datagrams no one answers (ChannelData with no allocation, unparsable bytes) than --failed-request-rate, those of its datagrams that do not start with a STUN header. Not counted in uturn_rate_limited_requests_total or uturn_dropped_packets_total.",
             series: [("", "rateLimitedKernelDrops")]),
         Family(
             name: "uturn_rate_limited_kernel_blocks_total",
-            help: "Blocks the workers wrote into the kernel source filter (one per client address and port per block; a block lasts until the source's bucket refills, 1 ms to 1 s), and writes that failed.",
+            help: "Blocks the workers wrote into the kernel source filter (one per client address and port per block; a block lasts until the source's bucket refills, 1 ms to 1 s), and map writes that failed (blocks, and the lifting of a block when its 5-tuple gets an allocation).",
             label: "result",
             series: [("written", "kernelSourceBlocks"), ("failed", "kernelSourceBlockFailures")]),
         Family(

@@ -73,6 +73,34 @@ import URing
         #expect(decision == .noted)
     }
 
+    @Test func aBlockOfEverythingCoversOneOfWhatIsNotSTUNAndNotTheOtherWayRound() {
+        #expect(SourceFilterPart.Scope.all.covers(.notSTUN))
+        #expect(SourceFilterPart.Scope.all.covers(.all))
+        #expect(SourceFilterPart.Scope.notSTUN.covers(.notSTUN))
+        #expect(!SourceFilterPart.Scope.notSTUN.covers(.all))
+        // The raw values are the filter's enum sf_scope.
+        #expect(SourceFilterPart.Scope.all.rawValue == SF_SCOPE_ALL.rawValue)
+        #expect(SourceFilterPart.Scope.notSTUN.rawValue == SF_SCOPE_NOT_STUN.rawValue)
+    }
+
+    @Test func theSTUNHeaderTestIsTheFiltersOne() {
+        func starts(_ bytes: [UInt8]) -> Bool { bytes.withUnsafeBytes { SourceFilterPart.startsWithSTUNHeader($0) } }
+        let binding = TURNClient().request(.binding, sign: false)
+        #expect(starts(binding))
+        // Its header alone (20 bytes) is enough; 19 bytes is not.
+        #expect(starts(Array(binding.prefix(20))))
+        #expect(!starts(Array(binding.prefix(19))))
+        // Another cookie (an RFC 3489 message), ChannelData, or a top bit set: not STUN.
+        var oldCookie = binding
+        oldCookie[4] ^= 0xFF
+        #expect(!starts(oldCookie))
+        #expect(!starts([0x40, 0x00, 0x00, 0x10] + [UInt8](repeating: 7, count: 16) + Array(binding[4..<8])))
+        var topBit = binding
+        topBit[0] |= 0x80
+        #expect(!starts(topBit))
+        #expect(!starts([]))
+    }
+
     @Test func withTheFilterOffNothingIsWritten() {
         var part = SourceFilterPart(maps: nil)
         let enabled = part.enabled
@@ -129,6 +157,40 @@ struct SourceFilterEngineTests {
         let other = try TestSocket(ipv6: ipv6)
         try other.send(TURNClient().request(.binding, sign: false), to: h.server)
         #expect(try other.receive() != nil)
+    }
+
+    @Test(
+        "a 5-tuple sending ChannelData with no allocation loses it in the kernel, not its requests; its allocation lifts the block",
+        arguments: [false, true])
+    func unansweredDatagramsAreDroppedInTheKernelUntilAnAllocation(ipv6: Bool) throws {
+        let h = try Self.harness(.on, ipv6: ipv6)
+        let client = try TestSocket(ipv6: ipv6)
+        let peer = try TestSocket(ipv6: ipv6)
+        let stray = EngineRelayTests.channelData(0x4000, [UInt8](repeating: 0xAB, count: 100))
+        // 1 datagram/s of this kind, burst 2: the fourth blocks the 5-tuple
+        // for up to a second. Rounds until the kernel has dropped some.
+        var rounds = 0
+        while (h.engine.kernelSourceDrops ?? 0) == 0 && rounds < 20 {
+            for _ in 0..<50 { try client.send(stray, to: h.server) }
+            usleep(20_000)
+            rounds += 1
+        }
+        #expect((h.engine.kernelSourceDrops ?? 0) > 0)
+        // The block is in force: one more stray datagram is dropped in the kernel.
+        let before = h.engine.kernelSourceDrops ?? 0
+        try client.send(stray, to: h.server)
+        for _ in 0..<100 where (h.engine.kernelSourceDrops ?? 0) == before { usleep(2_000) }
+        #expect((h.engine.kernelSourceDrops ?? 0) == before + 1)
+        // Its requests still pass (the 401, then the allocation), and the
+        // allocation lifts the block: ChannelData flows both ways at once,
+        // well inside the second the block would have lasted.
+        var tc = TURNClient()
+        let relayed = try EngineRelayTests.allocate(
+            h, client: client, tc: &tc, peer: peer.address, channel: 0x4000, family: ipv6 ? .v6 : .v4)
+        try EngineRelayTests.roundTrip(h, client: client, peer: peer, relayed: relayed, channel: 0x4000, [1, 2, 3, 4])
+        // (Counted once the workers publish their counters.)
+        FastPathTests.waitForCounters(h) { $0.engine.counter("kernelSourceBlocks") ?? 0 > 0 }
+        #expect(h.engine.counter("kernelSourceBlocks") ?? 0 > 0)
     }
 
     @Test("a reload that turns the limits off stops new blocks: a new junk source is answered in full")

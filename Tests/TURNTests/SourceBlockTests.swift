@@ -105,6 +105,35 @@ import Testing
             off.server.sourceBlockNanoseconds(after: .rateLimitedUnauthenticated, from: c.fiveTuple, now: off.now) == 0)
     }
 
+    @Test func unansweredDatagramsBlockPastTheirOwnBucketAndLeaveTheRefusalsAlone() {
+        var h = Self.limited(failed: 4)  // burst 8: a token each 250 ms
+        let c = TestClient("198.51.100.7:40000")
+        for _ in 0..<8 { #expect(h.server.unansweredBlockNanoseconds(from: c.fiveTuple, now: h.now) == 0) }
+        // The ninth finds the bucket empty: a quarter second to the next token.
+        #expect(h.server.unansweredBlockNanoseconds(from: c.fiveTuple, now: h.now) == 250_000_000)
+        let later = MonotonicTime(nanoseconds: h.now.nanoseconds + 50_000_000)
+        #expect(h.server.unansweredBlockNanoseconds(from: c.fiveTuple, now: later) == 200_000_000)
+        // Another port of the host shares the bucket (it is the address's).
+        let sibling = TestClient("198.51.100.7:40001")
+        #expect(h.server.unansweredBlockNanoseconds(from: sibling.fiveTuple, now: later) > 0)
+        // The refusal bucket is untouched: the source still gets its 401s.
+        #expect(h.send(unsignedAllocate(c), from: c).errorCode == 401)
+        #expect(h.server.sourceBlockNanoseconds(after: .rateLimitedUnauthenticated, from: c.fiveTuple, now: h.now) == 0)
+    }
+
+    @Test func unansweredDatagramsOfAnAllocationOrWithTheLimitsOffNeverBlock() {
+        var h = Self.limited(failed: 1)
+        var c = TestClient("198.51.100.7:40000")
+        #expect(h.allocate(&c).isSuccess)
+        for _ in 0..<10 { #expect(h.server.unansweredBlockNanoseconds(from: c.fiveTuple, now: h.now) == 0) }
+        // Only the refusal rate sets this bucket's: with it off, nothing blocks.
+        var bindingOnly = Self.limited(binding: 5, total: 5)
+        let d = TestClient("198.51.100.8:40000")
+        for _ in 0..<20 {
+            #expect(bindingOnly.server.unansweredBlockNanoseconds(from: d.fiveTuple, now: bindingOnly.now) == 0)
+        }
+    }
+
     @Test func untilTokenCountsTheDeficitAndTheTimeSinceTheLastRefill() {
         var bucket = TokenBucket(burst: 0, now: 1_000)
         // Empty at t=1000, 3 per second: one token at 1000 + ceil(10⁹/3).

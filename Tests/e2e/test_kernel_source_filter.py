@@ -1,7 +1,8 @@
 """--kernel-source-filter: a source over the per-source request limits is
 dropped in the kernel (a BPF socket filter on the UDP listeners) before its
 datagrams reach uturnd, while a live session from the same address, on
-another port, relays every packet.
+another port, relays every packet; a 5-tuple with no allocation that sends
+ChannelData past the rate loses only what is not STUN, and allocates again.
 
 Servers of their own with a small refusal limit (5/s per source, burst 10).
 The filter is attached by each backend's listener setup, so this runs in the
@@ -97,6 +98,49 @@ def test_junk_is_dropped_in_the_kernel_and_the_live_session_loses_nothing(server
     user_space = s.get('uturn_rate_limited_requests_total{reason="unauthenticated"}', 0)
     assert s[DROPS] + user_space + answered >= 2000 * 0.99, s
     assert s[DROPS] > user_space, s
+
+
+def test_media_after_the_allocation_is_gone_is_dropped_in_the_kernel_and_it_allocates_again(server_factory):
+    """A client keeps sending ChannelData after its allocation is gone (as
+    after a server restart): past the source's rate that 5-tuple's
+    datagrams that are not STUN are dropped in the kernel, but its requests
+    still pass, so it allocates again at once; the allocation lifts the
+    block and its ChannelData is relayed."""
+    srv = limited(server_factory, "ksf-stray", "auto")
+    port = srv.extra["metrics_port"]
+    if "kernel source filter: on" not in srv.output():
+        pytest.skip("the kernel source filter did not load here: " + srv.output_tail(5))
+    peer = stun.EchoPeer("127.0.0.1")
+    client = stun.TurnClient(srv.addr(), srv.user, srv.password)
+    try:
+        assert client.allocate().cls == stun.SUCCESS
+        assert client.channel_bind(0x4002, peer.addr).cls == stun.SUCCESS
+        client.send_channel_data(0x4002, b"before")
+        assert client.recv_channel_data(timeout=2.0) == (0x4002, b"before")
+        assert client.refresh(0).cls == stun.SUCCESS
+        # 50 packets every 20 ms (2,500/s) to no allocation.
+        for _ in range(20):
+            for _ in range(50):
+                client.send_channel_data(0x4002, b"stray")
+            time.sleep(0.02)
+        s = scrape_until(port, lambda s: s.get(DROPS, 0) > 0)
+        assert s.get(DROPS, 0) > 0, s
+        # Another burst renews the block (it lasts until the bucket holds a
+        # token: 200 ms at 5/s); the Allocate goes through it, and so does
+        # the relayed data after it.
+        for _ in range(50):
+            client.send_channel_data(0x4002, b"stray")
+        time.sleep(0.01)
+        resp = client.allocate()
+        assert resp.cls == stun.SUCCESS, (resp.error_code, resp.error_reason)
+        assert client.channel_bind(0x4002, peer.addr).cls == stun.SUCCESS
+        for i in range(5):
+            payload = b"again-%d" % i
+            client.send_channel_data(0x4002, payload)
+            assert client.recv_channel_data(timeout=2.0) == (0x4002, payload), f"packet {i} after the new allocation lost"
+    finally:
+        client.close()
+        peer.close()
 
 
 @pytest.mark.backend_independent  # loading and modes: the same on both backends

@@ -10,6 +10,11 @@
 // allocations are never blocked: their 5-tuples are never limited, and
 // another port of the same host is another key.
 //
+// A source that sends only datagrams no one answers (ChannelData with no
+// allocation, bytes that parse as nothing) is blocked for those alone
+// (SF_SCOPE_NOT_STUN): its STUN requests pass, so its client can allocate
+// again, and those requests meet the request limits in user space.
+//
 // A socket filter is removed by the kernel when its socket closes; nothing
 // is attached to an interface and nothing outlives uturnd.
 #include <linux/bpf.h>
@@ -42,6 +47,16 @@ struct {
 #define SF_KEEP 0xffffffffu
 #define SF_DROP 0u
 
+// Whether the datagram after the UDP header could be a STUN message: at
+// least a 20-byte header, the two top bits clear, the magic cookie in
+// bytes 4-7 (RFC 8489 §5). uturnd's stun_header_shape (Swift) is the same test.
+static __always_inline int starts_with_stun_header(struct __sk_buff *skb) {
+    if (skb->len < sizeof(struct udphdr) + 20) return 0;
+    __u32 head[2];
+    if (bpf_skb_load_bytes(skb, sizeof(struct udphdr), head, sizeof(head)) < 0) return 0;
+    return (bpf_ntohl(head[0]) & 0xC0000000u) == 0 && head[1] == bpf_htonl(0x2112A442u);
+}
+
 SEC("socket")
 int uturn_source_filter(struct __sk_buff *skb) {
     struct sf_key key;
@@ -71,6 +86,7 @@ int uturn_source_filter(struct __sk_buff *skb) {
         bpf_map_delete_elem(&sf_blocked, &key);
         return SF_KEEP;
     }
+    if (blocked->scope == SF_SCOPE_NOT_STUN && starts_with_stun_header(skb)) return SF_KEEP;
     __u32 slot = SF_DROPPED;
     __u64 *dropped = bpf_map_lookup_elem(&sf_counters, &slot);
     if (dropped) *dropped += 1;

@@ -28,8 +28,12 @@ int uturn_source_filter_counters_fd(const struct uturn_source_filter *sf);
 // kernel detaches it when the socket closes.
 int uturn_source_filter_attach(int socket_fd, int program_fd);
 
-// Blocks `key` until `until` (CLOCK_MONOTONIC ns): one bpf() syscall.
-int uturn_source_filter_block(int blocked_fd, const struct sf_key *key, uint64_t until);
+// Blocks `key` until `until` (CLOCK_MONOTONIC ns), dropping what `scope`
+// (enum sf_scope) names: one bpf() syscall.
+int uturn_source_filter_block(int blocked_fd, const struct sf_key *key, uint64_t until, uint32_t scope);
+
+// Lifts any block of `key` (none is not an error): one bpf() syscall.
+int uturn_source_filter_unblock(int blocked_fd, const struct sf_key *key);
 
 // Its counters are read with uturn_bpf_percpu_sum (CFastPath.h).
 

@@ -25,11 +25,25 @@ struct sf_key {
     fp_u8 pad[3];
 };
 
+// What a block drops. A source over the request limits loses everything
+// (SF_SCOPE_ALL). A source sending datagrams that get no answer (ChannelData
+// with no allocation, unparsable bytes) loses only datagrams that do not
+// start with a STUN header (SF_SCOPE_NOT_STUN): its requests still reach
+// the worker, so a client whose allocation is gone can allocate again at
+// once, and the worker lifts the block when it does.
+enum sf_scope {
+    SF_SCOPE_ALL = 0,
+    SF_SCOPE_NOT_STUN = 1,
+};
+
 // The value: CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns, the clock the
-// workers read) until which datagrams from the key are dropped. Past it the
-// entry lets them through and the program deletes it.
+// workers read) until which datagrams from the key are dropped, and the
+// scope of the block. Past `until` the entry lets them through and the
+// program deletes it.
 struct sf_value {
     fp_u64 until;
+    fp_u32 scope;
+    fp_u32 pad;
 };
 
 // Slots of the per-CPU counter array.

@@ -20,16 +20,38 @@ import TURN
 /// worker wrote, so the datagrams the socket had queued before a block
 /// (dropped by the limiter again) make no second update.
 ///
-/// Runs only when a request was dropped for a limit: no allocation (the
-/// table is fixed at init), no reference counting, no lock.
+/// A block has a scope (`Scope`): a source whose requests the limits drop
+/// loses everything; a source that sends datagrams no one answers
+/// (ChannelData with no allocation, unparsable bytes) loses only what does
+/// not start with a STUN header, so its requests still reach the worker.
+/// When such a 5-tuple gets an allocation, the worker lifts its block
+/// (`unblock`).
+///
+/// Runs only when a datagram was dropped for a limit, and once per new
+/// allocation: no allocation (the table is fixed at init), no reference
+/// counting, no lock.
 ///
 /// Invariant: `recent` holds `Self.slots` initialised entries from init
 /// until deinit.
 struct SourceFilterPart: ~Copyable {
+    /// What a block drops (the filter's `enum sf_scope`).
+    enum Scope: UInt32 {
+        /// Every datagram of the 5-tuple: its requests are over the limits.
+        case all = 0  // SF_SCOPE_ALL
+        /// Datagrams that do not start with a STUN header
+        /// (`startsWithSTUNHeader`): it sends what gets no answer.
+        case notSTUN = 1  // SF_SCOPE_NOT_STUN
+
+        /// Whether a block of this scope drops what one of `other` would.
+        func covers(_ other: Scope) -> Bool { self == .all || other == .notSTUN }
+    }
+
     struct Recent {
         var key = sf_key()
         /// A block this worker wrote ends then (0: none written).
         var until: UInt64 = 0
+        /// What that block drops.
+        var scope = Scope.all
         /// The first drop of `key` not yet followed by a block.
         var seen: UInt64 = 0
     }
@@ -81,18 +103,20 @@ struct SourceFilterPart: ~Copyable {
         return key
     }
 
-    /// What the drop of a request from `key` at `now` leads to, the block
-    /// lasting `nanoseconds` (> 0); notes it in `recent`.
-    mutating func decide(_ key: sf_key, nanoseconds: UInt64, now: MonotonicTime) -> Decision {
+    /// What a drop from `key` at `now` leads to, the block lasting
+    /// `nanoseconds` (> 0) and dropping `scope`; notes it in `recent`. A
+    /// block in force that drops less (a `.notSTUN` block when requests are
+    /// now dropped too) does not count as in force.
+    mutating func decide(_ key: sf_key, nanoseconds: UInt64, scope: Scope = .all, now: MonotonicTime) -> Decision {
         let slot = recent + Self.slot(key)
         let t = now.nanoseconds
         if Self.same(slot.pointee.key, key) {
-            if slot.pointee.until > t { return .inForce }
+            if slot.pointee.until > t && slot.pointee.scope.covers(scope) { return .inForce }
             if slot.pointee.seen != 0 && t &- slot.pointee.seen <= SourceFilterPart.repeatWindow {
                 return .block(until: t &+ nanoseconds)
             }
         }
-        slot.pointee = Recent(key: key, until: 0, seen: t)
+        slot.pointee = Recent(key: key, until: 0, scope: .all, seen: t)
         return .noted
     }
 
@@ -101,19 +125,51 @@ struct SourceFilterPart: ~Copyable {
     static let repeatWindow: UInt64 = 1_000_000_000
 
     /// Blocks `key` for `nanoseconds` from `now` (CLOCK_MONOTONIC, as
-    /// bpf_ktime_get_ns) if `decide` says so. Returns whether a map update
-    /// was made.
-    mutating func block(_ key: sf_key, nanoseconds: UInt64, now: MonotonicTime) -> Bool {
+    /// bpf_ktime_get_ns), dropping `scope`, if `decide` says so. Returns
+    /// whether a map update was made. A block replaces the key's earlier one
+    /// whole (a `.notSTUN` block written over an `.all` one this worker no
+    /// longer remembers lets requests through again, where the limiter
+    /// still drops them, until the next block).
+    mutating func block(_ key: sf_key, nanoseconds: UInt64, scope: Scope = .all, now: MonotonicTime) -> Bool {
         guard enabled, nanoseconds > 0 else { return false }
-        guard case .block(let until) = decide(key, nanoseconds: nanoseconds, now: now) else { return false }
+        guard case .block(let until) = decide(key, nanoseconds: nanoseconds, scope: scope, now: now) else {
+            return false
+        }
         var k = key
-        let rc = uturn_source_filter_block(blocked, &k, until)
+        let rc = uturn_source_filter_block(blocked, &k, until, scope.rawValue)
         if rc != 0 {
             failures &+= 1
             return false
         }
-        recent[Self.slot(key)] = Recent(key: key, until: until, seen: 0)
+        recent[Self.slot(key)] = Recent(key: key, until: until, scope: scope, seen: 0)
         return true
+    }
+
+    /// Lifts any block of `key` (an allocation was just made or moved
+    /// there: its traffic is never limited). One bpf() map delete whether or
+    /// not a block exists: another worker may have written it (a client's
+    /// 5-tuple moves between workers when the listening sockets change), and
+    /// `recent` may have forgotten it. Returns false if the delete failed.
+    mutating func unblock(_ key: sf_key) -> Bool {
+        guard enabled else { return true }
+        let slot = recent + Self.slot(key)
+        if Self.same(slot.pointee.key, key) { slot.pointee = Recent() }
+        var k = key
+        guard uturn_source_filter_unblock(blocked, &k) == 0 else {
+            failures &+= 1
+            return false
+        }
+        return true
+    }
+
+    /// Whether `datagram` starts with what could be a STUN header: 20 bytes
+    /// or more, the two top bits clear, the magic cookie in bytes 4-7. The
+    /// filter's `starts_with_stun_header` is the same test; a `.notSTUN`
+    /// block drops exactly the datagrams for which this is false.
+    @inline(__always)
+    static func startsWithSTUNHeader(_ datagram: UnsafeRawBufferPointer) -> Bool {
+        datagram.count >= STUNHeader.size && datagram[0] & 0xC0 == 0
+            && datagram.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == STUNHeader.magicCookie.bigEndian
     }
 
     @inline(__always)

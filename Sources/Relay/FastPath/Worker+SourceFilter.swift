@@ -9,9 +9,7 @@ extension Worker {
     /// drop it (SourceFilterPart). Only drops reach here, and only the first
     /// one per block makes a syscall.
     mutating func blockSource(after reason: DropReason, fiveTuple: FiveTuple, reply: ClientReply, now: MonotonicTime) {
-        guard sourceFilter.enabled, fiveTuple.transport == .udp, case .datagram(let fd) = reply,
-            datagram.listenerFD(for: fiveTuple.server) == fd
-        else { return }
+        guard cameOnFilteredListener(fiveTuple, reply) else { return }
         let nanoseconds = turn.sourceBlockNanoseconds(after: reason, from: fiveTuple, now: now)
         guard nanoseconds > 0 else { return }
         let key = SourceFilterPart.key(client: fiveTuple.client, listenPort: fiveTuple.server.port)
@@ -21,5 +19,48 @@ extension Worker {
         } else if sourceFilter.failures != failuresBefore {
             counters.add(.kernelSourceBlockFailures)
         }
+    }
+
+    /// After a datagram from `fiveTuple` was dropped with no answer
+    /// (ChannelData with no route, unparsable bytes): when its source sends
+    /// more of those than the per-source rate allows and the 5-tuple has no
+    /// allocation, blocks that client address and port's datagrams that are
+    /// not STUN in the kernel source filter (SourceFilterPart.Scope.notSTUN).
+    /// Its requests still reach the worker. A datagram that starts with a
+    /// STUN header is not charged: such a block would not drop it.
+    @inline(__always)
+    mutating func noteUnanswered(
+        _ bytes: UnsafeRawBufferPointer, fiveTuple: FiveTuple, reply: ClientReply, now: MonotonicTime
+    ) {
+        guard sourceFilter.enabled, !SourceFilterPart.startsWithSTUNHeader(bytes),
+            cameOnFilteredListener(fiveTuple, reply)
+        else { return }
+        let nanoseconds = turn.unansweredBlockNanoseconds(from: fiveTuple, now: now)
+        guard nanoseconds > 0 else { return }
+        let key = SourceFilterPart.key(client: fiveTuple.client, listenPort: fiveTuple.server.port)
+        let failuresBefore = sourceFilter.failures
+        if sourceFilter.block(key, nanoseconds: nanoseconds, scope: .notSTUN, now: now) {
+            counters.add(.kernelSourceBlocks)
+        } else if sourceFilter.failures != failuresBefore {
+            counters.add(.kernelSourceBlockFailures)
+        }
+    }
+
+    /// An allocation was made for `fiveTuple`, or moved to it: lifts any
+    /// kernel block of that client address and port (one for datagrams
+    /// that are not STUN, written while it had no allocation), so its
+    /// ChannelData flows at once.
+    mutating func unblockSource(_ fiveTuple: FiveTuple, reply: ClientReply) {
+        guard cameOnFilteredListener(fiveTuple, reply) else { return }
+        let key = SourceFilterPart.key(client: fiveTuple.client, listenPort: fiveTuple.server.port)
+        if !sourceFilter.unblock(key) { counters.add(.kernelSourceBlockFailures) }
+    }
+
+    /// Whether the filter is on and `fiveTuple` came in on a plain-UDP
+    /// listener (the sockets the filter is attached to).
+    @inline(__always)
+    func cameOnFilteredListener(_ fiveTuple: FiveTuple, _ reply: ClientReply) -> Bool {
+        guard sourceFilter.enabled, fiveTuple.transport == .udp, case .datagram(let fd) = reply else { return false }
+        return datagram.listenerFD(for: fiveTuple.server) == fd
     }
 }

@@ -63,6 +63,7 @@ extension Worker {
             handleSTUN(datagram, fiveTuple: fiveTuple, reply: reply, buffer: h, now: now)
         default:
             counters.add(.dropsMalformed)
+            noteUnanswered(UnsafeRawBufferPointer(datagram), fiveTuple: fiveTuple, reply: reply, now: now)
         }
     }
 
@@ -76,12 +77,14 @@ extension Worker {
             frame = try ChannelData(parsing: UnsafeRawBufferPointer(datagram))
         } catch {
             counters.add(.dropsMalformed)
+            noteUnanswered(UnsafeRawBufferPointer(datagram), fiveTuple: fiveTuple, reply: reply, now: now)
             return
         }
         guard let (allocation, peer) = turn.routeChannelData(channel: frame.channelNumber, from: fiveTuple, now: now),
             let fd = relayFD(allocation, family: peer.ip.family)
         else {
             counters.add(.dropsNoRoute)
+            noteUnanswered(UnsafeRawBufferPointer(datagram), fiveTuple: fiveTuple, reply: reply, now: now)
             return
         }
         guard admitToPeer(allocation, bytes: frame.payload.count, reply: reply, now: now) else { return }
@@ -168,6 +171,7 @@ extension Worker {
             }
         case .allocationCreated(let allocation, let v4, let v6):
             counters.add(.allocationsCreated)
+            unblockSource(fiveTuple, reply: reply)
             // Peer data for it goes back over the connection it was made over.
             if case .stream(let slot) = reply { stream.noteAllocation(allocation, madeOver: slot) }
             let relayed = [v4, v6].compactMap { $0?.address.description }.joined(separator: " ")
@@ -179,6 +183,7 @@ extension Worker {
             // here, and the sync after the response writes them for the new one.
             moveFastPath(allocation, now: now)
             counters.add(.allocationsMoved)
+            unblockSource(fiveTuple, reply: reply)
             // A socket connected to the old 5-tuple (an earlier move from
             // another worker) is done with; a move handed over from another
             // worker gets its own (Worker+Mobility.swift).
@@ -208,7 +213,10 @@ extension Worker {
             blockSource(after: .rateLimitedBinding, fiveTuple: fiveTuple, reply: reply, now: now)
         case .dropped:
             counters.add(.dropsMalformed)
+            noteUnanswered(UnsafeRawBufferPointer(payload), fiveTuple: fiveTuple, reply: reply, now: now)
         case .forwardMove(let owner):
+            // The new 5-tuple may have sent ChannelData before its Refresh.
+            unblockSource(fiveTuple, reply: reply)
             forwardMove(payload, fiveTuple: fiveTuple, to: Int(owner))
         case .none, .tcpRelay:
             break  // RFC 6062 effects are applied after the response
