@@ -4,7 +4,7 @@ import ArgumentParser
 /// allocations go when this server should not take them (ALTERNATE-SERVER).
 /// All of it changes on SIGHUP.
 public struct AbuseOptions: ParsableArguments {
-    @Option(name: .customLong("failed-request-rate"), help: ArgumentHelp("Refusals (400, 401, 438) per second one source address (IPv4, or IPv6 /64) with no allocation may get, burst twice that; past it, its requests are dropped unanswered and without an HMAC check. An allocation's own requests are never limited. 0: no limit.", valueName: "n"))
+    @Option(name: .customLong("failed-request-rate"), help: ArgumentHelp("Refusals (400, 401, 438) per second one source address (IPv4, or IPv6 /64) with no allocation may get, burst twice that; past it, its requests are dropped unanswered and without an HMAC check. The same rate bounds, per source, datagrams no one answers (ChannelData with no allocation, unparsable bytes) before --kernel-source-filter drops them in the kernel. An allocation's own requests are never limited. 0: no limit.", valueName: "n"))
     public var failedRequestRate: Int = 200
 
     @Option(name: .customLong("failed-request-rate-total"), help: ArgumentHelp("Refusals per second the whole server sends to clients with no allocation (shared evenly by the workers), burst twice that: what bounds a flood from spoofed addresses. 0: no limit.", valueName: "n"))

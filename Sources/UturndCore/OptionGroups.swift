@@ -327,7 +327,7 @@ public struct EngineOptions: ParsableArguments {
     @Option(name: .customLong("offload-interface"), help: ArgumentHelp("Interface the fast path attaches to; repeat for several (default: the interfaces holding the listening and relay addresses).", valueName: "name"))
     public var offloadInterface: [String] = []
 
-    @Option(name: .customLong("kernel-source-filter"), help: ArgumentHelp("Drop sources over the per-source request limits (--failed-request-rate, --failed-request-rate-total, --binding-request-rate) in the kernel too: a BPF socket filter on each UDP listening socket drops the blocked client address and port until its bucket refills, before the datagram is queued. off, auto (on when a per-source limit is on at start and the program loads, else user space with a log line), on (always, or refuse to start). Needs CAP_BPF. Fixed at start.", valueName: "mode"))
+    @Option(name: .customLong("kernel-source-filter"), help: ArgumentHelp("Drop sources over the per-source request limits (--failed-request-rate, --failed-request-rate-total, --binding-request-rate) in the kernel too: a BPF socket filter on each UDP listening socket drops the blocked client address and port until its bucket refills, before the datagram is queued; a client address and port with no allocation that sends more datagrams no one answers (ChannelData, unparsable bytes) than --failed-request-rate loses those, not its requests, until it allocates. off, auto (on when a per-source limit is on at start and the program loads, else user space with a log line), on (always, or refuse to start). Needs CAP_BPF. Fixed at start.", valueName: "mode"))
     public var kernelSourceFilter: String = "auto"
 
     @Flag(name: .customLong("simulate-io-uring-failure"),

@@ -17,8 +17,12 @@
 # junk packet sent in it: the sender's own cost is the same in every arm, so
 # the differences between arms are what the relay host saves), answers, the kernel filter's drops (from
 # /metrics), and the live session's loss and p50/p99.
+# PIN=1 (the default) runs uturnd on the last CPU and uturn-bench on CPU 0 (taskset), so
+# the relay's times hold its own work only: unpinned, on a 2-CPU machine the
+# scheduler now and then puts uturnd on the sender's CPU, where it is charged
+# for the loopback softirq work of the flood (the kernel filter included).
 # Usage: scripts/bench/junk-limit-ab.sh [OUTDIR]
-#   (env: UTURND, BENCH, RATE, ROUNDS, DURATION, KINDS, ARMS="off limits kfilter")
+#   (env: UTURND, BENCH, RATE, ROUNDS, DURATION, KINDS, ARMS="off limits kfilter", PIN)
 set -euo pipefail
 out=${1:-/tmp/junk-limit-ab}
 uturnd=${UTURND:-.build/release/uturnd}
@@ -28,6 +32,11 @@ rounds=${ROUNDS:-3}
 duration=${DURATION:-6}
 kinds=${KINDS:-all}
 arms=${ARMS:-off limits kfilter}
+relay_cpu=(); sender_cpu=()
+if [[ ${PIN:-1} == 1 ]]; then
+	last=$(($(nproc) - 1))
+	relay_cpu=(taskset -c "$last"); sender_cpu=(taskset -c 0)
+fi
 mkdir -p "$out"
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 sample() { # uturnd pid: "seconds relay-ticks softirq-ticks"
@@ -47,7 +56,7 @@ PY
 run() { # name, extra uturnd args...
 	local name=$1; shift
 	local port metrics; port=$(free_port); metrics=$(free_port)
-	"$uturnd" --listening-ip 127.0.0.1 --listening-port "$port" --relay-ip 127.0.0.1 --min-port 40000 --max-port 40999 \
+	"${relay_cpu[@]}" "$uturnd" --listening-ip 127.0.0.1 --listening-port "$port" --relay-ip 127.0.0.1 --min-port 40000 --max-port 40999 \
 		--realm bench --user bench:bench --allow-loopback-peers --workers 1 --no-tcp --log-level warning \
 		--metrics-listen "127.0.0.1:$metrics" "$@" >"$out/$name.uturnd.log" 2>&1 &
 	local pid=$!
@@ -60,7 +69,7 @@ run() { # name, extra uturnd args...
 subprocess.run(sys.argv[2:], stdout=open(sys.argv[1], "w"), stderr=subprocess.STDOUT)
 r = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(r.ru_utime + r.ru_stime)' "$out/$name.txt" \
-		"$bench" invalid --server "127.0.0.1:$port" --realm bench --rate "$rate" --kinds "$kinds" --legit-rate 50 \
+		"${sender_cpu[@]}" "$bench" invalid --server "127.0.0.1:$port" --realm bench --rate "$rate" --kinds "$kinds" --legit-rate 50 \
 		--duration "$duration" --warmup 1 --relay-pid "$pid" --json "$out/$name.json" --quiet >"$out/$name.benchcpu" || true
 	sample "$pid" >>"$out/$name.ticks"
 	curl -s "http://127.0.0.1:$metrics/metrics" >"$out/$name.metrics" 2>/dev/null || true
