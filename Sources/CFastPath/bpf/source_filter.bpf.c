@@ -49,7 +49,8 @@ struct {
 
 // Whether the datagram after the UDP header could be a STUN message: at
 // least a 20-byte header, the two top bits clear, the magic cookie in
-// bytes 4-7 (RFC 8489 §5). uturnd's stun_header_shape (Swift) is the same test.
+// bytes 4-7 (RFC 8489 §5). SourceFilterPart.startsWithSTUNHeader (Swift)
+// is the same test.
 static __always_inline int starts_with_stun_header(struct __sk_buff *skb) {
     if (skb->len < sizeof(struct udphdr) + 20) return 0;
     __u32 head[2];

@@ -72,6 +72,9 @@ struct SourceFilterPart: ~Copyable {
     private let recent: UnsafeMutablePointer<Recent>
     /// Map updates that failed (counted in uturn_rate_limited_kernel_blocks_total{result="failed"}).
     private(set) var failures: UInt64 = 0
+    /// The latest end of any block this worker wrote (0: none yet). Past it
+    /// no block of this worker is in force, and `unblock` has nothing to do.
+    private(set) var latestUntil: UInt64 = 0
 
     init(maps: SourceFilterMaps?) {
         blocked = maps?.blocked ?? -1
@@ -142,16 +145,19 @@ struct SourceFilterPart: ~Copyable {
             return false
         }
         recent[Self.slot(key)] = Recent(key: key, until: until, scope: scope, seen: 0)
+        latestUntil = max(latestUntil, until)
         return true
     }
 
     /// Lifts any block of `key` (an allocation was just made or moved
-    /// there: its traffic is never limited). One bpf() map delete whether or
-    /// not a block exists: another worker may have written it (a client's
-    /// 5-tuple moves between workers when the listening sockets change), and
-    /// `recent` may have forgotten it. Returns false if the delete failed.
-    mutating func unblock(_ key: sf_key) -> Bool {
-        guard enabled else { return true }
+    /// there: its traffic is never limited). While a block this worker wrote
+    /// may be in force, that is one bpf() map delete whether or not `key`
+    /// is blocked (`recent` may have forgotten it); otherwise nothing. A
+    /// 5-tuple's datagrams reach one worker's listener (SO_REUSEPORT), so
+    /// only that worker blocks it, and that worker sees its requests.
+    /// Returns false if the delete failed.
+    mutating func unblock(_ key: sf_key, now: MonotonicTime) -> Bool {
+        guard enabled, now.nanoseconds < latestUntil else { return true }
         let slot = recent + Self.slot(key)
         if Self.same(slot.pointee.key, key) { slot.pointee = Recent() }
         var k = key

@@ -50,10 +50,10 @@ extension Worker {
     /// kernel block of that client address and port (one for datagrams
     /// that are not STUN, written while it had no allocation), so its
     /// ChannelData flows at once.
-    mutating func unblockSource(_ fiveTuple: FiveTuple, reply: ClientReply) {
+    mutating func unblockSource(_ fiveTuple: FiveTuple, reply: ClientReply, now: MonotonicTime) {
         guard cameOnFilteredListener(fiveTuple, reply) else { return }
         let key = SourceFilterPart.key(client: fiveTuple.client, listenPort: fiveTuple.server.port)
-        if !sourceFilter.unblock(key) { counters.add(.kernelSourceBlockFailures) }
+        if !sourceFilter.unblock(key, now: now) { counters.add(.kernelSourceBlockFailures) }
     }
 
     /// Whether the filter is on and `fiveTuple` came in on a plain-UDP

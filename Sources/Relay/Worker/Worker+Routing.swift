@@ -171,7 +171,7 @@ extension Worker {
             }
         case .allocationCreated(let allocation, let v4, let v6):
             counters.add(.allocationsCreated)
-            unblockSource(fiveTuple, reply: reply)
+            unblockSource(fiveTuple, reply: reply, now: now)
             // Peer data for it goes back over the connection it was made over.
             if case .stream(let slot) = reply { stream.noteAllocation(allocation, madeOver: slot) }
             let relayed = [v4, v6].compactMap { $0?.address.description }.joined(separator: " ")
@@ -183,7 +183,7 @@ extension Worker {
             // here, and the sync after the response writes them for the new one.
             moveFastPath(allocation, now: now)
             counters.add(.allocationsMoved)
-            unblockSource(fiveTuple, reply: reply)
+            unblockSource(fiveTuple, reply: reply, now: now)
             // A socket connected to the old 5-tuple (an earlier move from
             // another worker) is done with; a move handed over from another
             // worker gets its own (Worker+Mobility.swift).
@@ -216,7 +216,7 @@ extension Worker {
             noteUnanswered(UnsafeRawBufferPointer(payload), fiveTuple: fiveTuple, reply: reply, now: now)
         case .forwardMove(let owner):
             // The new 5-tuple may have sent ChannelData before its Refresh.
-            unblockSource(fiveTuple, reply: reply)
+            unblockSource(fiveTuple, reply: reply, now: now)
             forwardMove(payload, fiveTuple: fiveTuple, to: Int(owner))
         case .none, .tcpRelay:
             break  // RFC 6062 effects are applied after the response
