@@ -71,6 +71,10 @@ public final class PostgresStore: UserStore {
         s.secrets = try rows("SELECT value FROM turn_secret WHERE realm = $1 ORDER BY value", [realm]).map { $0[0] }
         s.allowedPeers = try rows("SELECT ip_range FROM allowed_peer_ip WHERE realm = $1 ORDER BY ip_range", [realm]).map { $0[0] }
         s.deniedPeers = try rows("SELECT ip_range FROM denied_peer_ip WHERE realm = $1 ORDER BY ip_range", [realm]).map { $0[0] }
+        // A schema without the table (a role that could not create it) has no options.
+        for r in (try? rows("SELECT opt, value FROM turn_realm_option WHERE realm = $1", [realm])) ?? [] {
+            s.realmOptions[r[0]] = r[1].trimmingCharacters(in: " ")
+        }
         return s
     }
 

@@ -128,6 +128,9 @@ public final class RedisStore: UserStore {
         s.secrets = try command(["SMEMBERS", "\(base)/secret"]).array.compactMap(\.text).sorted()
         s.allowedPeers = try command(["SMEMBERS", "\(base)/allowed-peer-ip"]).array.compactMap(\.text).sorted()
         s.deniedPeers = try command(["SMEMBERS", "\(base)/denied-peer-ip"]).array.compactMap(\.text).sorted()
+        let names = RedisStore.realmOptionNames
+        let options = try command(["MGET"] + names.map { "\(base)/\($0)" }).array
+        for (name, value) in zip(names, options) { if let v = value.text { s.realmOptions[name] = v } }
         return s
     }
 

@@ -80,7 +80,7 @@ public final class SQLiteStore: UserStore {
 
     public func snapshot(realm: String) throws(StoreError) -> StoreSnapshot {
         var s = StoreSnapshot()
-        // One read transaction: the four tables agree with each other.
+        // One read transaction: the five tables agree with each other.
         try run("BEGIN")
         defer { try? run("COMMIT") }
         for r in try rows("SELECT name, hmackey FROM turnusers_lt WHERE realm = ?", [realm]) {
@@ -89,6 +89,7 @@ public final class SQLiteStore: UserStore {
         s.secrets = try rows("SELECT value FROM turn_secret WHERE realm = ? ORDER BY value", [realm]).map { $0[0] }
         s.allowedPeers = try rows("SELECT ip_range FROM allowed_peer_ip WHERE realm = ? ORDER BY ip_range", [realm]).map { $0[0] }
         s.deniedPeers = try rows("SELECT ip_range FROM denied_peer_ip WHERE realm = ? ORDER BY ip_range", [realm]).map { $0[0] }
+        for r in try rows("SELECT opt, value FROM turn_realm_option WHERE realm = ?", [realm]) { s.realmOptions[r[0]] = r[1] }
         return s
     }
 

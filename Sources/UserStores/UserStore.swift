@@ -1,6 +1,6 @@
 /// What a credential database holds for one realm, read in one go: coturn's
-/// tables (turnusers_lt, turn_secret, allowed_peer_ip, denied_peer_ip) or
-/// its Redis keys. uturnd keeps the last snapshot it read, so a database
+/// tables (turnusers_lt, turn_secret, allowed_peer_ip, denied_peer_ip,
+/// turn_realm_option) or its Redis keys. uturnd keeps the last snapshot it read, so a database
 /// that goes down leaves every user it knew working.
 public struct StoreSnapshot: Sendable, Equatable {
     /// name → coturn's hex key (`hmackey`, 32 hex digits for MD5, 64 for
@@ -11,6 +11,10 @@ public struct StoreSnapshot: Sendable, Equatable {
     /// allowed_peer_ip / denied_peer_ip ranges, as coturn writes them.
     public var allowedPeers: [String] = []
     public var deniedPeers: [String] = []
+    /// The realm's options (turn_realm_option, or Redis
+    /// `turn/realm/<realm>/<option>`): option name → value as stored
+    /// (`max-bps`, `total-quota`, `user-quota`).
+    public var realmOptions: [String: String] = [:]
 
     public init() {}
 }
@@ -34,6 +38,12 @@ public struct RealmOption: Sendable, Equatable {
     public var realm: String
     public var name: String
     public var value: String
+
+    public init(realm: String, name: String, value: String) {
+        self.realm = realm
+        self.name = name
+        self.value = value
+    }
 }
 
 /// A credential database: what uturnd reads and what uturnadmin writes.

@@ -20,12 +20,17 @@ import UserStores
 /// user added since the last poll logs in at the first attempt; the
 /// request waits for the answer (Relay/CredentialLookups.swift).
 ///
+/// The realm's options in the database (RealmOptions) replace the
+/// configured `max-bps` (at start) and quotas (followed while running).
+///
 /// Trade-off (see docs/administration.md): every user of the realm is held
 /// in memory, which suits up to some hundred thousand users.
 public final class CredentialSync: Sendable {
     public let location: StoreLocation
     let logger: Logger
     let interval: Duration
+    /// `--user-quota` and `--total-quota` as configured (fixed at start).
+    let configuredQuotas: (perUser: Int, total: Int)
     private let state: Mutex<State>
     private let stopRequested = Atomic<Bool>(false)
 
@@ -38,13 +43,45 @@ public final class CredentialSync: Sendable {
         /// (nil when `base` changed since): the start of an incremental update.
         var composed: TURNConfiguration?
         var engine: Engine?
+        /// The workers' quotas, and the traffic limits they started with
+        /// (`useQuotas`); nil until then.
+        var quotas: AllocationQuotas?
+        var limitsInForce: RateLimits?
     }
 
-    public init(location: StoreLocation, base: TURNConfiguration, logger: Logger, interval: Duration = .seconds(1)) {
+    public init(
+        location: StoreLocation, base: TURNConfiguration, configuredQuotas: (perUser: Int, total: Int) = (0, 0),
+        logger: Logger, interval: Duration = .seconds(1)
+    ) {
         self.location = location
         self.logger = logger
         self.interval = interval
+        self.configuredQuotas = configuredQuotas
         self.state = Mutex(State(base: base))
+    }
+
+    /// The quotas the workers share and the traffic limits they run with
+    /// (those of `initialConfiguration`): from now on the database's quota
+    /// options are put in force on them, starting with the ones read.
+    public func useQuotas(_ quotas: AllocationQuotas, limits: RateLimits) {
+        state.withLock { s in
+            s.quotas = quotas
+            s.limitsInForce = limits
+            applyQuotas(s)
+        }
+    }
+
+    /// Puts the quotas of the snapshot in force (the configured ones where
+    /// it sets none); says so when they change.
+    private func applyQuotas(_ s: State) {
+        guard let quotas = s.quotas, let limits = s.limitsInForce else { return }
+        let (options, _) = RealmOptions.parse(s.snapshot?.realmOptions ?? [:])
+        let (perUser, total) = options.quotas(
+            configuredPerUser: configuredQuotas.perUser, configuredTotal: configuredQuotas.total, limits: limits)
+        guard perUser != quotas.perUser || total != quotas.total else { return }
+        quotas.setLimits(perUser: perUser, total: total)
+        logger.notice(
+            "quotas now \(perUser == 0 ? "none" : "\(perUser)") per user, \(total == 0 ? "none" : "\(total)") in total (realm options of \(location))")
     }
 
     /// One synchronous read before the workers start, so users in the
@@ -55,7 +92,7 @@ public final class CredentialSync: Sendable {
         do throws(StoreError) {
             let store = try location.open()
             let snapshot = try store.snapshot(realm: realm)
-            logger.notice("user database \(location): \(snapshot.users.count) users, \(snapshot.secrets.count) REST secrets, \(snapshot.allowedPeers.count + snapshot.deniedPeers.count) peer ranges for realm \"\(realm)\"")
+            logger.notice("user database \(location): \(snapshot.users.count) users, \(snapshot.secrets.count) REST secrets, \(snapshot.allowedPeers.count + snapshot.deniedPeers.count) peer ranges, realm options \(CredentialSync.optionsText(snapshot.realmOptions)) for realm \"\(realm)\"")
             return state.withLock {
                 $0.snapshot = snapshot
                 let turn = compose($0.base, snapshot)
@@ -207,6 +244,15 @@ public final class CredentialSync: Sendable {
             }
             s.composed = turn
             s.engine?.reload(turn: turn)
+            applyQuotas(s)
+            // max-bps is restart-only, as the flag is: say so when the
+            // realm's options change it.
+            if old?.realmOptions != snapshot.realmOptions, let inForce = s.limitsInForce,
+                turn.rateLimits.maxBytesPerSecond != inForce.maxBytesPerSecond
+            {
+                logger.warning(
+                    "user database \(location): the realm's max-bps is now \(turn.rateLimits.maxBytesPerSecond); the \(inForce.maxBytesPerSecond) in force since start stays until a restart")
+            }
             return (old, turn, s.engine)
         }
         guard let changed else { return }
@@ -214,7 +260,8 @@ public final class CredentialSync: Sendable {
     }
 
     /// The base configuration with the database's users, secrets and peer
-    /// ranges added. Entries uturn cannot use are skipped (and logged).
+    /// ranges added, and its realm's `max-bps` (RealmOptions). Entries uturn
+    /// cannot use are skipped (and logged).
     func compose(_ base: TURNConfiguration, _ snapshot: StoreSnapshot) -> TURNConfiguration {
         let (turn, problems) = CredentialSync.compose(base, snapshot)
         for p in problems { logger.warning("user database \(location): \(p)") }
@@ -250,16 +297,22 @@ public final class CredentialSync: Sendable {
                 if allow { turn.peerPolicy.allowed += blocks } else { turn.peerPolicy.denied += blocks }
             }
         }
+        let (options, optionProblems) = RealmOptions.parse(snapshot.realmOptions)
+        problems += optionProblems
+        let (limits, conflict) = options.apply(to: base.rateLimits)
+        turn.rateLimits = limits
+        if let conflict { problems.append(conflict) }
         return (turn, problems)
     }
 
     /// `composed` (= `base` with `old` applied) changed to hold `new`
-    /// instead, touching only the users that differ; nil when secrets or
-    /// peer ranges changed too (the caller then composes afresh).
+    /// instead, touching only the users that differ; nil when secrets, peer
+    /// ranges or realm options changed too (the caller then composes afresh).
     public static func update(
         _ composed: TURNConfiguration, base: TURNConfiguration, from old: StoreSnapshot, to new: StoreSnapshot
     ) -> (TURNConfiguration, [String])? {
-        guard old.secrets == new.secrets, old.allowedPeers == new.allowedPeers, old.deniedPeers == new.deniedPeers
+        guard old.secrets == new.secrets, old.allowedPeers == new.allowedPeers, old.deniedPeers == new.deniedPeers,
+            old.realmOptions == new.realmOptions
         else { return nil }
         var turn = composed
         var problems: [String] = []
@@ -279,6 +332,11 @@ public final class CredentialSync: Sendable {
         return (turn, problems)
     }
 
+    /// "max-bps=64000 user-quota=1", or "none".
+    static func optionsText(_ options: [String: String]) -> String {
+        options.isEmpty ? "none" : options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+    }
+
     /// "users 3 → 4 (+carol), secrets 1 → 1", names only, never keys.
     static func describe(from old: StoreSnapshot?, to new: StoreSnapshot) -> String {
         let before = old ?? StoreSnapshot()
@@ -292,6 +350,9 @@ public final class CredentialSync: Sendable {
         if before.secrets != new.secrets { parts.append("REST secrets \(before.secrets.count) → \(new.secrets.count)") }
         if before.allowedPeers != new.allowedPeers || before.deniedPeers != new.deniedPeers {
             parts.append("peer ranges \(before.allowedPeers.count) allow / \(before.deniedPeers.count) deny → \(new.allowedPeers.count) / \(new.deniedPeers.count)")
+        }
+        if before.realmOptions != new.realmOptions {
+            parts.append("realm options \(optionsText(before.realmOptions)) → \(optionsText(new.realmOptions))")
         }
         return parts.joined(separator: ", ")
     }

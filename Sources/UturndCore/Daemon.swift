@@ -31,14 +31,21 @@ public enum Daemon {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         // --userdb and friends: the credential thread (started with the workers).
-        let sync = settings.userDatabase.map { CredentialSync(location: $0, base: settings.turn, logger: logger) }
+        let sync = settings.userDatabase.map {
+            CredentialSync(
+                location: $0, base: settings.turn, configuredQuotas: (settings.userQuota, settings.totalQuota),
+                logger: logger)
+        }
         defer { sync?.stop() }
+        // The database's realm options may set max-bps and the quotas.
+        let initialTurn = sync?.initialConfiguration() ?? settings.turn
+        let quotas = settings.makeQuotas(limits: initialTurn.rateLimits)
+        sync?.useQuotas(quotas, limits: initialTurn.rateLimits)
         let engine: Engine
         do {
             // One nonce secret (made when the settings were built) is shared by every worker.
             engine = try Engine(
-                config: settings.engine, turn: sync?.initialConfiguration() ?? settings.turn,
-                quotas: settings.makeQuotas(), log: logger.engineLog)
+                config: settings.engine, turn: initialTurn, quotas: quotas, log: logger.engineLog)
         } catch {
             fail("uturnd: cannot start: \(error.description)", logger)
             return 1

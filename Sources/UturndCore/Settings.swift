@@ -50,11 +50,15 @@ public struct Settings: Sendable {
     /// Fresh allocation counters for these quotas, shared by all workers.
     /// Under `--bps-capacity-policy refuse` each allocation reserves
     /// `--max-bps`, so the capacity bounds the total like `--total-quota`.
-    public func makeQuotas() -> AllocationQuotas {
-        var total = totalQuota
-        if let reserved = turn.rateLimits.reservedAllocations { total = total == 0 ? reserved : min(total, reserved) }
+    /// `limits`: the traffic limits the workers start with (a user
+    /// database's realm may set `max-bps`); these settings' by default.
+    public func makeQuotas(limits: RateLimits? = nil) -> AllocationQuotas {
+        let limits = limits ?? turn.rateLimits
+        // A user database's realm options may set a per-user quota later
+        // (CredentialSync): users are counted from the start then.
         return AllocationQuotas(
-            perUser: userQuota, total: total, countUsers: turn.rateLimits.userMaxBytesPerSecond != 0)
+            perUser: userQuota, total: AllocationQuotas.total(quota: totalQuota, limits: limits),
+            countUsers: limits.userMaxBytesPerSecond != 0 || userDatabase != nil)
     }
 }
 

@@ -154,6 +154,32 @@ struct QuotaTests {
         #expect(q.allocationCount(user: "a") == 1)
     }
 
+    @Test func newLimitsMeetTheNextAllocateAndKeepTheAllocationsMade() {
+        // Users counted from the start (a per-user quota may come later).
+        let q = AllocationQuotas(countUsers: true)
+        for _ in 0..<3 { #expect(q.acquire(user: "a")) }
+        q.setLimits(perUser: 2, total: 0)
+        #expect(q.perUser == 2 && q.total == 0)
+        #expect(!q.acquire(user: "a"))  // 3 held, 2 allowed: nothing taken away, nothing new
+        #expect(q.allocationCount(user: "a") == 3)
+        #expect(q.acquire(user: "b"))
+        q.setLimits(perUser: 0, total: 5)  // 4 held
+        #expect(q.acquire(user: "a"))
+        #expect(!q.acquire(user: "c"))  // the fifth was the last
+        q.setLimits(perUser: 0, total: 0)
+        #expect(q.acquire(user: "c"))
+    }
+
+    @Test func theTotalIsBoundedByWhatTheCapacityReserves() {
+        var limits = RateLimits()
+        #expect(AllocationQuotas.total(quota: 7, limits: limits) == 7)
+        limits.maxBytesPerSecond = 100
+        limits.capacityBytesPerSecond = 1000  // refuse: 10 allocations fit
+        #expect(AllocationQuotas.total(quota: 0, limits: limits) == 10)
+        #expect(AllocationQuotas.total(quota: 7, limits: limits) == 7)
+        #expect(AllocationQuotas.total(quota: 70, limits: limits) == 10)
+    }
+
     @Test func unlimited() {
         let q = AllocationQuotas()
         for _ in 0..<100 { #expect(q.acquire(user: "x")) }

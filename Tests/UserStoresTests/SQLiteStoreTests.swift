@@ -24,7 +24,11 @@ struct SQLiteStoreTests {
         try store.addSecret("s1", realm: "r1")
         try store.addPeerRange("10.0.0.0/8", realm: "r1", allow: true)
         try store.addPeerRange("192.168.0.1-192.168.0.9", realm: "r1", allow: false)
+        try store.setRealmOption(RealmOption(realm: "r1", name: "user-quota", value: "3"))
+        try store.setRealmOption(RealmOption(realm: "r2", name: "max-bps", value: "9000"))
         let s = try store.snapshot(realm: "r1")
+        #expect(s.realmOptions == ["user-quota": "3"])  // r2's are not r1's
+        #expect(try store.snapshot(realm: "r2").realmOptions == ["max-bps": "9000"])
         #expect(s.users == ["alice": .key("7f7ea3f802ba1386e35db21f025549e9")])
         #expect(s.secrets == ["s1"])
         #expect(s.allowedPeers == ["10.0.0.0/8"])
@@ -35,6 +39,7 @@ struct SQLiteStoreTests {
         try store.deleteSecret(nil, realm: "r1")
         #expect(try store.snapshot(realm: "r1") == {
             var e = StoreSnapshot()
+            e.realmOptions = ["user-quota": "3"]
             e.allowedPeers = ["10.0.0.0/8"]
             e.deniedPeers = ["192.168.0.1-192.168.0.9"]
             return e

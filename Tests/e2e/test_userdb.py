@@ -182,6 +182,46 @@ def test_sqlite_denied_peer_range_from_the_database(tmp_path, daemons):
         c.close()
 
 
+def test_sqlite_realm_options_set_max_bps_at_start_and_quotas_while_running(tmp_path, daemons):
+    """coturn's realm options (turn_realm_option, `uturnadmin -g` or
+    `turnadmin -g`): max-bps is taken at start, as the flag is, and a later
+    change only logged; user-quota is followed while uturnd runs."""
+    db = tmp_path / "turndb"
+    admin("-a", "-b", str(db), "-u", "u", "-r", REALM, "-p", "pw")
+    admin("-g", "-b", str(db), "-r", REALM, "--user-quota", "1", "--max-bps", "2000")
+    metrics_port = free_port(span=1, hosts=["127.0.0.1"])
+    d = start_daemon(tmp_path, config_text(), "--userdb", str(db), "--metrics-listen", f"127.0.0.1:{metrics_port}")
+    daemons.append(d)
+    assert "realm options max-bps=2000 user-quota=1" in d.output(), d.output()
+    peer = stun.EchoPeer("127.0.0.1")
+    c, resp = allocate(d, "u", "pw")
+    try:
+        assert resp.cls == stun.SUCCESS, (resp.error_code, resp.error_reason)
+        # user-quota 1 from the database: the user's second allocation gets 486.
+        assert allocate_code(d, "u", "pw") == 486
+        # max-bps 2,000 bytes/s from the database: 40 kB sent at once
+        # cannot all pass (the flag's default is no limit).
+        assert c.channel_bind(0x4000, peer.addr).cls == stun.SUCCESS
+        for _ in range(40):
+            c.send_channel_data(0x4000, bytes(1000))
+        dropped = 'uturn_policy_dropped_total{reason="bps"}'
+        s = scrape_until(metrics_port, lambda s: s.get(dropped, 0) > 0)
+        assert s.get(dropped, 0) > 0, s
+        # coturn's turnadmin writes the same table: a quota of 2 is followed
+        # without a restart, and the first allocation is kept.
+        coturn_admin("-g", "-b", str(db), "-r", REALM, "--user-quota", "2")
+        wait_for_code(d, "u", "pw", 0, timeout=CHANGE_TIMEOUT)
+        assert "quotas now 2 per user" in d.output(), d.output()
+        assert c.refresh(600).cls == stun.SUCCESS
+        # max-bps needs a restart, as the flag does: the log says so.
+        admin("-g", "-b", str(db), "-r", REALM, "--max-bps", "5000")
+        assert stun.wait_until(lambda: "stays until a restart" in d.output(), timeout=CHANGE_TIMEOUT, step=0.2), \
+            d.output()
+    finally:
+        c.close()
+        peer.close()
+
+
 # --------------------------------------------------------------------------
 # Redis
 
