@@ -267,6 +267,18 @@ def test_redis_users_changes_and_outage(tmp_path, daemons):
         wait_for_code(d, "late", "late-pw", 0, timeout=CHANGE_TIMEOUT)
         admin("-d", "-N", conn, "-u", "cot", "-r", REALM)
         wait_for_code(d, "cot", "cot-pw", 401, timeout=CHANGE_TIMEOUT)
+        # A realm option under coturn's Redis key: total-quota 1 holds the
+        # server to one allocation until it is lifted (0: no quota).
+        coturn_admin("-g", "-N", conn, "-r", REALM, "--total-quota", "1")
+        hold, r = allocate(d, "ut", "ut-pw")
+        try:
+            assert r.cls == stun.SUCCESS
+            wait_for_code(d, "late", "late-pw", 486, timeout=CHANGE_TIMEOUT)
+            admin("-g", "-N", conn, "-r", REALM, "--total-quota", "0")
+            wait_for_code(d, "late", "late-pw", 0, timeout=CHANGE_TIMEOUT)
+            assert hold.refresh(0).cls == stun.SUCCESS
+        finally:
+            hold.close()
 
         # A relaying session across the outage.
         peer = stun.udp_socket("127.0.0.1")
@@ -417,6 +429,18 @@ def test_postgres_users_and_changes(tmp_path, pg_dir, daemons):
         wait_for_code(d, "pgu", "pgu-pw2", 0, timeout=CHANGE_TIMEOUT)
         admin("-d", "-e", conn, "-u", "pgu", "-r", REALM)
         wait_for_code(d, "pgu", "pgu-pw2", 401, timeout=CHANGE_TIMEOUT)
+        # A realm option (turn_realm_option): total-quota 1 with an
+        # allocation held refuses the next with 486; 0 lifts it.
+        hold, r = allocate(d, rest_user, rest_password("pg-secret", rest_user))
+        try:
+            assert r.cls == stun.SUCCESS
+            admin("-g", "-e", conn, "-r", REALM, "--total-quota", "1")
+            wait_for_code(d, rest_user, rest_password("pg-secret", rest_user), 486, timeout=CHANGE_TIMEOUT)
+            admin("-g", "-e", conn, "-r", REALM, "--total-quota", "0")
+            wait_for_code(d, rest_user, rest_password("pg-secret", rest_user), 0, timeout=CHANGE_TIMEOUT)
+            assert hold.refresh(0).cls == stun.SUCCESS
+        finally:
+            hold.close()
 
         # Down: known users keep working, the rest get 401; back: changes flow again.
         admin("-a", "-e", conn, "-u", "kept", "-r", REALM, "-p", "kept-pw")
