@@ -46,6 +46,7 @@ def uturn_bench_binary() -> str:
                 ".build/debug/uturn-bench); run `swift build --product uturn-bench`")
 
 
+@pytest.mark.backend_independent  # a check of the load generator, not of the relay's backend
 def test_uclient_and_uturn_bench_deliver_the_same(turn_server, udp_peer, tmp_path):
     bench = uturn_bench_binary()
     uclient = require_tool("turnutils_uclient")

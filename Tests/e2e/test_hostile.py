@@ -502,6 +502,7 @@ def short_nonce(tmp_path_factory):
     d.stop()
 
 
+@pytest.mark.backend_independent  # nonce checks live in TURN, the same on both backends
 def test_stale_forged_and_replayed_nonces(short_nonce, hostile, victim):
     """RFC 8489 §9.2.4: a NONCE that is no longer valid gets 438 with a new
     NONCE. Three spellings: a nonce past --stale-nonce 2; a forged one; and a

@@ -21,7 +21,12 @@ from conftest import (LOOPBACKS, TurnServer, _stop, build_argv, free_port, free_
                       server_binary, server_kind)
 from test_uclient import assert_all_echoed, run_uclient
 
-pytestmark = pytest.mark.skipif(server_kind() != "uturnd", reason="uturnd's options (coturn has its own tests)")
+pytestmark = [
+    pytest.mark.skipif(server_kind() != "uturnd", reason="uturnd's options (coturn has its own tests)"),
+    # The switches act in the TURN state machine and in which listeners are
+    # opened, both shared by the two backends: run once.
+    pytest.mark.backend_independent,
+]
 
 
 def _allocate_challenged(addr) -> bool:

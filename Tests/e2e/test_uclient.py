@@ -105,6 +105,7 @@ def test_uclient_send_indications(turn_server, udp_peer):
     assert_all_echoed(r, 50)
 
 
+@pytest.mark.backend_independent  # REST credentials are checked in TURN; the relay path is the channel test's
 def test_uclient_rest_api_credentials(rest_server, udp_peer):
     """-W: time-limited username + HMAC password against --static-auth-secret."""
     r = run_uclient(rest_server, udp_peer, n=30, rest=True)
