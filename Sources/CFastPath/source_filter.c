@@ -82,6 +82,12 @@ int uturn_source_filter_attach(int socket_fd, int program_fd) {
     return setsockopt(socket_fd, SOL_SOCKET, SO_ATTACH_BPF, &program_fd, sizeof(program_fd)) < 0 ? -errno : 0;
 }
 
+int uturn_source_filter_detach(int socket_fd) {
+    int unused = 0;
+    if (setsockopt(socket_fd, SOL_SOCKET, SO_DETACH_BPF, &unused, sizeof(unused)) == 0 || errno == ENOENT) return 0;
+    return -errno;
+}
+
 int uturn_source_filter_block(int blocked_fd, const struct sf_key *key, uint64_t until, uint32_t scope) {
     struct sf_value value = {.until = until, .scope = scope};
     return bpf_map_update_elem(blocked_fd, key, &value, BPF_ANY) < 0 ? -errno : 0;

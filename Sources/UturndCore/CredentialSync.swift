@@ -29,8 +29,6 @@ public final class CredentialSync: Sendable {
     public let location: StoreLocation
     let logger: Logger
     let interval: Duration
-    /// `--user-quota` and `--total-quota` as configured (fixed at start).
-    let configuredQuotas: (perUser: Int, total: Int)
     private let state: Mutex<State>
     private let stopRequested = Atomic<Bool>(false)
 
@@ -47,6 +45,9 @@ public final class CredentialSync: Sendable {
         /// (`useQuotas`); nil until then.
         var quotas: AllocationQuotas?
         var limitsInForce: RateLimits?
+        /// `--user-quota` and `--total-quota` as configured (a SIGHUP may
+        /// change them: `setConfiguredQuotas`); the database's options win.
+        var configuredQuotas: (perUser: Int, total: Int)
     }
 
     public init(
@@ -56,8 +57,7 @@ public final class CredentialSync: Sendable {
         self.location = location
         self.logger = logger
         self.interval = interval
-        self.configuredQuotas = configuredQuotas
-        self.state = Mutex(State(base: base))
+        self.state = Mutex(State(base: base, configuredQuotas: configuredQuotas))
     }
 
     /// The quotas the workers share and the traffic limits they run with
@@ -71,17 +71,28 @@ public final class CredentialSync: Sendable {
         }
     }
 
+    /// New `--user-quota` and `--total-quota` from a reload: in force
+    /// where the database's realm options set none.
+    public func setConfiguredQuotas(perUser: Int, total: Int) {
+        state.withLock { s in
+            s.configuredQuotas = (perUser, total)
+            applyQuotas(s)
+        }
+    }
+
     /// Puts the quotas of the snapshot in force (the configured ones where
     /// it sets none); says so when they change.
     private func applyQuotas(_ s: State) {
         guard let quotas = s.quotas, let limits = s.limitsInForce else { return }
         let (options, _) = RealmOptions.parse(s.snapshot?.realmOptions ?? [:])
         let (perUser, total) = options.quotas(
-            configuredPerUser: configuredQuotas.perUser, configuredTotal: configuredQuotas.total, limits: limits)
+            configuredPerUser: s.configuredQuotas.perUser, configuredTotal: s.configuredQuotas.total, limits: limits)
         guard perUser != quotas.perUser || total != quotas.total else { return }
         quotas.setLimits(perUser: perUser, total: total)
+        let from =
+            options.userQuota != nil || options.totalQuota != nil ? "realm options of \(location)" : "configuration"
         logger.notice(
-            "quotas now \(perUser == 0 ? "none" : "\(perUser)") per user, \(total == 0 ? "none" : "\(total)") in total (realm options of \(location))")
+            "quotas now \(perUser == 0 ? "none" : "\(perUser)") per user, \(total == 0 ? "none" : "\(total)") in total (\(from))")
     }
 
     /// One synchronous read before the workers start, so users in the

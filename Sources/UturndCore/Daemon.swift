@@ -1,5 +1,6 @@
 import Glibc
 import Relay
+import TURN
 
 /// The daemon's life once its settings are built: start the engine, report
 /// where it listens, turn signals into stop requests, wait for the workers.
@@ -122,6 +123,17 @@ public enum Daemon {
                     for w in outcome.warnings { logger.warning(w) }
                     for w in outcome.restartNeeded { logger.warning(w) }
                     if let sync { sync.setBase(outcome.settings.turn) } else { engine.reload(turn: outcome.settings.turn) }
+                    let q = outcome.settings
+                    if q.userQuota != settings.userQuota || q.totalQuota != settings.totalQuota {
+                        // The traffic limits the workers run with are those of the start.
+                        if let sync {
+                            sync.setConfiguredQuotas(perUser: q.userQuota, total: q.totalQuota)
+                        } else {
+                            quotas.setLimits(
+                                perUser: q.userQuota,
+                                total: AllocationQuotas.total(quota: q.totalQuota, limits: initialTurn.rateLimits))
+                        }
+                    }
                     if let tls = outcome.settings.engine.tls, tls !== settings.engine.tls { engine.reload(tls: tls) }
                     if let dtls = outcome.settings.engine.dtls, dtls !== settings.engine.dtls { engine.reload(dtls: dtls) }
                     settings = outcome.settings

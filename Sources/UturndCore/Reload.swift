@@ -13,11 +13,12 @@ import UserStores
 /// lifetimes, strict channel numbers, --drain-timeout, --stun-only,
 /// --no-stun, --secure-stun, --no-udp-relay, --no-software-attribute,
 /// --check-origin-consistency, --mobility, --server-name, the request limits
-/// (--failed-request-rate, --binding-request-rate and their kin), the
+/// (--failed-request-rate, --binding-request-rate and their kin),
+/// --user-quota and --total-quota (for the next Allocate), the
 /// alternate servers and their policy, and the TLS
 /// certificate and key (read afresh when TLS listeners run). Everything
-/// else is fixed when the engine starts (sockets, threads, rings, quotas'
-/// counters, the log level and destination, the metrics endpoint); a
+/// else is fixed when the engine starts (sockets, threads, rings, the
+/// traffic limits, the log level and destination, the metrics endpoint); a
 /// difference there is reported, not applied.
 public struct Reloader: Sendable {
     /// The arguments after the program name, exactly as at start.
@@ -125,6 +126,10 @@ public struct Reloader: Sendable {
         if current.engine.tls != nil, let tls = fresh.engine.tls { next.engine.tls = tls }
         if current.engine.dtls != nil, let dtls = fresh.engine.dtls { next.engine.dtls = dtls }
         next.drainSeconds = fresh.drainSeconds
+        // The quotas are atomics the workers read at each Allocate (the
+        // daemon puts the new ones in force; allocations made are kept).
+        next.userQuota = fresh.userQuota
+        next.totalQuota = fresh.totalQuota
         // The admin token file is read afresh too (rotating the token needs no restart).
         next.adminToken = current.adminListen == nil ? nil : fresh.adminToken
         if current.adminTLS != nil, let tls = fresh.adminTLS { next.adminTLS = tls }
@@ -209,6 +214,8 @@ public struct Reloader: Sendable {
             out.append("admin API certificate reloaded from \(b.certificateFile)")
         }
         if t0.sourceLimits != t1.sourceLimits { out.append(new.abuseSummary) }
+        if old.userQuota != new.userQuota { out.append("--user-quota \(old.userQuota) → \(new.userQuota)") }
+        if old.totalQuota != new.totalQuota { out.append("--total-quota \(old.totalQuota) → \(new.totalQuota)") }
         if t0.alternates != t1.alternates { out.append(new.alternateSummary ?? "no alternate servers") }
         if let a = old.engine.dtls, let b = new.engine.dtls, a !== b {
             out.append("DTLS certificate reloaded from \(b.certificateFile)")
@@ -258,8 +265,6 @@ public struct Reloader: Sendable {
         ("--offload", { $0.engine.offload.rawValue }),
         ("--offload-interface", { $0.engine.offloadInterfaces.joined(separator: ", ") }),
         ("--kernel-source-filter", { $0.engine.kernelSourceFilter.rawValue }),
-        ("--user-quota", { "\($0.userQuota)" }),
-        ("--total-quota", { "\($0.totalQuota)" }),
         ("--max-bps", { "\($0.turn.rateLimits.maxBytesPerSecond)" }),
         ("--bps-capacity", { "\($0.turn.rateLimits.capacityBytesPerSecond)" }),
         ("--bps-capacity-policy", { $0.turn.rateLimits.capacityPolicy.rawValue }),

@@ -54,11 +54,11 @@ public struct Settings: Sendable {
     /// database's realm may set `max-bps`); these settings' by default.
     public func makeQuotas(limits: RateLimits? = nil) -> AllocationQuotas {
         let limits = limits ?? turn.rateLimits
-        // A user database's realm options may set a per-user quota later
-        // (CredentialSync): users are counted from the start then.
+        // A reload or a user database's realm options may set a per-user
+        // quota later (CredentialSync): users are always counted (a lock
+        // per Allocate and per allocation's end, never per packet).
         return AllocationQuotas(
-            perUser: userQuota, total: AllocationQuotas.total(quota: totalQuota, limits: limits),
-            countUsers: limits.userMaxBytesPerSecond != 0 || userDatabase != nil)
+            perUser: userQuota, total: AllocationQuotas.total(quota: totalQuota, limits: limits), countUsers: true)
     }
 }
 

@@ -149,13 +149,14 @@ struct ReloadTests {
         let flags = o.restartNeeded.map { String($0.prefix { $0 != " " }) }
         // (The relay address follows the first listening address when --relay-ip is not given;
         // two listening addresses of a family turn RFC 5780 on, which also needs a restart.)
-        #expect(flags == ["--listening-ip", "--relay-ip", "--min-port", "--workers", "--sq-entries", "--user-quota", "--no-rfc5780/--alt-listening-port", "--metrics-listen", "--log-level"])
-        // Not applied: the running engine, quotas and log stay.
+        #expect(flags == ["--listening-ip", "--relay-ip", "--min-port", "--workers", "--sq-entries", "--no-rfc5780/--alt-listening-port", "--metrics-listen", "--log-level"])
+        // Not applied: the running engine and log stay.
         #expect(o.settings.engine.workers == 2 && o.settings.engine.minPort == 49152)
-        #expect(o.settings.engine.sqEntries == 1024 && o.settings.userQuota == 0 && o.settings.logLevel == .info)
-        // The reloadable part still is.
+        #expect(o.settings.engine.sqEntries == 1024 && o.settings.logLevel == .info)
+        // The reloadable part still is, the quota included (for the next Allocate).
         #expect(o.settings.userNames == ["alice", "carol"])
-        #expect(o.changes == ["static users 1 → 2 (+carol)"])
+        #expect(o.settings.userQuota == 5)
+        #expect(o.changes == ["static users 1 → 2 (+carol)", "--user-quota 0 → 5"])
     }
 
     @Test func commandLineStillOverridesTheFile() throws {

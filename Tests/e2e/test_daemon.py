@@ -231,11 +231,30 @@ def test_sighup_reloads_users_keeping_allocations_and_nonces(tmp_path, daemons):
     assert "--workers changed" not in d.output()[mark:]
     wait_for_code(d, "dave", "dave-pw", 0)
 
-    d.config.write_text(config_text("bob:bob-pw", extra="user-quota=5\nsq-entries=2048\n"))
+    d.config.write_text(config_text("bob:bob-pw", extra="sq-entries=2048\n"))
     d.signal(signal.SIGHUP)
-    d.wait_for_log("--user-quota changed in the config file: restart to apply (running 0, now 5)", after=mark)
     d.wait_for_log("--sq-entries changed in the config file: restart to apply", after=mark)
     assert d.proc.poll() is None
+
+    # The quotas are followed: the next Allocate meets the new one, and the
+    # allocation already made is kept.
+    held, resp = allocate(d, "bob", "bob-pw")
+    try:
+        assert resp.cls == stun.SUCCESS
+        assert allocate_code(d, "bob", "bob-pw") == 0
+        mark = d.log_size()
+        d.config.write_text(config_text("bob:bob-pw", extra="sq-entries=2048\nuser-quota=1\n"))
+        d.signal(signal.SIGHUP)
+        d.wait_for_log("--user-quota 0 → 1", after=mark)
+        assert allocate_code(d, "bob", "bob-pw") == 486
+        assert held.refresh(600).cls == stun.SUCCESS
+        mark = d.log_size()
+        d.config.write_text(config_text("bob:bob-pw", extra="sq-entries=2048\n"))
+        d.signal(signal.SIGHUP)
+        d.wait_for_log("--user-quota 1 → 0", after=mark)
+        assert allocate_code(d, "bob", "bob-pw") == 0
+    finally:
+        held.close()
 
 
 # --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -155,16 +156,50 @@ def test_off_drops_only_in_user_space(server_factory):
     assert s.get('uturn_rate_limited_requests_total{reason="unauthenticated"}', 0) > 0, s
 
 
-@pytest.mark.backend_independent  # loading and modes: the same on both backends
-def test_auto_with_the_limits_off_starts_and_loads_nothing(server_factory):
+LIMITS_OFF = "failed-request-rate=0\nbinding-request-rate=0\nfailed-request-rate-total=0\n"
+LIMITS_ON = f"failed-request-rate={RATE}\nbinding-request-rate=0\nfailed-request-rate-total=0\n"
+
+
+@pytest.mark.backend_independent  # the listeners' attach and detach: shared by both backends
+def test_auto_follows_a_reload_that_turns_the_limits_on_and_off(server_factory, tmp_path):
+    """In `auto` with every limit off the program is loaded but attached to
+    nothing, so nothing is dropped in the kernel; a SIGHUP whose file turns
+    a limit on attaches it (a flood is dropped in the kernel), and one that
+    turns them off again detaches it (every junk request is answered)."""
     if server_kind() != "uturnd":
         pytest.skip("the kernel source filter is uturnd's")
-    srv = start_metrics_server(
-        server_factory, "ksf-nolimits",
-        "--failed-request-rate 0 --binding-request-rate 0 --failed-request-rate-total 0 --kernel-source-filter auto")
-    assert "kernel source filter: " not in srv.output()
-    status, _, body = http_get(srv.extra["metrics_port"], "/metrics")
-    assert status == 200 and parse(body).get(DROPS, 0) == 0
+    conf = tmp_path / "limits.conf"
+    conf.write_text(LIMITS_OFF)
+    srv = start_metrics_server(server_factory, "ksf-reload", f"-c {conf} --kernel-source-filter auto")
+    port = srv.extra["metrics_port"]
+    if "kernel source filter: loaded, attached when a reload turns a per-source limit on" not in srv.output():
+        pytest.skip("the kernel source filter did not load here: " + srv.output_tail(5))
+    # Far more answers than the limit's budget (RATE/s after a burst of 2*RATE).
+    answered, _ = flood(srv, 400)
+    assert answered > 300, answered
+    assert scrape_until(port, lambda s: True).get(DROPS, 0) == 0
+
+    conf.write_text(LIMITS_ON)
+    srv.proc.send_signal(signal.SIGHUP)
+    assert stun.wait_until(lambda: "kernel source filter: on (a per-source limit was turned on)" in srv.output(),
+                           timeout=10), srv.output_tail()
+    answered, elapsed = flood(srv, 2000)
+    assert answered <= 2 * RATE + RATE * (elapsed + 1), answered
+    s = scrape_until(port, lambda s: s.get(DROPS, 0) > 0)
+    assert s.get(DROPS, 0) > 0, s
+
+    conf.write_text(LIMITS_OFF)
+    srv.proc.send_signal(signal.SIGHUP)
+    assert stun.wait_until(lambda: "kernel source filter: detached (every per-source limit is off)" in srv.output(),
+                           timeout=10), srv.output_tail()
+    # The workers take the configuration at their next wake-up; wait until
+    # every one of them has it before the last flood.
+    assert stun.wait_until(lambda: srv.output().count("new configuration in force") >= 4, timeout=10), \
+        srv.output_tail()
+    drops = scrape_until(port, lambda s: True).get(DROPS, 0)
+    answered, _ = flood(srv, 400)
+    assert answered > 300, answered
+    assert scrape_until(port, lambda s: True).get(DROPS, 0) == drops
 
 
 def _without_cap_bpf(mode: str, timeout: float = 10.0) -> tuple[subprocess.Popen, int]:

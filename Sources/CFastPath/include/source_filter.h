@@ -28,6 +28,10 @@ int uturn_source_filter_counters_fd(const struct uturn_source_filter *sf);
 // kernel detaches it when the socket closes.
 int uturn_source_filter_attach(int socket_fd, int program_fd);
 
+// Detaches whatever filter `socket_fd` has (SO_DETACH_BPF); none attached
+// is not an error.
+int uturn_source_filter_detach(int socket_fd);
+
 // Blocks `key` until `until` (CLOCK_MONOTONIC ns), dropping what `scope`
 // (enum sf_scope) names: one bpf() syscall.
 int uturn_source_filter_block(int blocked_fd, const struct sf_key *key, uint64_t until, uint32_t scope);

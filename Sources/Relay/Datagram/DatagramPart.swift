@@ -22,6 +22,13 @@ struct DatagramPart: ~Copyable {
     }
 
     let listeners: UnsafeMutableBufferPointer<Listener>
+    /// The kernel source filter's program (-1: not loaded), kept so that a
+    /// reload turning the per-source limits on or off can attach or detach it.
+    let sourceFilterProgram: Int32
+    /// Whether the filter is attached to the plain-UDP listeners.
+    private(set) var sourceFilterAttached: Bool
+    /// `--kernel-source-filter on`: attached whatever the limits.
+    private let sourceFilterRequired: Bool
     var relays: RelaySockets
     /// Client-facing sockets of allocations moved here from a 5-tuple
     /// another worker receives (RFC 8016 across workers).
@@ -41,13 +48,12 @@ struct DatagramPart: ~Copyable {
 
     /// Binds every listening address (each worker binds each one with
     /// SO_REUSEPORT), and attaches the kernel source filter to the plain-UDP
-    /// ones when it is loaded (a DTLS listener's datagrams are records of
-    /// sessions, which the request limits do not see; relay sockets carry
-    /// peers' traffic). A filter that cannot attach fails the worker when
-    /// `--kernel-source-filter on`, else is logged and left off that socket.
+    /// ones when it is loaded and `attachFilter` (a per-source limit is on,
+    /// or `--kernel-source-filter on`). A filter that cannot attach fails
+    /// the worker when `on`, else is logged and left off that socket.
     init(
         config: EngineConfig, relayCapacity: Int, ports: ClosedRange<UInt16>, workerIndex: Int,
-        sourceFilter: SourceFilterMaps? = nil, log: EngineLog? = nil
+        sourceFilter: SourceFilterMaps? = nil, attachFilter: Bool = true, log: EngineLog? = nil
     ) throws(EngineError) {
         let all = config.listen.map { ($0, false) } + config.dtlsListen.map { ($0, true) }
         let bound = UnsafeMutableBufferPointer<Listener>.allocate(capacity: all.count)
@@ -60,17 +66,14 @@ struct DatagramPart: ~Copyable {
                         throw error
                     }
                 }
-                if let filter = sourceFilter, !dtls {
-                    let rc = uturn_source_filter_attach(s.rawValue, filter.program)
-                    if rc != 0 {
-                        let why =
-                            "cannot attach the kernel source filter to udp \(address): \(String(cString: strerror(-rc)))"
-                        if filter.required {
-                            s.close()
-                            throw EngineError(why)
-                        }
-                        log?(.warning, "worker \(workerIndex): \(why); requests from it are limited in user space only")
+                if let filter = sourceFilter, attachFilter || filter.required, !dtls,
+                    let why = Self.attachSourceFilter(filter.program, to: s.rawValue, address)
+                {
+                    if filter.required {
+                        s.close()
+                        throw EngineError(why)
                     }
+                    log?(.warning, "worker \(workerIndex): \(why); requests from it are limited in user space only")
                 }
                 bound.initializeElement(at: i, to: Listener(fd: s.rawValue, local: address, dtls: dtls))
             } catch {
@@ -80,6 +83,9 @@ struct DatagramPart: ~Copyable {
             }
         }
         listeners = bound
+        sourceFilterProgram = sourceFilter?.program ?? -1
+        sourceFilterRequired = sourceFilter?.required ?? false
+        sourceFilterAttached = sourceFilter != nil && (attachFilter || sourceFilterRequired)
         relays = RelaySockets(capacity: relayCapacity, ports: ports, config: config, workerIndex: workerIndex)
         moved = MovedSockets()
         // Large areas for DTLS records bigger than a send's scratch (a
@@ -99,6 +105,43 @@ struct DatagramPart: ~Copyable {
         for i in 0..<listeners.count { Syscall.close(listeners[i].fd) }
         listeners.deallocate()
         rearmListeners.deallocate()
+    }
+
+    /// Attaches `program` to listening socket `fd` on `address`; nil when
+    /// it did, else why not.
+    private static func attachSourceFilter(_ program: Int32, to fd: Int32, _ address: TransportAddress) -> String? {
+        let rc = uturn_source_filter_attach(fd, program)
+        guard rc != 0 else { return nil }
+        return "cannot attach the kernel source filter to udp \(address): \(String(cString: strerror(-rc)))"
+    }
+
+    /// After a reload: attaches the loaded kernel source filter to the
+    /// plain-UDP listeners when `limitsOn` (a per-source limit was turned
+    /// on), or detaches it when not (no limit is left to block for, so no
+    /// datagram need pay for the filter's lookup), except under
+    /// `--kernel-source-filter on`. Returns why a socket could not change
+    /// (the limits then work in user space there). Nothing to do without a
+    /// loaded program, or when already so.
+    mutating func setSourceFilter(limitsOn: Bool) -> [String] {
+        let on = limitsOn || sourceFilterRequired
+        guard sourceFilterProgram >= 0, on != sourceFilterAttached else { return [] }
+        var failures: [String] = []
+        for i in 0..<listeners.count where !listeners[i].dtls {
+            if on {
+                if let why = Self.attachSourceFilter(sourceFilterProgram, to: listeners[i].fd, listeners[i].local) {
+                    failures.append(why)
+                }
+            } else {
+                let rc = uturn_source_filter_detach(listeners[i].fd)
+                if rc != 0 {
+                    failures.append(
+                        "cannot detach the kernel source filter from udp \(listeners[i].local): \(String(cString: strerror(-rc)))"
+                    )
+                }
+            }
+        }
+        sourceFilterAttached = on
+        return failures
     }
 
     /// Single-shot receive headers: listeners first, then relay slots, then moved sockets.

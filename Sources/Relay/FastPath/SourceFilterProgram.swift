@@ -8,8 +8,9 @@ import Glibc
 public enum KernelSourceFilterMode: String, Sendable, CaseIterable {
     /// User space only.
     case off
-    /// On when a per-source limit is on at start and the program loads;
-    /// else user space only, with one log line saying why.
+    /// Loaded at start when it can be, and attached while a per-source
+    /// limit is on (a reload may turn them on or off); when it cannot load,
+    /// user space only, with one log line saying why.
     case auto
     /// Loaded and attached whatever the limits, or uturnd refuses to start.
     case on
@@ -50,9 +51,11 @@ final class SourceFilterProgram: @unchecked Sendable {
 
     deinit { uturn_source_filter_close(handle) }
 
-    /// Loads the program for `mode`. Nil for `off`, for `auto` with every
-    /// per-source limit off, and for `auto` when it cannot load (after
-    /// logging why); throws for `on` when it cannot load.
+    /// Loads the program for `mode`. Nil for `off` and for `auto` when it
+    /// cannot load (after logging why); throws for `on` when it cannot
+    /// load. In `auto` with every per-source limit off it is loaded but the
+    /// workers attach it only when a reload turns a limit on, so until then
+    /// no datagram runs it.
     static func start(mode: KernelSourceFilterMode, limitsOn: Bool, log: EngineLog) throws(EngineError)
         -> SourceFilterProgram?
     {
@@ -60,17 +63,18 @@ final class SourceFilterProgram: @unchecked Sendable {
         case .off:
             return nil
         case .auto:
-            guard limitsOn else { return nil }
             do {
                 let program = try load(required: false)
                 log(
                     .info,
-                    "kernel source filter: on (sources over the per-source request limits are dropped before they reach a socket)"
-                )
+                    limitsOn
+                        ? "kernel source filter: on (sources over the per-source request limits are dropped before they reach a socket)"
+                        : "kernel source filter: loaded, attached when a reload turns a per-source limit on")
                 return program
             } catch {
+                // With the limits off nothing is lost yet: say so without a warning.
                 log(
-                    .warning,
+                    limitsOn ? .warning : .info,
                     "kernel source filter: off, the per-source limits drop in user space only: \(error.description)")
                 return nil
             }

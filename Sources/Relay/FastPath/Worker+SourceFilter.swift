@@ -56,6 +56,22 @@ extension Worker {
         if !sourceFilter.unblock(key, now: now) { counters.add(.kernelSourceBlockFailures) }
     }
 
+    /// After a reload: the kernel source filter (when loaded) is attached to
+    /// the listeners while a per-source limit is on, and detached when the
+    /// reload turned them all off (DatagramPart.setSourceFilter).
+    mutating func followSourceLimits(_ limits: SourceRateLimits) {
+        let wasAttached = datagram.sourceFilterAttached
+        let failures = datagram.setSourceFilter(limitsOn: !limits.isOff)
+        for why in failures { log(.warning, "worker \(index): \(why); requests from it are limited in user space only") }
+        if index == 0, datagram.sourceFilterAttached != wasAttached {
+            log(
+                .info,
+                datagram.sourceFilterAttached
+                    ? "kernel source filter: on (a per-source limit was turned on)"
+                    : "kernel source filter: detached (every per-source limit is off)")
+        }
+    }
+
     /// Whether the filter is on and `fiveTuple` came in on a plain-UDP
     /// listener (the sockets the filter is attached to).
     @inline(__always)

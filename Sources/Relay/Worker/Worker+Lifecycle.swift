@@ -70,6 +70,7 @@ extension Worker {
                 // The tables keep their sizes (fixed at start) and every allocation.
                 turn.reconfigure(new)
                 resyncFastPath(now: now)
+                followSourceLimits(new.sourceLimits)
                 log(.info, "worker \(index): new configuration in force")
             case .tls(let new):
                 stream.tlsContext = new

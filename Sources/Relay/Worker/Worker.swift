@@ -95,7 +95,7 @@ struct Worker: ~Copyable {
         // bound, and the parts made before it close theirs as they go.
         let datagram = try DatagramPart(
             config: config, relayCapacity: relayCapacity, ports: slice, workerIndex: index, sourceFilter: filter,
-            log: log)
+            attachFilter: !turnConfig.sourceLimits.isOff, log: log)
         let counters = WorkerCounters()
         let dtls = try DTLSPart(config: config, workerIndex: index)
         var stream = try StreamPart(
