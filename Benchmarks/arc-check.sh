@@ -69,7 +69,7 @@ arc_calls() {
 }
 
 # Operations that must be ARC-free and allocation-free.
-MUST_BE_ZERO='^(STUN\.|TURN\.(routeChannelData|routePeerDataChannel|routePeerDataIndication|isPermitted|sendIndication)$)'
+MUST_BE_ZERO='^(STUN\.|TURN\.(routeChannelData|routePeerDataChannel|routePeerDataIndication|isPermitted|sendIndication|rateLimitedDrop|unansweredCharge)$)'
 
 fail=0
 printf '%-34s %12s  %s\n' "operation" "instr/op" "ARC / allocator calls in window (function: calls/op)"

@@ -28,6 +28,9 @@ public final class Engine: Sendable {
     public let config: EngineConfig
     let turn: TURNConfiguration
     let quotas: AllocationQuotas
+    /// The per-source request buckets every worker charges (one source, one
+    /// budget, whichever worker its ports hash to).
+    let sourceBuckets = SourceBuckets()
     let log: EngineLog
     let controls: [WorkerControl]
     let threads = Mutex<[pthread_t]>([])
@@ -96,6 +99,7 @@ public final class Engine: Sendable {
             let config = self.config
             let turn = self.turn
             let quotas = self.quotas
+            let sources = self.sourceBuckets
             let log = self.log
             let lookups = self.lookups
             let thread = try spawnThread {
@@ -104,7 +108,7 @@ public final class Engine: Sendable {
                 var worker: Worker
                 do throws(EngineError) {
                     worker = try Worker(
-                        index: control.index, config: config, turnConfig: turn, quotas: quotas, control: control,
+                        index: control.index, config: config, turnConfig: turn, quotas: quotas, sources: sources, control: control,
                         siblings: siblings, fastPath: maps, sourceFilter: filterMaps, backend: backend, lookups: lookups,
                         log: log)
                 } catch {

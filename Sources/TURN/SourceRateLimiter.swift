@@ -1,4 +1,3 @@
-import CCrypto
 import STUN
 
 /// Rates of the per-source request limits (`--failed-request-rate`,
@@ -31,53 +30,27 @@ public struct SourceRateLimits: Sendable, Equatable {
 /// from a bucket of their own. A legitimate client spends one refusal per
 /// login (the 401 challenge), so it never meets the limit.
 ///
-/// Memory is fixed: a 4-way set-associative table of `capacity` entries,
-/// allocated once. A source not in the table takes the least recently
-/// used entry of its set with full buckets, so a flood from spoofed
-/// addresses evicts entries freely; the worker's total bucket is what
-/// bounds the answers such a flood gets.
+/// The source buckets are shared by all workers (`SourceBuckets`: fixed
+/// memory, lock-free), so a source's requests count together whichever
+/// worker its ports hash to; the total bucket is this worker's.
 ///
 /// Ownership: one per worker (`TURNServer`), used from that worker's thread
-/// only. Per packet: no allocation, no reference counting.
-///
-/// Invariant: `entries` holds `capacity` initialised entries from `init`
-/// until `deinit`; `capacity` is a power of two and a multiple of `ways`.
+/// only. Per packet: no allocation, no reference counting, no lock.
 struct SourceRateLimiter: ~Copyable {
-    struct Entry {
-        var family: UInt8 = 0  // 0: unused
-        var key: UInt64 = 0
-        var lastUse: UInt64 = 0
-        var failed = TokenBucket(burst: 0, now: 0)
-        var binding = TokenBucket(burst: 0, now: 0)
-        /// Datagrams that got no answer (`chargeUnanswered`).
-        var unanswered = TokenBucket(burst: 0, now: 0)
-    }
-
-    static let ways = 4
-    let capacity: Int
-    let entries: UnsafeMutablePointer<Entry>
-    let seed: UInt64
+    let buckets: SourceBucketsView
     var limits: SourceRateLimits
     var total: TokenBucket
 
-    init(limits: SourceRateLimits, capacity requested: Int = 4096, now: MonotonicTime) {
-        var n = Self.ways
-        while n < requested { n <<= 1 }
-        capacity = n
-        entries = .allocate(capacity: n)
-        entries.initialize(repeating: Entry(), count: n)
-        var s: UInt64 = 0
-        _ = withUnsafeMutableBytes(of: &s) { uturn_random_bytes($0.baseAddress, 8) }
-        seed = s
+    init(limits: SourceRateLimits, buckets: SourceBucketsView, now: MonotonicTime) {
+        self.buckets = buckets
         self.limits = limits
         total = TokenBucket(burst: Self.burst(limits.failedTotalPerSecond), now: now.nanoseconds)
     }
 
-    deinit { entries.deallocate() }
-
     static func burst(_ rate: UInt64) -> UInt64 { rate * 2 }
 
-    /// Rates change on reload; the buckets keep their tokens (capped at the new burst).
+    /// Rates change on reload; the buckets keep their state (a source's
+    /// bucket refills at the new rate from where it stands).
     mutating func reconfigure(_ new: SourceRateLimits) {
         if new.failedTotalPerSecond != limits.failedTotalPerSecond {
             total.tokens = min(total.tokens, Int64(clamping: Self.burst(new.failedTotalPerSecond)))
@@ -85,70 +58,36 @@ struct SourceRateLimiter: ~Copyable {
         limits = new
     }
 
-    /// The key of a source: IPv4 address, or the /64 of an IPv6 address.
-    @inline(__always)
-    static func key(_ ip: IPAddress) -> UInt64 { ip.family == .v4 ? ip.low : ip.high }
-
-    /// The entry of `ip`, created (evicting the set's least recently used) if absent.
-    @inline(__always)
-    mutating func entry(_ ip: IPAddress, now: UInt64) -> UnsafeMutablePointer<Entry> {
-        let key = Self.key(ip)
-        let family = ip.family.rawValue
-        let set = Int(truncatingIfNeeded: mix(seed ^ UInt64(family), key)) & (capacity / Self.ways - 1)
-        let base = entries + set * Self.ways
-        var victim = base
-        for i in 0..<Self.ways {
-            let e = base + i
-            if e.pointee.family == family && e.pointee.key == key {
-                e.pointee.lastUse = now
-                return e
-            }
-            if e.pointee.family == 0 || e.pointee.lastUse < victim.pointee.lastUse { victim = e }
-            if victim.pointee.family == 0 { break }
-        }
-        victim.pointee = Entry(
-            family: family, key: key, lastUse: now,
-            failed: TokenBucket(burst: Self.burst(limits.failedPerSecond), now: now),
-            binding: TokenBucket(burst: Self.burst(limits.bindingPerSecond), now: now),
-            unanswered: TokenBucket(burst: Self.burst(limits.failedPerSecond), now: now))
-        return victim
-    }
-
     /// Whether a request that may be refused can be handled (false: drop it
     /// unanswered). Takes nothing; `chargeRefusal` takes after a refusal.
     @inline(__always)
     mutating func mayRefuse(_ ip: IPAddress, now: MonotonicTime) -> Bool {
-        let t = now.nanoseconds
         if limits.failedTotalPerSecond > 0 {
             let rate = limits.failedTotalPerSecond
-            guard total.take(0, rate: rate, burst: Self.burst(rate), now: t), total.tokens > 0 else { return false }
+            guard total.take(0, rate: rate, burst: Self.burst(rate), now: now.nanoseconds), total.tokens > 0 else {
+                return false
+            }
         }
         guard limits.failedPerSecond > 0 else { return true }
-        let e = entry(ip, now: t)
-        let rate = limits.failedPerSecond
-        return e.pointee.failed.take(0, rate: rate, burst: Self.burst(rate), now: t) && e.pointee.failed.tokens > 0
+        return buckets.untilToken(.refusal, ip, rate: limits.failedPerSecond, now: now) == 0
     }
 
     /// Takes one token for a refusal sent to `ip`.
     @inline(__always)
     mutating func chargeRefusal(_ ip: IPAddress, now: MonotonicTime) {
-        let t = now.nanoseconds
         if limits.failedTotalPerSecond > 0 {
             let rate = limits.failedTotalPerSecond
-            _ = total.take(1, rate: rate, burst: Self.burst(rate), now: t)
+            _ = total.take(1, rate: rate, burst: Self.burst(rate), now: now.nanoseconds)
         }
         guard limits.failedPerSecond > 0 else { return }
-        let rate = limits.failedPerSecond
-        _ = entry(ip, now: t).pointee.failed.take(1, rate: rate, burst: Self.burst(rate), now: t)
+        _ = buckets.take(.refusal, ip, rate: limits.failedPerSecond, now: now)
     }
 
     /// Takes one token for a Binding answer to `ip`; false: over the limit, drop it.
     @inline(__always)
     mutating func admitBinding(_ ip: IPAddress, now: MonotonicTime) -> Bool {
         guard limits.bindingPerSecond > 0 else { return true }
-        let t = now.nanoseconds
-        let rate = limits.bindingPerSecond
-        return entry(ip, now: t).pointee.binding.take(1, rate: rate, burst: Self.burst(rate), now: t)
+        return buckets.take(.binding, ip, rate: limits.bindingPerSecond, now: now)
     }
 }
 
@@ -166,11 +105,9 @@ extension SourceRateLimiter {
     /// get its 401s and allocate again.
     mutating func chargeUnanswered(_ ip: IPAddress, now: MonotonicTime) -> UInt64 {
         guard limits.failedPerSecond > 0 else { return 0 }
-        let t = now.nanoseconds
         let rate = limits.failedPerSecond
-        let e = entry(ip, now: t)
-        if e.pointee.unanswered.take(1, rate: rate, burst: Self.burst(rate), now: t) { return 0 }
-        let wait = Self.untilToken(e.pointee.unanswered, rate: rate, now: t)
+        if buckets.take(.unanswered, ip, rate: rate, now: now) { return 0 }
+        let wait = buckets.untilToken(.unanswered, ip, rate: rate, now: now)
         guard wait > 0 else { return 0 }
         return min(max(wait, Self.minimumBlock), Self.maximumBlock)
     }
@@ -185,28 +122,23 @@ extension SourceRateLimiter {
     /// source whose request was just dropped (`binding`: by the Binding
     /// limit; else by the refusal limits): until the bucket that refused it
     /// holds a token again, so the answers a source gets per second stay
-    /// what this limiter allows. The bucket refills continuously at `rate`
-    /// from `last`, so a bucket at `tokens ≤ 0` holds one token again after
-    /// (1 − tokens) × 10⁹ / rate ns from `last`, less the time since then.
-    /// With both the source's and the worker's total bucket empty, the
+    /// what this limiter allows (a source's bucket: `SourceBucketsView.untilToken`;
+    /// the worker's total: `untilToken` below). With both empty, the
     /// later of the two. Clamped to [minimumBlock, maximumBlock]; 0 when no
     /// bucket of that kind is empty by `now` (nothing to block).
     ///
-    /// Call right after the drop, with the same `now`: the buckets were
-    /// refilled to it then.
+    /// Call right after the drop, with the same `now`.
     mutating func blockNanoseconds(_ ip: IPAddress, binding: Bool, now: MonotonicTime) -> UInt64 {
-        let t = now.nanoseconds
         var wait: UInt64 = 0
         if binding {
             guard limits.bindingPerSecond > 0 else { return 0 }
-            wait = Self.untilToken(entry(ip, now: t).pointee.binding, rate: limits.bindingPerSecond, now: t)
+            wait = buckets.untilToken(.binding, ip, rate: limits.bindingPerSecond, now: now)
         } else {
             if limits.failedTotalPerSecond > 0 {
-                wait = Self.untilToken(total, rate: limits.failedTotalPerSecond, now: t)
+                wait = Self.untilToken(total, rate: limits.failedTotalPerSecond, now: now.nanoseconds)
             }
             if limits.failedPerSecond > 0 {
-                let f = entry(ip, now: t).pointee.failed
-                wait = max(wait, Self.untilToken(f, rate: limits.failedPerSecond, now: t))
+                wait = max(wait, buckets.untilToken(.refusal, ip, rate: limits.failedPerSecond, now: now))
             }
         }
         guard wait > 0 else { return 0 }

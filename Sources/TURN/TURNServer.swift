@@ -122,6 +122,8 @@ public struct TURNServer: ~Copyable {
     var owners: [Owner]
     /// Per-source request limits for clients with no allocation.
     var sourceLimiter: SourceRateLimiter
+    /// Keeps the buckets `sourceLimiter` points into alive.
+    let sourceBuckets: SourceBuckets
     /// Whether the server drains (SIGTERM): set by the engine; the
     /// alternate-server policy `draining` redirects only then.
     public var draining = false
@@ -154,7 +156,12 @@ public struct TURNServer: ~Copyable {
     /// 508 before anything changes; nil for every other request.
     public var crossWorkerMoveSocket: Bool? = nil
 
-    public init(configuration: TURNConfiguration, quotas: AllocationQuotas, now: MonotonicTime) {
+    /// `sources`: the per-source request buckets shared by every worker of
+    /// the engine (nil: a table of this server's own, as in tests).
+    public init(
+        configuration: TURNConfiguration, quotas: AllocationQuotas, sources: SourceBuckets? = nil,
+        now: MonotonicTime
+    ) {
         self.configuration = configuration
         self.quotas = quotas
         self.tables = AllocationTable(
@@ -163,7 +170,9 @@ public struct TURNServer: ~Copyable {
         self.cache = ResponseCache(capacity: 1024)
         self.connections = ConnectionTable(limits: configuration.limits, now: now)
         self.owners = Array(repeating: Owner(username: "", quotaUser: ""), count: configuration.limits.maxAllocations)
-        self.sourceLimiter = SourceRateLimiter(limits: configuration.sourceLimits, now: now)
+        let sources = sources ?? SourceBuckets()
+        self.sourceBuckets = sources
+        self.sourceLimiter = SourceRateLimiter(limits: configuration.sourceLimits, buckets: sources.view, now: now)
     }
 
     // MARK: Data path

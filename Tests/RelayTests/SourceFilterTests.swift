@@ -215,12 +215,40 @@ struct SourceFilterEngineTests {
         #expect(h.engine.counter("kernelSourceBlocks") == 0)
     }
 
-    @Test("off loads nothing; auto loads only when a per-source limit is on")
+    @Test("auto with the limits off at start attaches the filter when a reload turns one on")
+    func reloadTurningTheLimitsOnAttaches() throws {
+        let h = try Self.harness(.auto, failedRate: 0)
+        let junk = try TestSocket()
+        try junk.socket.setReceiveTimeout(.milliseconds(200))
+        // Attached to nothing yet: every request is answered, none dropped in the kernel.
+        for _ in 0..<20 { try junk.send(Self.unsignedAllocate(), to: h.server) }
+        var answers = 0
+        while try junk.receive() != nil { answers += 1 }
+        #expect(answers == 20)
+        #expect(h.engine.kernelSourceDrops == 0)
+        var on = h.turn
+        on.sourceLimits = SourceRateLimits(failedPerSecond: 1)
+        h.engine.reload(turn: on)
+        for _ in 0..<200 where !h.logs.all.contains(where: { $0.contains("a per-source limit was turned on") }) {
+            usleep(10_000)
+        }
+        #expect(h.logs.all.contains { $0.contains("kernel source filter: on (a per-source limit was turned on)") })
+        var rounds = 0
+        while (h.engine.kernelSourceDrops ?? 0) == 0 && rounds < 20 {
+            for _ in 0..<50 { try junk.send(Self.unsignedAllocate(), to: h.server) }
+            usleep(20_000)
+            rounds += 1
+        }
+        #expect((h.engine.kernelSourceDrops ?? 0) > 0)
+    }
+
+    @Test("off loads nothing; auto loads the program whatever the limits (it attaches while one is on)")
     func modes() throws {
         let off = try Self.harness(.off)
         #expect(off.engine.kernelSourceDrops == nil)
         let autoNoLimits = try Self.harness(.auto, failedRate: 0)
-        #expect(autoNoLimits.engine.kernelSourceDrops == nil)
+        #expect(autoNoLimits.engine.kernelSourceDrops == 0)
+        #expect(autoNoLimits.logs.all.contains { $0.contains("attached when a reload turns a per-source limit on") })
         let auto = try Self.harness(.auto)
         #expect(auto.engine.kernelSourceDrops == 0)
     }

@@ -126,10 +126,10 @@ import Testing
     }
 
     @Test func aFullTableEvictsWithoutGrowing() {
+        let buckets = SourceBuckets(slotsPerKind: 8)
+        #expect(buckets.slotsPerKind == 8)
         var limiter = SourceRateLimiter(
-            limits: SourceRateLimits(failedPerSecond: 1), capacity: 8, now: MonotonicTime.seconds(1))
-        let capacity = limiter.capacity
-        #expect(capacity == 8)
+            limits: SourceRateLimits(failedPerSecond: 1), buckets: buckets.view, now: MonotonicTime.seconds(1))
         let now = MonotonicTime.seconds(1)
         var admitted = 0
         for i in 0..<1000 {
@@ -144,5 +144,68 @@ import Testing
         limiter.chargeRefusal(last, now: now)
         let second = limiter.mayRefuse(last, now: now)
         #expect(first && !second)
+    }
+
+    @Test func workersShareASourcesBudget() {
+        // Two workers (two servers on one table): a source whose ports hash
+        // to both gets its burst once, not once per worker.
+        let shared = SourceBuckets()
+        let limits = SourceRateLimits(failedPerSecond: 2)  // burst 4
+        var a = Harness(sources: shared) { $0.sourceLimits = limits }
+        var b = Harness(sources: shared) { $0.sourceLimits = limits }
+        let onA = TestClient("198.51.100.7:40000")
+        let onB = TestClient("198.51.100.7:40001")
+        var answered = 0
+        for _ in 0..<10 {
+            if !a.send(unsignedAllocate(onA), from: onA).isEmpty { answered += 1 }
+            if !b.send(unsignedAllocate(onB), from: onB).isEmpty { answered += 1 }
+        }
+        #expect(answered == 4)
+        // A table of its own per server (as before) would have answered 8.
+        var c = Harness { $0.sourceLimits = limits }
+        var d = Harness { $0.sourceLimits = limits }
+        var apart = 0
+        for _ in 0..<10 {
+            if !c.send(unsignedAllocate(onA), from: onA).isEmpty { apart += 1 }
+            if !d.send(unsignedAllocate(onB), from: onB).isEmpty { apart += 1 }
+        }
+        #expect(apart == 8)
+    }
+
+    @Test func concurrentTakesNeverExceedTheBurst() async {
+        // Four threads take from one source's bucket at the same instant:
+        // the compare-and-exchange loop hands out the burst exactly once.
+        let buckets = SourceBuckets()
+        let ip = IPAddress(v4: 0xC633_6407)
+        let now = MonotonicTime.seconds(50)
+        let rate: UInt64 = 500  // burst 1,000
+        let taken = await withTaskGroup(of: Int.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    let view = buckets.view
+                    var n = 0
+                    for _ in 0..<5_000 where view.take(.binding, ip, rate: rate, now: now) { n += 1 }
+                    return n
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(taken == 1_000)
+    }
+
+    @Test func aBucketReadsFullAfterTheClockWraps() {
+        let buckets = SourceBuckets()
+        let view = buckets.view
+        let ip = IPAddress(v4: 0xC633_6407)
+        let start = MonotonicTime.seconds(100)
+        for _ in 0..<4 { #expect(view.take(.refusal, ip, rate: 2, now: start)) }
+        #expect(!view.take(.refusal, ip, rate: 2, now: start))
+        #expect(view.untilToken(.refusal, ip, rate: 2, now: start) == 500_000_000)
+        // 2⁴⁴ µs (203 days) less three seconds later, the stored arrival
+        // time (two seconds ahead, modulo 2⁴⁴) looks five seconds ahead:
+        // no live bucket is, so it reads as full.
+        let wrapped = MonotonicTime(nanoseconds: start.nanoseconds + ((1 << 44) - 3_000_000) * 1000)
+        #expect(view.untilToken(.refusal, ip, rate: 2, now: wrapped) == 0)
+        #expect(view.take(.refusal, ip, rate: 2, now: wrapped))
     }
 }

@@ -146,7 +146,7 @@ struct Harness: ~Copyable {
 
     init(
         quotas: AllocationQuotas = AllocationQuotas(), limits: TableLimits = TableLimits(maxAllocations: 16),
-        _ configure: (inout TURNConfiguration) -> Void = { _ in }
+        sources: SourceBuckets? = nil, _ configure: (inout TURNConfiguration) -> Void = { _ in }
     ) {
         var config = TURNConfiguration(
             credentials: CredentialStore(realm: "example.org", users: ["alice": "secret", "bob": "hunter2"], rest: RESTCredentials(secrets: ["rest-secret", "old-secret"])),
@@ -155,7 +155,7 @@ struct Harness: ~Copyable {
         config.limits = limits
         configure(&config)
         self.quotas = quotas
-        server = TURNServer(configuration: config, quotas: quotas, now: now)
+        server = TURNServer(configuration: config, quotas: quotas, sources: sources, now: now)
     }
 
     mutating func send(_ bytes: [UInt8], from client: TestClient) -> Reply {

@@ -1,3 +1,4 @@
+import Glibc
 import TURN
 import Testing
 import UserStores
@@ -70,5 +71,26 @@ struct RealmOptionsTests {
         let (kept, why) = CredentialSync.compose(base, bad)
         #expect(kept.rateLimits.maxBytesPerSecond == 1000)
         #expect(why.count == 1)
+    }
+
+    @Test func aReloadsQuotasApplyWhereTheDatabaseSetsNone() throws {
+        var template = Array("/tmp/uturn-realm-quotas-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        close(fd)
+        let path = String(cString: template)
+        defer { unlink(path) }
+        let store = try SQLiteStore(path: path)
+        try store.setRealmOption(RealmOption(realm: "r", name: "total-quota", value: "7"))
+        let base = try settings(["--realm", "r", "--user", "alice:pw", "--user-quota", "2", "--total-quota", "50"]).turn
+        let sync = CredentialSync(
+            location: .sqlite(path: path), base: base, configuredQuotas: (2, 50),
+            logger: Logger(level: .error, fd: -1))
+        _ = sync.initialConfiguration()
+        let quotas = AllocationQuotas(perUser: 2, total: 50, countUsers: true)
+        sync.useQuotas(quotas, limits: base.rateLimits)
+        #expect(quotas.perUser == 2 && quotas.total == 7)  // the database's total wins
+        // A SIGHUP with new flags: the per-user quota follows them, the total stays the database's.
+        sync.setConfiguredQuotas(perUser: 1, total: 100)
+        #expect(quotas.perUser == 1 && quotas.total == 7)
     }
 }

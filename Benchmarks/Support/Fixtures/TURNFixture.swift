@@ -315,3 +315,64 @@ public enum DataPathOps {
         return payload.count
     }
 }
+
+/// The junk path under the per-source request limits: a source that has
+/// used up its refusals (1 per second, burst 2) keeps sending an
+/// unauthenticated Allocate, which `handleSTUN` drops unanswered, and the
+/// worker asks how long to block it in the kernel; and a 5-tuple with no
+/// allocation sending what gets no answer is charged to its source's
+/// bucket for those (`unansweredBlockNanoseconds`). The clock stands
+/// still, so every measured call takes the drop path.
+public struct JunkFixture: ~Copyable {
+    public var server: TURNServer
+    public var relays = FakeRelayPorts()
+    public var now = MonotonicTime.seconds(10_000)
+    public var unixTime: Int64 = 1_700_000_000
+    public var source = FiveTuple(
+        client: TransportAddress(ip: IPAddress(v4: 0xC633_6409), port: 40000), server: TURNSetup.serverAddress)
+    public var junk: Buffer
+    public var out = Buffer(capacity: 1500)
+
+    public init() {
+        var config = TURNConfiguration(
+            credentials: CredentialStore(realm: TURNSetup.realm, users: [TURNSetup.username: TURNSetup.password]),
+            peerPolicy: PeerPolicy(serverAddresses: [TURNSetup.serverAddress.ip]),
+            nonces: NonceCodec(secret: [UInt8](repeating: 9, count: 32), lifetime: UInt32.max))
+        config.limits = TableLimits(maxAllocations: 16)
+        config.sourceLimits = SourceRateLimits(failedPerSecond: 1, bindingPerSecond: 1, failedTotalPerSecond: 100)
+        server = TURNServer(configuration: config, quotas: AllocationQuotas(), now: now)
+        let key = try! IntegrityKey.longTerm(username: TURNSetup.username, realm: TURNSetup.realm, password: TURNSetup.password)
+        // Two 401s use up the burst; the third request is dropped.
+        for _ in 0..<2 {
+            let r = TURNSetup.request(.allocate, nonce: nil, key: key) { (e) throws(STUNError) in try e.appendRequestedTransport(17) }
+            let o = server.handleSTUN(r.bytes, from: source, now: now, unixTime: unixTime, response: out.raw, relays: &relays)
+            TURNSetup.check(out, o.responseLength, "challenge") { $0.errorCode?.code == 401 }
+        }
+        junk = TURNSetup.request(.allocate, nonce: nil, key: key) { (e) throws(STUNError) in try e.appendRequestedTransport(17) }
+        precondition(JunkOps.rateLimitedDrop(&self) > 0, "the junk request was not dropped for its rate")
+        for _ in 0..<2 { _ = server.unansweredBlockNanoseconds(from: source, now: now) }
+        precondition(JunkOps.unansweredCharge(&self) > 0, "the unanswered bucket did not run out")
+    }
+}
+
+/// The measured junk-path operations.
+public enum JunkOps {
+    /// An unauthenticated Allocate from a source over its refusal limit:
+    /// dropped before any parsing beyond the header, then the block's
+    /// length for the kernel source filter. Returns the block's length in
+    /// microseconds (> 0), or 0 when it was not dropped for its rate.
+    @inline(never)
+    public static func rateLimitedDrop(_ f: inout JunkFixture) -> Int {
+        let o = f.server.handleSTUN(
+            f.junk.bytes, from: f.source, now: f.now, unixTime: f.unixTime, response: f.out.raw, relays: &f.relays)
+        guard case .dropped(.rateLimitedUnauthenticated) = o.effect, o.responseLength == 0 else { return 0 }
+        return Int(f.server.sourceBlockNanoseconds(after: .rateLimitedUnauthenticated, from: f.source, now: f.now) / 1000)
+    }
+
+    /// A datagram no one answers from a 5-tuple with no allocation, past
+    /// its source's bucket: the block's length in microseconds (> 0).
+    @inline(never)
+    public static func unansweredCharge(_ f: inout JunkFixture) -> Int {
+        Int(f.server.unansweredBlockNanoseconds(from: f.source, now: f.now) / 1000)
+    }
+}

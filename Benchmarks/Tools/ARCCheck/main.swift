@@ -47,6 +47,10 @@ var control = ControlFixture()
 window("TURN.binding") { _ in ControlOps.binding(&control) }
 window("TURN.allocatePermitBindRefresh") { _ in ControlOps.allocatePermitBindRefresh(&control) }
 
+var junk = JunkFixture()
+window("TURN.rateLimitedDrop") { _ in JunkOps.rateLimitedDrop(&junk) }
+window("TURN.unansweredCharge") { _ in JunkOps.unansweredCharge(&junk) }
+
 /// Positive control: an operation that does allocate and retain (the object
 /// escapes into a global), so a window that reports zero is known to be able
 /// to report non-zero.

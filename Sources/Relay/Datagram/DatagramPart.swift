@@ -83,9 +83,13 @@ struct DatagramPart: ~Copyable {
             }
         }
         listeners = bound
+        // From the arguments only: reading a stored property of this
+        // ~Copyable struct before every one is set (`sourceFilterRequired`
+        // here) built a release binary that freed `relays` inside this
+        // init and crashed at start (Swift 6.3); debug builds were fine.
         sourceFilterProgram = sourceFilter?.program ?? -1
         sourceFilterRequired = sourceFilter?.required ?? false
-        sourceFilterAttached = sourceFilter != nil && (attachFilter || sourceFilterRequired)
+        sourceFilterAttached = sourceFilter != nil && (attachFilter || (sourceFilter?.required ?? false))
         relays = RelaySockets(capacity: relayCapacity, ports: ports, config: config, workerIndex: workerIndex)
         moved = MovedSockets()
         // Large areas for DTLS records bigger than a send's scratch (a

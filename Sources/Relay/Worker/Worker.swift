@@ -85,7 +85,7 @@ struct Worker: ~Copyable {
 
     init(
         index: Int, config: EngineConfig, turnConfig: TURNConfiguration, quotas: AllocationQuotas,
-        control: WorkerControl, siblings: [WorkerControl], fastPath maps: FastPathMaps?,
+        sources: SourceBuckets? = nil, control: WorkerControl, siblings: [WorkerControl], fastPath maps: FastPathMaps?,
         sourceFilter filter: SourceFilterMaps? = nil, backend: Backend,
         lookups: CredentialLookups, log: @escaping EngineLog
     ) throws(EngineError) {
@@ -132,7 +132,7 @@ struct Worker: ~Copyable {
         batchWait = .microseconds(config.batchWaitMicroseconds)
         batchMinComplete = max(2, config.maxBatch / 4)
         self.log = log
-        turn = TURNServer(configuration: turnConfig, quotas: quotas, now: Self.monotonicNow())
+        turn = TURNServer(configuration: turnConfig, quotas: quotas, sources: sources, now: Self.monotonicNow())
         turn.setWorkerIndex(index, of: config.workers)
         if tcpRelay.tagBits > 0 { turn.setConnectionIDTag(UInt32(index), bits: tcpRelay.tagBits) }
         response = .allocate(byteCount: 2048, alignment: 8)
