@@ -108,9 +108,9 @@ public final class Engine: Sendable {
                 var worker: Worker
                 do throws(EngineError) {
                     worker = try Worker(
-                        index: control.index, config: config, turnConfig: turn, quotas: quotas, sources: sources, control: control,
-                        siblings: siblings, fastPath: maps, sourceFilter: filterMaps, backend: backend, lookups: lookups,
-                        log: log)
+                        index: control.index, config: config, turnConfig: turn, quotas: quotas, sources: sources,
+                        control: control, siblings: siblings, fastPath: maps, sourceFilter: filterMaps, backend: backend,
+                        lookups: lookups, log: log)
                 } catch {
                     control.startResult.withLock { $0 = .failed(error.description) }
                     return
