@@ -144,7 +144,9 @@ public struct AllocationTable: ~Copyable {
     var channelByPeer: OpenTable<ChannelPeerKey, UInt32>
     var wheel: TimingWheel
     /// Per-allocation limits (bytes, packets, new peers); see RateLimits.swift.
-    let rateLimits: RateLimits
+    /// The traffic limits; a reload may change their values, never which
+    /// are on (`RateLimits.canReload`), so `limitsPackets` stays true.
+    internal(set) var rateLimits: RateLimits
     /// `rateLimits.limitsPackets`, read once per packet.
     public let limitsPackets: Bool
     /// New peers refused by `--max-new-peers-per-second`, all allocations together.

@@ -51,6 +51,14 @@ public struct RateLimits: Sendable, Hashable {
         maxBytesPerSecond != 0 || userMaxBytesPerSecond != 0 || capacityBytesPerSecond != 0
     }
 
+    /// Whether `other` can replace these limits while uturnd runs: the same
+    /// limits on (any per-packet limit, any byte limit), only their values
+    /// changed. Turning one on or off needs a restart: it decides whether
+    /// allocations may be offloaded and how byte streams are read.
+    public func canReload(to other: RateLimits) -> Bool {
+        limitsPackets == other.limitsPackets && limitsBytes == other.limitsBytes
+    }
+
     /// Allocations the capacity can hold under `refuse` (each reserving
     /// `--max-bps`); nil when there is no such bound.
     public var reservedAllocations: Int? {

@@ -38,6 +38,20 @@ extension TURNServer {
         }
     }
 
+    /// A reload changed the traffic limits' values (`RateLimits.canReload`):
+    /// every live allocation takes its rate under the new ones at once
+    /// (its buckets keep their tokens, capped at the new burst). Control path.
+    mutating func applyRateLimits(_ limits: RateLimits) {
+        tables.rateLimits = limits
+        for id in tables.liveAllocations() {
+            let users =
+                limits.userMaxBytesPerSecond != 0 ? quotas.allocationCount(user: owners[Int(id.slot)].quotaUser) : 1
+            let (rate, cause) = limits.rate(
+                userAllocations: users, capacityShare: limits.capacityShare(active: serverActive, countedActive: true))
+            tables.setRate(id, rate, cause: cause)
+        }
+    }
+
     /// Takes this worker's active allocations out of the server-wide count
     /// (the worker is stopping).
     public mutating func withdrawActive() {

@@ -258,16 +258,21 @@ public struct TURNServer: ~Copyable {
     public var allocationCount: Int { tables.count }
 
     /// Puts a reloaded configuration (users, secrets, peer policy) in force,
-    /// keeping the table sizes and traffic limits fixed at start and every allocation.
+    /// keeping the table sizes fixed at start and every allocation. New
+    /// values of the traffic limits apply at once when the same limits stay
+    /// on (`RateLimits.canReload`); a reload that would turn one on or off
+    /// keeps those of the start.
     public mutating func reconfigure(_ new: TURNConfiguration) {
         var next = new
         next.limits = configuration.limits
         // Tickets already given out must keep working after a reload.
         next.mobilityTickets = configuration.mobilityTickets
-        // The tables hold the traffic limits too (restart-only, like the sizes).
-        next.rateLimits = configuration.rateLimits
+        let rates = configuration.rateLimits.canReload(to: new.rateLimits) ? new.rateLimits : configuration.rateLimits
+        next.rateLimits = rates
+        let ratesChanged = rates != configuration.rateLimits
         configuration = next
         sourceLimiter.reconfigure(next.sourceLimits)
+        if ratesChanged { applyRateLimits(rates) }
     }
 
     /// The username an allocation authenticated with (control path; for logs).

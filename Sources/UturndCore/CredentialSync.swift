@@ -71,6 +71,25 @@ public final class CredentialSync: Sendable {
         }
     }
 
+    /// The traffic limits of a configuration about to go to the workers:
+    /// they take new values while the same limits stay on
+    /// (`RateLimits.canReload`; a realm's max-bps changed in the database,
+    /// or a SIGHUP), and keep the ones in force otherwise (max-bps turned on
+    /// or off by the realm's options waits for a restart: logged).
+    private func followRateLimits(_ s: inout State, _ next: RateLimits) {
+        guard let inForce = s.limitsInForce, inForce != next else { return }
+        if inForce.canReload(to: next) {
+            s.limitsInForce = next
+            if inForce.maxBytesPerSecond != next.maxBytesPerSecond {
+                logger.notice(
+                    "max-bps now \(next.maxBytesPerSecond) (was \(inForce.maxBytesPerSecond)), for every allocation at once")
+            }
+        } else if inForce.maxBytesPerSecond != next.maxBytesPerSecond {
+            logger.warning(
+                "user database \(location): the realm's max-bps is now \(next.maxBytesPerSecond); the \(inForce.maxBytesPerSecond) in force stays until a restart (turning a traffic limit on or off needs one)")
+        }
+    }
+
     /// New `--user-quota` and `--total-quota` from a reload: in force
     /// where the database's realm options set none.
     public func setConfiguredQuotas(perUser: Int, total: Int) {
@@ -146,7 +165,9 @@ public final class CredentialSync: Sendable {
             if realmChanged { s.snapshot = nil }
             let next = s.snapshot.map { compose(turn, $0) } ?? turn
             s.composed = s.snapshot == nil ? nil : next
+            followRateLimits(&s, next.rateLimits)
             s.engine?.reload(turn: next)
+            applyQuotas(s)
         }
     }
 
@@ -254,16 +275,9 @@ public final class CredentialSync: Sendable {
                 turn = compose(s.base, snapshot)
             }
             s.composed = turn
+            followRateLimits(&s, turn.rateLimits)
             s.engine?.reload(turn: turn)
             applyQuotas(s)
-            // max-bps is restart-only, as the flag is: say so when the
-            // realm's options change it.
-            if old?.realmOptions != snapshot.realmOptions, let inForce = s.limitsInForce,
-                turn.rateLimits.maxBytesPerSecond != inForce.maxBytesPerSecond
-            {
-                logger.warning(
-                    "user database \(location): the realm's max-bps is now \(turn.rateLimits.maxBytesPerSecond); the \(inForce.maxBytesPerSecond) in force since start stays until a restart")
-            }
             return (old, turn, s.engine)
         }
         guard let changed else { return }

@@ -124,15 +124,16 @@ public enum Daemon {
                     for w in outcome.restartNeeded { logger.warning(w) }
                     if let sync { sync.setBase(outcome.settings.turn) } else { engine.reload(turn: outcome.settings.turn) }
                     let q = outcome.settings
-                    if q.userQuota != settings.userQuota || q.totalQuota != settings.totalQuota {
-                        // The traffic limits the workers run with are those of the start.
-                        if let sync {
-                            sync.setConfiguredQuotas(perUser: q.userQuota, total: q.totalQuota)
-                        } else {
-                            quotas.setLimits(
-                                perUser: q.userQuota,
-                                total: AllocationQuotas.total(quota: q.totalQuota, limits: initialTurn.rateLimits))
-                        }
+                    if let sync {
+                        // It composes the database's realm options over these (setBase above).
+                        sync.setConfiguredQuotas(perUser: q.userQuota, total: q.totalQuota)
+                    } else if q.userQuota != settings.userQuota || q.totalQuota != settings.totalQuota
+                        || q.turn.rateLimits != settings.turn.rateLimits
+                    {
+                        // The traffic limits in force bound the total (capacity under `refuse`).
+                        quotas.setLimits(
+                            perUser: q.userQuota,
+                            total: AllocationQuotas.total(quota: q.totalQuota, limits: q.turn.rateLimits))
                     }
                     if let tls = outcome.settings.engine.tls, tls !== settings.engine.tls { engine.reload(tls: tls) }
                     if let dtls = outcome.settings.engine.dtls, dtls !== settings.engine.dtls { engine.reload(dtls: dtls) }

@@ -14,11 +14,12 @@ import UserStores
 /// --no-stun, --secure-stun, --no-udp-relay, --no-software-attribute,
 /// --check-origin-consistency, --mobility, --server-name, the request limits
 /// (--failed-request-rate, --binding-request-rate and their kin),
-/// --user-quota and --total-quota (for the next Allocate), the
+/// --user-quota and --total-quota (for the next Allocate), the values of
+/// the traffic limits (--max-bps and its kin, while the same ones stay on), the
 /// alternate servers and their policy, and the TLS
 /// certificate and key (read afresh when TLS listeners run). Everything
-/// else is fixed when the engine starts (sockets, threads, rings, the
-/// traffic limits, the log level and destination, the metrics endpoint); a
+/// else is fixed when the engine starts (sockets, threads, rings, which
+/// traffic limits are on, the log level and destination, the metrics endpoint); a
 /// difference there is reported, not applied.
 public struct Reloader: Sendable {
     /// The arguments after the program name, exactly as at start.
@@ -120,6 +121,11 @@ public struct Reloader: Sendable {
             try? Settings.abuse(options.abuse, workers: current.engine.workers, turn: &turn)
         }
         turn.natDiscovery = current.turn.natDiscovery
+        // New values of the traffic limits apply while the same ones stay
+        // on; turning one on or off waits for a restart (warned below).
+        if !current.turn.rateLimits.canReload(to: fresh.turn.rateLimits) {
+            turn.rateLimits = current.turn.rateLimits
+        }
         next.turn = turn
         // A new certificate and key (same listeners): read afresh on every
         // SIGHUP, so a renewed certificate at the same path is picked up.
@@ -214,6 +220,7 @@ public struct Reloader: Sendable {
             out.append("admin API certificate reloaded from \(b.certificateFile)")
         }
         if t0.sourceLimits != t1.sourceLimits { out.append(new.abuseSummary) }
+        out += trafficLimitChanges(from: t0.rateLimits, to: t1.rateLimits)
         if old.userQuota != new.userQuota { out.append("--user-quota \(old.userQuota) → \(new.userQuota)") }
         if old.totalQuota != new.totalQuota { out.append("--total-quota \(old.totalQuota) → \(new.totalQuota)") }
         if t0.alternates != t1.alternates { out.append(new.alternateSummary ?? "no alternate servers") }
@@ -265,12 +272,6 @@ public struct Reloader: Sendable {
         ("--offload", { $0.engine.offload.rawValue }),
         ("--offload-interface", { $0.engine.offloadInterfaces.joined(separator: ", ") }),
         ("--kernel-source-filter", { $0.engine.kernelSourceFilter.rawValue }),
-        ("--max-bps", { "\($0.turn.rateLimits.maxBytesPerSecond)" }),
-        ("--bps-capacity", { "\($0.turn.rateLimits.capacityBytesPerSecond)" }),
-        ("--bps-capacity-policy", { $0.turn.rateLimits.capacityPolicy.rawValue }),
-        ("--user-max-bps", { "\($0.turn.rateLimits.userMaxBytesPerSecond)" }),
-        ("--max-pps", { "\($0.turn.rateLimits.maxPacketsPerSecond)" }),
-        ("--max-new-peers-per-second", { "\($0.turn.rateLimits.maxNewPeersPerSecond)" }),
         ("--no-tcp", { "\($0.engine.tcpListen.isEmpty)" }),
         ("--no-tcp-relay", { "\(!$0.turn.tcpRelay)" }),
         ("--no-udp", { "\($0.engine.listen.isEmpty)" }),
@@ -301,11 +302,37 @@ public struct Reloader: Sendable {
         }),
     ]
 
-    /// One warning per restart-only option whose value differs.
+    /// The traffic limits: reloadable while the same ones stay on
+    /// (`RateLimits.canReload`), else restart-only.
+    static let trafficLimitOptions: [(flag: String, value: @Sendable (RateLimits) -> String)] = [
+        ("--max-bps", { "\($0.maxBytesPerSecond)" }),
+        ("--bps-capacity", { "\($0.capacityBytesPerSecond)" }),
+        ("--bps-capacity-policy", { $0.capacityPolicy.rawValue }),
+        ("--user-max-bps", { "\($0.userMaxBytesPerSecond)" }),
+        ("--max-pps", { "\($0.maxPacketsPerSecond)" }),
+        ("--max-new-peers-per-second", { "\($0.maxNewPeersPerSecond)" }),
+    ]
+
+    /// "--max-bps 1000 → 2000" for each traffic limit that differs.
+    static func trafficLimitChanges(from a: RateLimits, to b: RateLimits) -> [String] {
+        trafficLimitOptions.compactMap { o in o.value(a) == o.value(b) ? nil : "\(o.flag) \(o.value(a)) → \(o.value(b))" }
+    }
+
+    /// One warning per restart-only option whose value differs (the traffic
+    /// limits only when the change would turn one on or off).
     static func restartOnly(running: Settings, file: Settings) -> [String] {
-        restartOnlyOptions.compactMap { option in
+        var out = restartOnlyOptions.compactMap { option in
             let a = option.value(running), b = option.value(file)
             return a == b ? nil : "\(option.flag) changed in the config file: restart to apply (running \(a), now \(b))"
         }
+        let a = running.turn.rateLimits, b = file.turn.rateLimits
+        if !a.canReload(to: b) {
+            for o in trafficLimitOptions where o.value(a) != o.value(b) {
+                out.append(
+                    "\(o.flag) changed in the config file: restart to apply (running \(o.value(a)), now \(o.value(b)); turning a traffic limit on or off needs a restart)"
+                )
+            }
+        }
+        return out
     }
 }

@@ -172,3 +172,41 @@ struct RateLimitTests {
         #expect(quotas.publishActive(delta: 0) == 0)
     }
 }
+
+/// A reload's new traffic-limit values (`TURNServer.reconfigure`).
+@Suite struct RateLimitReloadTests {
+    @Test func newValuesApplyToLiveAllocationsButTurningALimitOffWaitsForARestart() throws {
+        var h = Harness { $0.rateLimits.maxBytesPerSecond = 1_000 }
+        var c = TestClient()
+        #expect(h.allocate(&c).isSuccess)
+        let found = h.server.allocation(for: c.fiveTuple)
+        let id = try #require(found)
+        let before = h.server.tables.rate(of: id)?.0
+        #expect(before == 1_000)
+        // A higher max-bps: the allocation made before takes it at once.
+        var faster = h.server.configuration
+        faster.rateLimits.maxBytesPerSecond = 50_000
+        h.server.reconfigure(faster)
+        #expect(h.server.tables.rate(of: id)?.0 == 50_000)
+        #expect(h.server.configuration.rateLimits.maxBytesPerSecond == 50_000)
+        // And a new allocation starts with it.
+        var d = TestClient("198.51.100.9:40000")
+        #expect(h.allocate(&d).isSuccess)
+        let foundSecond = h.server.allocation(for: d.fiveTuple)
+        let second = try #require(foundSecond)
+        #expect(h.server.tables.rate(of: second)?.0 == 50_000)
+        // Every limit off (a different set of limits on): kept as it runs.
+        var off = h.server.configuration
+        off.rateLimits = RateLimits()
+        h.server.reconfigure(off)
+        #expect(h.server.configuration.rateLimits.maxBytesPerSecond == 50_000)
+        #expect(h.server.tables.rate(of: id)?.0 == 50_000)
+        // A packet limit added beside the byte limit is another set too.
+        var more = h.server.configuration
+        more.rateLimits.maxPacketsPerSecond = 10
+        #expect(h.server.configuration.rateLimits.canReload(to: more.rateLimits))
+        var onlyPackets = RateLimits()
+        onlyPackets.maxPacketsPerSecond = 10
+        #expect(!h.server.configuration.rateLimits.canReload(to: onlyPackets))
+    }
+}

@@ -159,6 +159,20 @@ struct ReloadTests {
         #expect(o.changes == ["static users 1 → 2 (+carol)", "--user-quota 0 → 5"])
     }
 
+    @Test func trafficLimitValuesReloadButTurningOneOnOrOffNeedsARestart() throws {
+        let f = try ReloadFixture(file: Self.aliceFile + "\nmax-bps=1000")
+        let raised = try #require(f.reload(to: Self.aliceFile + "\nmax-bps=2000\nmax-pps=500").outcome)
+        #expect(raised.restartNeeded.isEmpty)
+        #expect(raised.changes.contains("--max-bps 1000 → 2000"))
+        #expect(raised.changes.contains("--max-pps 0 → 500"))
+        #expect(raised.settings.turn.rateLimits.maxBytesPerSecond == 2000)
+        // Without max-bps no limit is left on: that waits for a restart.
+        let off = try #require(f.reload(to: Self.aliceFile).outcome)
+        #expect(off.restartNeeded.contains { $0.hasPrefix("--max-bps changed in the config file: restart to apply (running 1000, now 0") })
+        #expect(off.settings.turn.rateLimits.maxBytesPerSecond == 1000)
+        #expect(!off.changes.contains { $0.hasPrefix("--max-bps") })
+    }
+
     @Test func commandLineStillOverridesTheFile() throws {
         // --listening-port is on the command line: a file line for it changes nothing.
         let f = try ReloadFixture(file: Self.aliceFile)
