@@ -27,15 +27,19 @@ extension TURNServer {
         let mine = active.lazy.filter { $0 }.count
         serverActive = quotas.publishActive(delta: mine - publishedActive)
         publishedActive = mine
-        for (id, isActive) in zip(ids, active) {
-            let users =
-                limits.userMaxBytesPerSecond != 0
-                ? quotas.allocationCount(user: owners[Int(id.slot)].quotaUser) : 1
-            let (rate, cause) = limits.rate(
-                userAllocations: users,
-                capacityShare: limits.capacityShare(active: serverActive, countedActive: isActive))
-            tables.setRate(id, rate, cause: cause)
-        }
+        for (id, isActive) in zip(ids, active) { setRate(of: id, under: limits, countedActive: isActive) }
+    }
+
+    /// Sets a live allocation's byte rate under `limits`, from its user's
+    /// allocations and the server-wide active count (`countedActive`: that
+    /// count includes it).
+    private mutating func setRate(of id: AllocationID, under limits: RateLimits, countedActive: Bool) {
+        let users =
+            limits.userMaxBytesPerSecond != 0 ? quotas.allocationCount(user: owners[Int(id.slot)].quotaUser) : 1
+        let (rate, cause) = limits.rate(
+            userAllocations: users,
+            capacityShare: limits.capacityShare(active: serverActive, countedActive: countedActive))
+        tables.setRate(id, rate, cause: cause)
     }
 
     /// A reload changed the traffic limits' values (`RateLimits.canReload`):
@@ -43,13 +47,7 @@ extension TURNServer {
     /// (its buckets keep their tokens, capped at the new burst). Control path.
     mutating func applyRateLimits(_ limits: RateLimits) {
         tables.rateLimits = limits
-        for id in tables.liveAllocations() {
-            let users =
-                limits.userMaxBytesPerSecond != 0 ? quotas.allocationCount(user: owners[Int(id.slot)].quotaUser) : 1
-            let (rate, cause) = limits.rate(
-                userAllocations: users, capacityShare: limits.capacityShare(active: serverActive, countedActive: true))
-            tables.setRate(id, rate, cause: cause)
-        }
+        for id in tables.liveAllocations() { setRate(of: id, under: limits, countedActive: true) }
     }
 
     /// Takes this worker's active allocations out of the server-wide count

@@ -46,7 +46,7 @@ public final class CredentialSync: Sendable {
         var quotas: AllocationQuotas?
         var limitsInForce: RateLimits?
         /// `--user-quota` and `--total-quota` as configured (a SIGHUP may
-        /// change them: `setConfiguredQuotas`); the database's options win.
+        /// change them: `setBase`); the database's options win.
         var configuredQuotas: (perUser: Int, total: Int)
     }
 
@@ -87,15 +87,6 @@ public final class CredentialSync: Sendable {
         } else if inForce.maxBytesPerSecond != next.maxBytesPerSecond {
             logger.warning(
                 "user database \(location): the realm's max-bps is now \(next.maxBytesPerSecond); the \(inForce.maxBytesPerSecond) in force stays until a restart (turning a traffic limit on or off needs one)")
-        }
-    }
-
-    /// New `--user-quota` and `--total-quota` from a reload: in force
-    /// where the database's realm options set none.
-    public func setConfiguredQuotas(perUser: Int, total: Int) {
-        state.withLock { s in
-            s.configuredQuotas = (perUser, total)
-            applyQuotas(s)
         }
     }
 
@@ -156,12 +147,15 @@ public final class CredentialSync: Sendable {
 
     public func stop() { stopRequested.store(true, ordering: .relaxed) }
 
-    /// A SIGHUP reload: new static settings; the database part is kept and
-    /// reapplied on top (a changed realm is read afresh at the next poll).
-    public func setBase(_ turn: TURNConfiguration) {
+    /// A SIGHUP reload: new static settings and `--user-quota` and
+    /// `--total-quota` (in force where the database's realm options set
+    /// none); the database part is kept and reapplied on top (a changed
+    /// realm is read afresh at the next poll).
+    public func setBase(_ turn: TURNConfiguration, configuredQuotas: (perUser: Int, total: Int)) {
         state.withLock { s in
             let realmChanged = s.base.credentials.realm != turn.credentials.realm
             s.base = turn
+            s.configuredQuotas = configuredQuotas
             if realmChanged { s.snapshot = nil }
             let next = s.snapshot.map { compose(turn, $0) } ?? turn
             s.composed = s.snapshot == nil ? nil : next

@@ -122,18 +122,20 @@ public enum Daemon {
                 case .apply(let outcome):
                     for w in outcome.warnings { logger.warning(w) }
                     for w in outcome.restartNeeded { logger.warning(w) }
-                    if let sync { sync.setBase(outcome.settings.turn) } else { engine.reload(turn: outcome.settings.turn) }
                     let q = outcome.settings
                     if let sync {
-                        // It composes the database's realm options over these (setBase above).
-                        sync.setConfiguredQuotas(perUser: q.userQuota, total: q.totalQuota)
-                    } else if q.userQuota != settings.userQuota || q.totalQuota != settings.totalQuota
-                        || q.turn.rateLimits != settings.turn.rateLimits
-                    {
-                        // The traffic limits in force bound the total (capacity under `refuse`).
-                        quotas.setLimits(
-                            perUser: q.userQuota,
-                            total: AllocationQuotas.total(quota: q.totalQuota, limits: q.turn.rateLimits))
+                        // It composes the database's realm options over these, quotas included.
+                        sync.setBase(q.turn, configuredQuotas: (q.userQuota, q.totalQuota))
+                    } else {
+                        engine.reload(turn: q.turn)
+                        if q.userQuota != settings.userQuota || q.totalQuota != settings.totalQuota
+                            || q.turn.rateLimits != settings.turn.rateLimits
+                        {
+                            // The traffic limits in force bound the total (capacity under `refuse`).
+                            quotas.setLimits(
+                                perUser: q.userQuota,
+                                total: AllocationQuotas.total(quota: q.totalQuota, limits: q.turn.rateLimits))
+                        }
                     }
                     if let tls = outcome.settings.engine.tls, tls !== settings.engine.tls { engine.reload(tls: tls) }
                     if let dtls = outcome.settings.engine.dtls, dtls !== settings.engine.dtls { engine.reload(dtls: dtls) }

@@ -123,6 +123,17 @@ struct SourceFilterEngineTests {
             configureTURN: { $0.sourceLimits = SourceRateLimits(failedPerSecond: failedRate) })
     }
 
+    /// Sends `packet` from `socket` in rounds of 50 every 20 ms until the
+    /// kernel filter has dropped something (20 rounds at most).
+    static func sendUntilTheKernelDrops(_ packet: [UInt8], from socket: TestSocket, _ h: EngineHarness) throws {
+        var rounds = 0
+        while (h.engine.kernelSourceDrops ?? 0) == 0 && rounds < 20 {
+            for _ in 0..<50 { try socket.send(packet, to: h.server) }
+            usleep(20_000)
+            rounds += 1
+        }
+    }
+
     static func unsignedAllocate() -> [UInt8] {
         TURNClient().request(.allocate, sign: false) { (e) throws(STUNError) in try e.appendRequestedTransport(17) }
     }
@@ -138,12 +149,7 @@ struct SourceFilterEngineTests {
         // 1 refusal/s, burst 2: the third request is dropped and blocks the
         // source for up to a second. Rounds until the kernel has dropped some.
         let start = Worker.monotonicNow()
-        var rounds = 0
-        while (h.engine.kernelSourceDrops ?? 0) == 0 && rounds < 20 {
-            for _ in 0..<50 { try junk.send(Self.unsignedAllocate(), to: h.server) }
-            usleep(20_000)
-            rounds += 1
-        }
+        try Self.sendUntilTheKernelDrops(Self.unsignedAllocate(), from: junk, h)
         #expect((h.engine.kernelSourceDrops ?? 0) > 0)
         var answers = 0
         while try junk.receive() != nil { answers += 1 }
@@ -169,12 +175,7 @@ struct SourceFilterEngineTests {
         let stray = EngineRelayTests.channelData(0x4000, [UInt8](repeating: 0xAB, count: 100))
         // 1 datagram/s of this kind, burst 2: the fourth blocks the 5-tuple
         // for up to a second. Rounds until the kernel has dropped some.
-        var rounds = 0
-        while (h.engine.kernelSourceDrops ?? 0) == 0 && rounds < 20 {
-            for _ in 0..<50 { try client.send(stray, to: h.server) }
-            usleep(20_000)
-            rounds += 1
-        }
+        try Self.sendUntilTheKernelDrops(stray, from: client, h)
         #expect((h.engine.kernelSourceDrops ?? 0) > 0)
         // The block is in force: one more stray datagram is dropped in the kernel.
         let before = h.engine.kernelSourceDrops ?? 0
@@ -233,12 +234,7 @@ struct SourceFilterEngineTests {
             usleep(10_000)
         }
         #expect(h.logs.all.contains { $0.contains("kernel source filter: on (a per-source limit was turned on)") })
-        var rounds = 0
-        while (h.engine.kernelSourceDrops ?? 0) == 0 && rounds < 20 {
-            for _ in 0..<50 { try junk.send(Self.unsignedAllocate(), to: h.server) }
-            usleep(20_000)
-            rounds += 1
-        }
+        try Self.sendUntilTheKernelDrops(Self.unsignedAllocate(), from: junk, h)
         #expect((h.engine.kernelSourceDrops ?? 0) > 0)
     }
 

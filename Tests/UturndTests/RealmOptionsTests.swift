@@ -90,7 +90,7 @@ struct RealmOptionsTests {
         sync.useQuotas(quotas, limits: base.rateLimits)
         #expect(quotas.perUser == 2 && quotas.total == 7)  // the database's total wins
         // A SIGHUP with new flags: the per-user quota follows them, the total stays the database's.
-        sync.setConfiguredQuotas(perUser: 1, total: 100)
+        sync.setBase(base, configuredQuotas: (1, 100))
         #expect(quotas.perUser == 1 && quotas.total == 7)
     }
 }

@@ -35,12 +35,15 @@ enum TURNSetup {
 
     /// A server with one static user. Nonces never go stale (the control
     /// benchmark moves the clock 40 s per round to age out the response cache).
-    static func makeServer(maxAllocations: Int, now: MonotonicTime) -> TURNServer {
+    static func makeServer(
+        maxAllocations: Int, now: MonotonicTime, sourceLimits: SourceRateLimits = SourceRateLimits()
+    ) -> TURNServer {
         var config = TURNConfiguration(
             credentials: CredentialStore(realm: realm, users: [username: password]),
             peerPolicy: PeerPolicy(serverAddresses: [serverAddress.ip]),
             nonces: NonceCodec(secret: [UInt8](repeating: 9, count: 32), lifetime: UInt32.max))
         config.limits = TableLimits(maxAllocations: maxAllocations)
+        config.sourceLimits = sourceLimits
         return TURNServer(configuration: config, quotas: AllocationQuotas(), now: now)
     }
 
@@ -334,13 +337,9 @@ public struct JunkFixture: ~Copyable {
     public var out = Buffer(capacity: 1500)
 
     public init() {
-        var config = TURNConfiguration(
-            credentials: CredentialStore(realm: TURNSetup.realm, users: [TURNSetup.username: TURNSetup.password]),
-            peerPolicy: PeerPolicy(serverAddresses: [TURNSetup.serverAddress.ip]),
-            nonces: NonceCodec(secret: [UInt8](repeating: 9, count: 32), lifetime: UInt32.max))
-        config.limits = TableLimits(maxAllocations: 16)
-        config.sourceLimits = SourceRateLimits(failedPerSecond: 1, bindingPerSecond: 1, failedTotalPerSecond: 100)
-        server = TURNServer(configuration: config, quotas: AllocationQuotas(), now: now)
+        server = TURNSetup.makeServer(
+            maxAllocations: 16, now: MonotonicTime.seconds(10_000),
+            sourceLimits: SourceRateLimits(failedPerSecond: 1, bindingPerSecond: 1, failedTotalPerSecond: 100))
         let key = try! IntegrityKey.longTerm(username: TURNSetup.username, realm: TURNSetup.realm, password: TURNSetup.password)
         // Two 401s use up the burst; the third request is dropped.
         for _ in 0..<2 {
